@@ -1,0 +1,41 @@
+# Heze Citizen Assistant. The two commands: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+RASA  := .venv-rasa/bin/rasa
+PY    := .venv/bin/python
+RASA_ARGS := --domain bot/domain --data bot/data nlu_data --config config.yml
+export RASA_TELEMETRY_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 2
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test bootstrap train db validate bench lock clean
+
+run: bootstrap db train
+	$(PY) -m stack
+
+test: bootstrap train
+	$(PY) -m pytest
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+# Migrate the service database and load the fictional sample data into an empty one.
+db: bootstrap
+	@$(PY) -m services seed
+
+# Trains only when the data, domain or config changed (Rasa compares fingerprints).
+train: bootstrap
+	@$(PY) -m stack.train
+
+validate: bootstrap
+	$(RASA) data validate $(RASA_ARGS)
+
+bench: bootstrap train
+	$(PY) -m bench.run
+
+# Re-resolve the pinned requirements (needs the package index).
+lock:
+	@bash scripts/lock.sh
+
+clean:
+	rm -rf var/models var/log results

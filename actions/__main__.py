@@ -1,0 +1,21 @@
+"""Run the action server: ``python -m actions``."""
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from actions.server import create_app
+from services.container import build_services
+from services.settings import get_settings
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    app = create_app(build_services(settings))
+    uvicorn.run(app, host=settings.action_host, port=settings.action_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Bills and payments (缴费): bill type and account -> amount due -> confirm -> payment order."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
+from services.billing import BILL_TYPES, ID_NUMBER_BILLS, format_yuan
+from textnorm.ids import is_valid_id_number, is_valid_mobile
+from textnorm.numerals import digits_only
+
+# Words citizens use for each bill type, looked for in free text.
+_TYPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("medical_insurance", ("医保", "医疗", "合作医疗", "新农合")),
+    ("pension_insurance", ("养老",)),
+    ("gas", ("燃气", "天然气", "煤气")),
+    ("electricity", ("电",)),
+    ("water", ("水",)),
+)
+
+
+def bill_type_from_text(text: str) -> str | None:
+    if text in BILL_TYPES:
+        return text
+    for bill_type, words in _TYPE_WORDS:
+        if any(w in text for w in words):
+            return bill_type
+    return None
+
+
+class ValidateBillForm(FlowValidation):
+    def name(self) -> str:
+        return "validate_bill_form"
+
+    def validate_bill_type(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        bill_type = bill_type_from_text(str(value))
+        if bill_type is None:
+            return self.failed(dispatcher, tracker, "bill_type", "目前能交水费、电费、燃气费、医保和养老保险。")
+        return {"bill_type": bill_type, "failed_attempts": 0}
+
+    def validate_bill_account(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        bill_type = tracker.get_slot("bill_type")
+        if bill_type not in BILL_TYPES:
+            return {"bill_account": None}
+        account = digits_only(str(value))
+        if bill_type in ID_NUMBER_BILLS:
+            if not is_valid_id_number(account):
+                return self.failed(dispatcher, tracker, "bill_account", "身份证号不对，请核对后再说一遍。")
+        elif not re.fullmatch(r"\d{10}", account):
+            return self.failed(dispatcher, tracker, "bill_account", "户号是10位数字，我没听清。")
+        billing = self.services.billing
+        if not billing.account_exists(bill_type, account):
+            return self.failed(dispatcher, tracker, "bill_account", f"没有查到这个{BILL_TYPES[bill_type]}账户。")
+        due = billing.outstanding(bill_type, account)
+        if not due:
+            return self.stop(dispatcher, "bill_account", account, f"这个账户的{BILL_TYPES[bill_type]}已经交清了，不用再交。")
+        bill = due[0]
+        text = f"{bill.type_name}：{bill.period}，应缴{format_yuan(bill.amount_fen)}元。"
+        if len(due) > 1:
+            text += f"还有{len(due) - 1}笔，交完这笔再交。"
+        dispatcher.utter_message(text=text)
+        return {"bill_account": account, "bill_id": str(bill.id), "failed_attempts": 0}
+
+    def validate_bill_confirm(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        if value is True:
+            return {"bill_confirm": True}
+        return self.stop(dispatcher, "bill_confirm", False, "好的，先不交。需要时再找我。")
+
+
+class ActionPayBill(ServiceAction):
+    def name(self) -> str:
+        return "action_pay_bill"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        bill_id = tracker.get_slot("bill_id")
+        if tracker.get_slot("flow_stopped") or tracker.get_slot("bill_confirm") is not True or not bill_id:
+            return reset_flow()
+        channel = channel_of(tracker)
+        provider = self.services.payments
+        order = self.services.billing.create_order(
+            int(bill_id), channel=channel, sender_id=tracker.sender_id, provider=provider.name
+        )
+        if order.status == "paid":
+            dispatcher.utter_message(text="这笔费用已经交过了，不用再交。")
+            return reset_flow()
+        url = provider.checkout_url(order.order_no)
+        intro = "已生成缴费订单。" if order.created else "这笔费用已经下过单了，不会重复收费。"
+        amount = format_yuan(order.amount_fen)
+        if channel == "phone":
+            caller = caller_number(tracker)
+            if caller and is_valid_mobile(caller):
+                self.services.sms.send(caller, f"【菏泽政务】您的缴费订单{order.order_no}，金额{amount}元。点此缴费：{url}")
+                dispatcher.utter_message(text=f"{intro}缴费链接已发到您的手机。也可以到村里的便民服务站缴费。")
+            else:
+                dispatcher.utter_message(text=f"{intro}请到村里的便民服务站缴费，说出您的户号就行。")
+        else:
+            dispatcher.utter_message(text=f"{intro}金额{amount}元，请点链接付款：{url}")
+        return reset_flow() + ask_rating(dispatcher, "bill")

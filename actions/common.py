@@ -1,0 +1,109 @@
+"""What every flow shares: the channel a citizen uses, hand-off, the rating question, slot resets."""
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import REQUESTED_SLOT, FormValidationAction
+
+from services.container import Services
+
+CHANNELS = frozenset({"rest", "wechat", "miniprogram", "phone"})
+MAX_FAILED_ATTEMPTS = 2
+
+# Slots one flow fills; all are cleared when a flow ends, is cancelled or handed off.
+FLOW_SLOTS: dict[str, Any] = {
+    "application_number": None, "lookup_phone": None, "id_last4": None,
+    "bill_type": None, "bill_account": None, "bill_confirm": None, "bill_id": None,
+    "feedback_category": None, "feedback_content": None, "feedback_location": None, "feedback_contact": None,
+    "ticket_number": None, "failed_attempts": 0, "flow_stopped": None,
+}
+
+HANDOFF_TEXT = {
+    "requested": "好的，正在为您转人工。请稍等，工作人员会接着帮您。",
+    "failed_attempts": "这件事我没能帮您办好，现在为您转人工。请稍等。",
+    "fallback": "好的，正在为您转人工。请稍等，工作人员会接着帮您。",
+}
+
+
+def metadata(tracker: Tracker) -> dict[str, Any]:
+    md = (tracker.latest_message or {}).get("metadata") or {}
+    return md if isinstance(md, dict) else {}
+
+
+def channel_of(tracker: Tracker) -> str:
+    """The channel of the latest message: 'wechat', 'miniprogram', 'phone' or 'rest'.
+
+    Channels tag themselves; a client of the internal ``rest`` channel may name the channel it
+    relays for in the message metadata (``{"channel": "phone"}``)."""
+    channel = tracker.get_latest_input_channel() or "rest"
+    if channel == "rest":
+        claimed = metadata(tracker).get("channel")
+        if claimed in CHANNELS:
+            return str(claimed)
+    return channel if channel in CHANNELS else "rest"
+
+
+def caller_number(tracker: Tracker) -> str | None:
+    """The caller's phone number that the phone channel put into the metadata, if any."""
+    caller = metadata(tracker).get("caller")
+    return str(caller) if caller else None
+
+
+def reset_flow() -> list[EventType]:
+    return [SlotSet(name, value) for name, value in FLOW_SLOTS.items()]
+
+
+def hand_off(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> int:
+    """Record a hand-off and tell the citizen. The phone channel also gets a payload it acts on."""
+    channel = channel_of(tracker)
+    handoff_id = services.handoffs.create(sender_id=tracker.sender_id, channel=channel, reason=reason)
+    dispatcher.utter_message(text=HANDOFF_TEXT[reason])
+    if channel == "phone":
+        dispatcher.utter_message(json_message={"handoff": {"id": handoff_id, "reason": reason}})
+    return handoff_id
+
+
+def ask_rating(dispatcher: CollectingDispatcher, flow: str) -> list[EventType]:
+    """The one-question satisfaction rating at the end of a completed flow."""
+    dispatcher.utter_message(response="utter_ask_rating")
+    return [SlotSet("awaiting_rating", flow)]
+
+
+class ServiceAction(Action):
+    """An action with access to the service backends."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+
+class FlowValidation(FormValidationAction):
+    """Form validation with the shared rules: two failed answers hand the citizen to a human,
+    and a validator may stop the form early by setting ``flow_stopped``."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def failed(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, slot: str, message: str
+    ) -> dict[str, Any]:
+        attempts = int(tracker.get_slot("failed_attempts") or 0) + 1
+        if attempts >= MAX_FAILED_ATTEMPTS:
+            handoff_id = hand_off(self.services, dispatcher, tracker, "failed_attempts")
+            return {slot: None, "failed_attempts": 0, "flow_stopped": True, "handoff_id": str(handoff_id)}
+        dispatcher.utter_message(text=message)
+        return {slot: None, "failed_attempts": attempts}
+
+    @staticmethod
+    def stop(dispatcher: CollectingDispatcher, slot: str, value: Any, message: str) -> dict[str, Any]:
+        dispatcher.utter_message(text=message)
+        return {slot: value, "flow_stopped": True}
+
+    async def next_requested_slot(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> EventType | None:
+        if tracker.slots.get("flow_stopped"):
+            return SlotSet(REQUESTED_SLOT, None)
+        return await super().next_requested_slot(dispatcher, tracker, domain)

@@ -1,0 +1,163 @@
+"""Conversation control: hand-off, repeat, slow down, two-stage fallback, cancel, rating."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, FollowupAction, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.common import ServiceAction, channel_of, hand_off, reset_flow
+from textnorm.numerals import normalize_numbers
+
+# Longest phrases first: "很不满意" must not be read as "满意".
+_RATING_WORDS: tuple[tuple[str, int], ...] = (
+    ("非常不满意", 1), ("很不满意", 1), ("太差", 1), ("很差", 1), ("差评", 1),
+    ("不太满意", 2), ("不满意", 2),
+    ("非常满意", 5), ("很满意", 5), ("特别满意", 5), ("满分", 5), ("五星", 5),
+    ("一般", 3), ("还行", 3), ("凑合", 3), ("马马虎虎", 3),
+    ("满意", 4), ("不错", 4), ("好评", 4), ("挺好", 4), ("很好", 5),
+)
+_CHINESE_SCORE = {"一": 1, "幺": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
+
+
+def parse_rating(text: str, entity: str | None = None) -> int | None:
+    """A 1-5 score from a rating entity, a digit, a Chinese numeral or words like "很满意"."""
+    for candidate in (entity, normalize_numbers(text)):
+        if candidate:
+            m = re.search(r"(?<!\d)([1-5])(?!\d)", candidate)
+            if m:
+                return int(m.group(1))
+    m = re.search(r"([一幺二两三四五])\s*分", text)
+    if m:
+        return _CHINESE_SCORE[m.group(1)]
+    for word, score in _RATING_WORDS:
+        if word in text:
+            return score
+    return None
+
+
+def last_bot_turn(tracker: Tracker) -> list[dict[str, Any]]:
+    """The bot messages sent in answer to the user message before the latest one."""
+    events = tracker.events
+    user_idx = [i for i, e in enumerate(events) if e.get("event") == "user"]
+    if len(user_idx) < 1:
+        return []
+    end = user_idx[-1]
+    start = user_idx[-2] if len(user_idx) > 1 else -1
+    return [e for e in events[start + 1:end] if e.get("event") == "bot"]
+
+
+class ActionHandoff(ServiceAction):
+    def name(self) -> str:
+        return "action_handoff"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        offered = any(
+            e.get("event") == "action" and e.get("name") == "action_offer_human" for e in tracker.events[-6:]
+        )
+        handoff_id = hand_off(self.services, dispatcher, tracker, "fallback" if offered else "requested")
+        return reset_flow() + [SlotSet("handoff_id", str(handoff_id))]
+
+
+class ActionRepeat(Action):
+    def name(self) -> str:
+        return "action_repeat"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        turn = last_bot_turn(tracker)
+        if not turn:
+            dispatcher.utter_message(response="utter_menu")
+            return []
+        for event in turn:
+            data = event.get("data") or {}
+            dispatcher.utter_message(
+                text=event.get("text"), buttons=data.get("buttons") or [], json_message=data.get("custom")
+            )
+        return []
+
+
+class ActionSlowDown(Action):
+    def name(self) -> str:
+        return "action_slow_down"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        dispatcher.utter_message(response="utter_slow_down")
+        if channel_of(tracker) == "phone":
+            dispatcher.utter_message(json_message={"speech": {"rate": "slow"}})
+        if not tracker.active_loop:
+            # Outside a form, say the last answer again, slowly. A form asks again by itself.
+            await ActionRepeat().run(dispatcher, tracker, domain)
+        return [SlotSet("slow_speech", True)]
+
+
+class ActionFallback(Action):
+    """Two-stage fallback: ask to rephrase once; the second time in a row, offer a human."""
+
+    def name(self) -> str:
+        return "action_fallback"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        misses = 0
+        for event in reversed(tracker.events):
+            if event.get("event") != "user":
+                continue
+            if (event.get("parse_data") or {}).get("intent", {}).get("name") != "nlu_fallback":
+                break
+            misses += 1
+        if misses >= 2:
+            return [FollowupAction("action_offer_human")]
+        dispatcher.utter_message(response="utter_ask_rephrase")
+        return []
+
+
+class ActionOfferHuman(Action):
+    def name(self) -> str:
+        return "action_offer_human"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        dispatcher.utter_message(response="utter_offer_human")
+        return []
+
+
+class ActionCancelFlow(Action):
+    def name(self) -> str:
+        return "action_cancel_flow"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        dispatcher.utter_message(response="utter_cancelled")
+        return reset_flow()
+
+
+class ActionStoreRating(ServiceAction):
+    def name(self) -> str:
+        return "action_store_rating"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        flow = tracker.get_slot("awaiting_rating")
+        text = (tracker.latest_message or {}).get("text") or ""
+        score = parse_rating(text, next(tracker.get_latest_entity_values("rating"), None))
+        if not flow:
+            dispatcher.utter_message(response="utter_anything_else")
+            return []
+        if score is None:
+            dispatcher.utter_message(text="请说1到5分，5分最满意。")
+            return []
+        self.services.ratings.record(sender_id=tracker.sender_id, channel=channel_of(tracker), flow=flow, score=score)
+        dispatcher.utter_message(response="utter_thanks_for_rating")
+        return [SlotSet("awaiting_rating", None), SlotSet("rating", None)]

@@ -1,0 +1,114 @@
+"""Progress check (办件进度): by application number, or by phone number plus ID-card last four."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, reset_flow
+from services.applications import ApplicationView
+from textnorm.ids import is_valid_mobile
+from textnorm.numerals import digits_only
+
+NO_NUMBER = "none"
+_APPLICATION_NUMBER = re.compile(r"20\d{12}")
+_NO_WORDS = ("没有", "没编号", "不知道", "忘了", "找不着", "丢了", "不记得")
+
+
+def _date(d: Any) -> str:
+    return f"{d.month}月{d.day}日"
+
+
+def describe(app: ApplicationView) -> str:
+    parts = [f"您办的“{app.service_name}”：{app.status}。"]
+    if app.status != "已办结":
+        parts.append(f"现在到了“{app.current_step}”这一步。")
+        if app.expected_date:
+            parts.append(f"预计{_date(app.expected_date)}办完。")
+    parts.append(f"办理单位：{app.office}。")
+    return "".join(parts)
+
+
+def describe_brief(apps: list[ApplicationView]) -> str:
+    lines = [f"查到您{len(apps)}件事："]
+    for i, app in enumerate(apps, 1):
+        line = f"{i}. {app.service_name}：{app.status}"
+        if app.status != "已办结" and app.expected_date:
+            line += f"，预计{_date(app.expected_date)}办完"
+        lines.append(line + "。")
+    return "\n".join(lines)
+
+
+class ValidateProgressForm(FlowValidation):
+    def name(self) -> str:
+        return "validate_progress_form"
+
+    async def required_slots(
+        self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[str]:
+        if tracker.slots.get("application_number") not in (None, NO_NUMBER):
+            return ["application_number"]
+        return domain_slots
+
+    def validate_application_number(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        text = str(value)
+        number = digits_only(text)
+        if not number and (tracker.get_intent_of_latest_message() == "deny" or any(w in text for w in _NO_WORDS)):
+            result: dict[str, Any] = {"application_number": NO_NUMBER}
+            caller = caller_number(tracker)
+            if caller and is_valid_mobile(caller) and not tracker.get_slot("lookup_phone"):
+                dispatcher.utter_message(text="好的，用您来电的手机号查。")
+                result["lookup_phone"] = caller
+            return result
+        if not _APPLICATION_NUMBER.fullmatch(number):
+            return self.failed(dispatcher, tracker, "application_number", "受理编号是14位数字，我没听清。")
+        if self.services.applications.by_number(number) is None:
+            return self.failed(dispatcher, tracker, "application_number", "没有查到这个编号。")
+        return {"application_number": number, "failed_attempts": 0}
+
+    def validate_lookup_phone(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        phone = digits_only(str(value))
+        if not is_valid_mobile(phone):
+            return self.failed(dispatcher, tracker, "lookup_phone", "手机号是11位数字，我没听清。")
+        return {"lookup_phone": phone, "failed_attempts": 0}
+
+    def validate_id_last4(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        last4 = digits_only(str(value))
+        if not re.fullmatch(r"\d{3}[\dX]", last4):
+            return self.failed(dispatcher, tracker, "id_last4", "请说身份证号最后4位，我没听清。")
+        phone = tracker.get_slot("lookup_phone")
+        if not phone or not self.services.applications.by_applicant(phone, last4):
+            return self.failed(dispatcher, tracker, "id_last4", "手机号和身份证后4位对不上，没有查到。")
+        return {"id_last4": last4, "failed_attempts": 0}
+
+
+class ActionAnswerProgress(ServiceAction):
+    def name(self) -> str:
+        return "action_answer_progress"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        if tracker.get_slot("flow_stopped"):
+            return reset_flow()
+        number = tracker.get_slot("application_number")
+        apps = self.services.applications
+        if number and number != NO_NUMBER:
+            app = apps.by_number(number)
+            found = [app] if app else []
+        else:
+            found = apps.by_applicant(tracker.get_slot("lookup_phone") or "", tracker.get_slot("id_last4") or "")
+        if not found:
+            dispatcher.utter_message(text="没有查到您的办件。")
+            return reset_flow()
+        dispatcher.utter_message(text=describe(found[0]) if len(found) == 1 else describe_brief(found))
+        return reset_flow() + ask_rating(dispatcher, "progress")

@@ -1,0 +1,29 @@
+"""Every custom action, built with its dependencies."""
+from __future__ import annotations
+
+from rasa_sdk import Action
+
+from actions.bills import ActionPayBill, ValidateBillForm
+from actions.conversation import (
+    ActionCancelFlow,
+    ActionFallback,
+    ActionHandoff,
+    ActionOfferHuman,
+    ActionRepeat,
+    ActionSlowDown,
+    ActionStoreRating,
+)
+from actions.feedback import ActionAnswerTicket, ActionSubmitFeedback, ValidateFeedbackForm, ValidateTicketForm
+from actions.progress import ActionAnswerProgress, ValidateProgressForm
+from services.container import Services
+
+_WITH_SERVICES = (
+    ValidateProgressForm, ActionAnswerProgress, ValidateBillForm, ActionPayBill,
+    ValidateFeedbackForm, ActionSubmitFeedback, ValidateTicketForm, ActionAnswerTicket,
+    ActionHandoff, ActionStoreRating,
+)
+_PLAIN = (ActionRepeat, ActionSlowDown, ActionFallback, ActionOfferHuman, ActionCancelFlow)
+
+
+def build_actions(services: Services) -> list[Action]:
+    return [cls(services) for cls in _WITH_SERVICES] + [cls() for cls in _PLAIN]

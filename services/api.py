@@ -1,0 +1,89 @@
+"""Services API: health, the payment page citizens open, and payment provider notifications."""
+from __future__ import annotations
+
+import logging
+from html import escape
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+from services.billing import PaymentMismatch, format_yuan
+from services.container import Services
+from services.payments import InvalidNotification, SandboxProvider, handle_notification
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+MAX_NOTIFY_BYTES = 16 * 1024
+
+_PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:28em;margin:2em auto;padding:0 1em;font-size:18px}}
+button{{font-size:20px;padding:.5em 1.5em}}</style></head><body>{body}</body></html>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=escape(title), body=body), status_code=status)
+
+
+def create_app(settings: Settings, services: Services) -> FastAPI:
+    app = FastAPI(title="Heze services API", docs_url=None, redoc_url=None, openapi_url=None)
+    billing = services.billing
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/pay/{order_no}", response_class=HTMLResponse)
+    def pay_page(order_no: str) -> HTMLResponse:
+        found = billing.order_bill(order_no) if order_no.isdigit() else None
+        if found is None:
+            return _page("订单不存在", "<p>没有找到这个缴费订单。</p>", 404)
+        order, bill = found
+        head = f"<h1>{escape(bill.type_name)}缴费</h1><p>账期：{escape(bill.period)}</p>" \
+               f"<p>金额：<b>{format_yuan(order.amount_fen)} 元</b></p><p>订单号：{escape(order.order_no)}</p>"
+        if order.status == "paid":
+            return _page("已缴费", head + "<p>这笔费用已经缴清，谢谢。</p>")
+        if order.status != "pending":
+            return _page("订单已失效", head + "<p>订单已失效，请重新发起缴费。</p>", 410)
+        form = ""
+        if isinstance(services.payments, SandboxProvider):
+            form = (f'<form method="post" action="/pay/{escape(order.order_no)}/sandbox">'
+                    "<p>（测试环境：不会真实扣款）</p><button type=submit>确认支付</button></form>")
+        return _page("缴费", head + form)
+
+    @app.post("/pay/{order_no}/sandbox", response_class=HTMLResponse)
+    async def sandbox_pay(order_no: str) -> HTMLResponse:
+        """The sandbox provider's side: it posts a signed notification to our notify URL."""
+        provider = services.payments
+        if not isinstance(provider, SandboxProvider):
+            return _page("不可用", "<p>测试支付未开启。</p>", 404)
+        order = billing.order(order_no) if order_no.isdigit() else None
+        if order is None:
+            return _page("订单不存在", "<p>没有找到这个缴费订单。</p>", 404)
+        body, headers = provider.notification(order.order_no, order.amount_fen)
+        async with httpx.AsyncClient(timeout=10) as client:
+            resp = await client.post(settings.payment_notify_url, content=body, headers=headers)
+        if resp.status_code != 200:
+            return _page("支付失败", "<p>支付没有成功，请稍后再试。</p>", 502)
+        return _page("支付成功", f"<p>支付成功，金额 {format_yuan(order.amount_fen)} 元。谢谢！</p>")
+
+    @app.post("/payments/notify/{provider_name}")
+    async def notify(provider_name: str, request: Request) -> Response:
+        if provider_name != services.payments.name:
+            return JSONResponse({"error": "unknown provider"}, status_code=404)
+        body = await request.body()
+        if len(body) > MAX_NOTIFY_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            outcome = handle_notification(services.payments, billing, body, request.headers)
+        except InvalidNotification as exc:
+            log.warning("payment notification rejected: %s", exc)
+            return JSONResponse({"error": "invalid notification"}, status_code=400)
+        except PaymentMismatch as exc:
+            log.warning("payment notification does not match its order: %s", exc)
+            return JSONResponse({"error": "order mismatch"}, status_code=409)
+        log.info("order %s %s", outcome.order_no, "paid" if outcome.changed else "already paid")
+        return PlainTextResponse("success")
+
+    return app

@@ -1,0 +1,66 @@
+"""Applications (办件): where an application stands, looked up by number or by applicant."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload, sessionmaker
+
+from services.models import Application
+
+
+@dataclass(frozen=True)
+class ApplicationView:
+    number: str
+    service_name: str
+    status: str
+    current_step: str
+    expected_date: dt.date | None
+    office: str
+    submitted_at: dt.datetime
+    steps: tuple[tuple[str, str, dt.datetime], ...]
+
+
+class ApplicationsBackend(Protocol):
+    """Read access to the application platform (SQL here; an HTTP adapter in production)."""
+
+    def by_number(self, number: str) -> ApplicationView | None: ...
+
+    def by_applicant(self, phone: str, id_last4: str) -> list[ApplicationView]: ...
+
+
+def _view(app: Application) -> ApplicationView:
+    return ApplicationView(
+        number=app.number,
+        service_name=app.service_name,
+        status=app.status,
+        current_step=app.current_step,
+        expected_date=app.expected_date,
+        office=app.office,
+        submitted_at=app.submitted_at,
+        steps=tuple((s.step, s.result, s.at) for s in app.steps),
+    )
+
+
+class SqlApplications:
+    def __init__(self, sessions: sessionmaker) -> None:
+        self._sessions = sessions
+
+    def by_number(self, number: str) -> ApplicationView | None:
+        with self._sessions() as s:
+            app = s.scalar(
+                select(Application).options(selectinload(Application.steps)).where(Application.number == number)
+            )
+            return _view(app) if app else None
+
+    def by_applicant(self, phone: str, id_last4: str) -> list[ApplicationView]:
+        with self._sessions() as s:
+            apps = s.scalars(
+                select(Application)
+                .options(selectinload(Application.steps))
+                .where(Application.applicant_phone == phone, Application.applicant_id_last4 == id_last4.upper())
+                .order_by(Application.submitted_at.desc())
+            ).all()
+            return [_view(a) for a in apps]

@@ -1,0 +1,43 @@
+"""Builds the backends a process uses from its settings (the composition root)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from services.applications import ApplicationsBackend, SqlApplications
+from services.billing import SqlBilling
+from services.db import make_engine, make_sessionmaker
+from services.payments import PaymentProvider, SandboxProvider
+from services.people import HandoffsBackend, OutboxSms, RatingsBackend, SmsProvider, SqlHandoffs, SqlRatings
+from services.settings import Settings
+from services.tickets import SqlTickets, TicketsBackend
+
+
+@dataclass
+class Services:
+    engine: Engine
+    applications: ApplicationsBackend
+    billing: SqlBilling
+    tickets: TicketsBackend
+    handoffs: HandoffsBackend
+    ratings: RatingsBackend
+    sms: SmsProvider
+    payments: PaymentProvider
+
+
+def build_services(settings: Settings, engine: Engine | None = None) -> Services:
+    engine = engine or make_engine(settings.heze_db_url)
+    sessions = make_sessionmaker(engine)
+    secret = settings.payment_sandbox_secret
+    assert secret is not None  # checked by Settings
+    return Services(
+        engine=engine,
+        applications=SqlApplications(sessions),
+        billing=SqlBilling(sessions),
+        tickets=SqlTickets(sessions),
+        handoffs=SqlHandoffs(sessions),
+        ratings=SqlRatings(sessions),
+        sms=OutboxSms(sessions),
+        payments=SandboxProvider(secret.get_secret_value().encode(), settings.public_base_url),
+    )

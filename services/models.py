@@ -1,0 +1,152 @@
+"""SQLAlchemy models of the service database. Schema changes go through Alembic migrations."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Application(Base):
+    """An application for a government service (办件) and where it stands."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True, index=True)
+    service_name: Mapped[str] = mapped_column(String(100))
+    applicant_phone: Mapped[str] = mapped_column(String(20), index=True)
+    # Only the last four characters of the ID-card number are kept: enough to confirm identity.
+    applicant_id_last4: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(20))
+    current_step: Mapped[str] = mapped_column(String(50))
+    expected_date: Mapped[dt.date | None] = mapped_column(Date)
+    office: Mapped[str] = mapped_column(String(100))
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    steps: Mapped[list[ApplicationStep]] = relationship(
+        back_populates="application", order_by="ApplicationStep.at"
+    )
+
+
+class ApplicationStep(Base):
+    """One step in an application's history."""
+
+    __tablename__ = "application_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    step: Mapped[str] = mapped_column(String(50))
+    result: Mapped[str] = mapped_column(String(50))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    application: Mapped[Application] = relationship(back_populates="steps")
+
+
+class Bill(Base):
+    """An amount due for one account and one period."""
+
+    __tablename__ = "bills"
+    __table_args__ = (UniqueConstraint("bill_type", "account", "period"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bill_type: Mapped[str] = mapped_column(String(30), index=True)
+    # Account number, or the ID-card number for insurance contributions.
+    account: Mapped[str] = mapped_column(String(30), index=True)
+    holder_name: Mapped[str] = mapped_column(String(50))
+    district: Mapped[str] = mapped_column(String(20))
+    period: Mapped[str] = mapped_column(String(20))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(10), default="unpaid")
+
+
+class PaymentOrder(Base):
+    """A payment order for one bill. ``active_bill_id`` is unique while the order is
+    pending or paid, so one bill never has two live orders, even under concurrent requests."""
+
+    __tablename__ = "payment_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_no: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    bill_id: Mapped[int] = mapped_column(ForeignKey("bills.id"), index=True)
+    active_bill_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_txn_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    sender_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    paid_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    bill: Mapped[Bill] = relationship()
+
+
+class FeedbackTicket(Base):
+    """A complaint, report, suggestion or request for help, routed to a department."""
+
+    __tablename__ = "feedback_tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(12), unique=True, index=True)
+    category: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text)
+    location: Mapped[str] = mapped_column(String(200))
+    contact_phone: Mapped[str | None] = mapped_column(String(20))
+    department: Mapped[str] = mapped_column(String(30), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    channel: Mapped[str] = mapped_column(String(20))
+    sender_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    reply: Mapped[str | None] = mapped_column(Text)
+
+
+class Handoff(Base):
+    """A request to hand a conversation to a human agent."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender_id: Mapped[str] = mapped_column(String(128), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(20), default="waiting")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Rating(Base):
+    """A citizen's satisfaction score (1-5) at the end of a flow (群众满意度)."""
+
+    __tablename__ = "ratings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender_id: Mapped[str] = mapped_column(String(128), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    flow: Mapped[str] = mapped_column(String(30))
+    score: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SmsOutbox(Base):
+    """Text messages written by the embedded SMS provider instead of being sent."""
+
+    __tablename__ = "sms_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,63 @@
+"""Typed settings of the application processes (action server, services API, runner)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+_SAMPLE_SECRETS = {"", "change-me", "changeme", "secret", "test"}
+
+
+class Settings(BaseSettings):
+    """Read from the environment and ``.env``; validated once at process start."""
+
+    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
+
+    heze_env: Literal["development", "production", "test"] = "development"
+
+    rasa_host: str = "127.0.0.1"
+    rasa_port: int = 5005
+    rasa_api_token: SecretStr
+    tracker_db: str = "var/tracker.db"
+    rasa_model_dir: str = "var/models"
+
+    action_host: str = "127.0.0.1"
+    action_port: int = 5055
+
+    services_api_host: str = "127.0.0.1"
+    services_api_port: int = 8030
+    public_base_url: str = "http://127.0.0.1:8030"
+
+    heze_db_url: str = "sqlite:///var/heze.db"
+
+    payment_provider: Literal["sandbox"] = "sandbox"
+    payment_sandbox_secret: SecretStr | None = None
+    sms_provider: Literal["outbox"] = "outbox"
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> "Settings":
+        if self.payment_provider == "sandbox" and not self.payment_sandbox_secret:
+            raise ValueError("PAYMENT_SANDBOX_SECRET must be set for the sandbox payment provider")
+        if self.heze_env == "production":
+            if self.rasa_api_token.get_secret_value().lower() in _SAMPLE_SECRETS:
+                raise ValueError("RASA_API_TOKEN is empty or a sample value; refusing to start")
+            if self.payment_provider == "sandbox":
+                raise ValueError("the sandbox payment provider takes no real money; not in production")
+            if not self.public_base_url.startswith("https://"):
+                raise ValueError("PUBLIC_BASE_URL must be https:// in production")
+        return self
+
+    @property
+    def payment_notify_url(self) -> str:
+        """Where the payment provider posts notifications (loopback for the sandbox)."""
+        return f"http://{self.services_api_host}:{self.services_api_port}/payments/notify/{self.payment_provider}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; created on first use, never at import."""
+    return Settings()  # type: ignore[call-arg]

@@ -1,0 +1,52 @@
+"""``make run``: start every process, print what runs where, stop them all on Ctrl-C."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from services.settings import ROOT, get_settings
+from stack.processes import Stack, StartupError, specs
+
+
+def main() -> int:
+    settings = get_settings()
+    stack = Stack(specs(settings), ROOT / "var" / "log")
+    print("正在启动（首次约需 30 秒）/ starting ...", flush=True)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+    except StartupError as exc:
+        print(f"启动失败 / start-up failed: {exc}", file=sys.stderr)
+        return 1
+    print("\n菏泽市民政务助手已启动 / Heze Citizen Assistant is running:")
+    for spec in stack.specs:
+        print(f"  {spec.name:<14} {spec.url:<28} health: {spec.health_url}")
+    print(f"  {'rest channel':<14} POST {settings_url(settings)}/webhooks/rest/webhook")
+    print("  logs: var/log/   按 Ctrl-C 停止 / Ctrl-C stops everything\n", flush=True)
+    while not stopping:
+        dead = stack.poll_dead()
+        if dead:
+            print(f"{dead} stopped unexpectedly:\n{stack.log_tail(dead)}", file=sys.stderr)
+            stack.stop()
+            return 1
+        time.sleep(0.5)
+    print("\n正在停止 / stopping ...", flush=True)
+    stack.stop()
+    print("已停止 / stopped.")
+    return 0
+
+
+def settings_url(settings) -> str:  # type: ignore[no-untyped-def]
+    return f"http://{settings.rasa_host}:{settings.rasa_port}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

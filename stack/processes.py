@@ -1,0 +1,147 @@
+"""A small supervisor: start processes, wait for their health endpoints, stop them all."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from services.settings import ROOT, Settings
+
+RASA_ENV = {
+    "RASA_TELEMETRY_ENABLED": "false",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    health_url: str
+    url: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+class Stack:
+    """Runs processes in their own process groups; ``stop`` ends every one of them."""
+
+    def __init__(self, specs: list[ProcessSpec], log_dir: Path) -> None:
+        self.specs = specs
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, timeout: float = 240) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.specs:
+            log = open(self.log_dir / f"{spec.name}.log", "ab")
+            self.procs[spec.name] = subprocess.Popen(
+                spec.argv, cwd=ROOT, env={**os.environ, **spec.env}, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+            log.close()
+        deadline = time.monotonic() + timeout
+        pending = {s.name: s for s in self.specs}
+        with httpx.Client(timeout=2) as client:
+            while pending:
+                for name, spec in list(pending.items()):
+                    if self.procs[name].poll() is not None:
+                        self.stop()
+                        raise StartupError(f"{name} exited during start-up:\n{self.log_tail(name)}")
+                    try:
+                        if client.get(spec.health_url).status_code == 200:
+                            del pending[name]
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    self.stop()
+                    raise StartupError(f"not healthy after {timeout:.0f}s: {', '.join(pending)}")
+                time.sleep(0.3)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def poll_dead(self) -> str | None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                return name
+        return None
+
+    def stop(self, grace: float = 15) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        self.procs.clear()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that hands one Settings object to every child process."""
+    env = {
+        "HEZE_ENV": settings.heze_env,
+        "RASA_HOST": settings.rasa_host, "RASA_PORT": str(settings.rasa_port),
+        "RASA_API_TOKEN": settings.rasa_api_token.get_secret_value(),
+        "TRACKER_DB": settings.tracker_db, "RASA_MODEL_DIR": settings.rasa_model_dir,
+        "ACTION_HOST": settings.action_host, "ACTION_PORT": str(settings.action_port),
+        "SERVICES_API_HOST": settings.services_api_host, "SERVICES_API_PORT": str(settings.services_api_port),
+        "PUBLIC_BASE_URL": settings.public_base_url, "HEZE_DB_URL": settings.heze_db_url,
+        "PAYMENT_PROVIDER": settings.payment_provider, "SMS_PROVIDER": settings.sms_provider,
+    }
+    if settings.payment_sandbox_secret:
+        env["PAYMENT_SANDBOX_SECRET"] = settings.payment_sandbox_secret.get_secret_value()
+    return env
+
+
+def model_path(settings: Settings) -> Path:
+    path = Path(settings.rasa_model_dir)
+    return path if path.is_absolute() else ROOT / path
+
+
+def specs(settings: Settings) -> list[ProcessSpec]:
+    env = settings_env(settings)
+    py = str(ROOT / ".venv" / "bin" / "python")
+    rasa = str(ROOT / ".venv-rasa" / "bin" / "rasa")
+    r, a, s = settings, settings, settings
+    return [
+        ProcessSpec(
+            "services-api", [py, "-m", "services", "serve"],
+            f"http://{s.services_api_host}:{s.services_api_port}/health",
+            f"http://{s.services_api_host}:{s.services_api_port}", env,
+        ),
+        ProcessSpec(
+            "action-server", [py, "-m", "actions"],
+            f"http://{a.action_host}:{a.action_port}/health", f"http://{a.action_host}:{a.action_port}", env,
+        ),
+        ProcessSpec(
+            "rasa", [
+                rasa, "run", "--model", str(model_path(settings)), "--enable-api",
+                "--auth-token", r.rasa_api_token.get_secret_value(),
+                "--interface", r.rasa_host, "--port", str(r.rasa_port),
+                "--credentials", "bot/credentials.yml", "--endpoints", "bot/endpoints.yml",
+            ],
+            f"http://{r.rasa_host}:{r.rasa_port}/", f"http://{r.rasa_host}:{r.rasa_port}", {**env, **RASA_ENV},
+        ),
+    ]

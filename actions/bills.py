@@ -73,8 +73,10 @@ class ValidateBillForm(FlowValidation):
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
         if value is True:
-            return {"bill_confirm": True}
-        return self.stop(dispatcher, "bill_confirm", False, "好的，先不交。需要时再找我。")
+            return {"bill_confirm": True, "failed_attempts": 0}
+        if value is False:
+            return self.stop(dispatcher, "bill_confirm", False, "好的，先不交。需要时再找我。")
+        return self.failed(dispatcher, tracker, "bill_confirm", "现在交请说“确认”，不交请说“不交”。")
 
 
 class ActionPayBill(ServiceAction):

@@ -71,7 +71,10 @@ class ActionRepeat(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
         turn = last_bot_turn(tracker)
-        if not turn:
+        if tracker.active_loop:
+            # The form asks its question again right after this action: repeat what came before it.
+            turn = turn[:-1]
+        elif not turn:
             dispatcher.utter_message(response="utter_menu")
             return []
         for event in turn:

@@ -40,10 +40,20 @@ def described_matter(text: str) -> str | None:
     return text.strip() if len(_TRIGGER.sub("", text)) >= 4 else None
 
 
-def _first_feedback_message(tracker: Tracker) -> str | None:
+def matter_said_before(tracker: Tracker, lookback: int = 3) -> str | None:
+    """The matter, when one of the citizen's last messages asking to give feedback already says it."""
+    seen = 0
     for event in reversed(tracker.events):
-        if event.get("event") == "user" and (event.get("parse_data") or {}).get("intent", {}).get("name") == "give_feedback":
-            return event.get("text") or None
+        if event.get("event") != "user":
+            continue
+        seen += 1
+        if seen > lookback:
+            break
+        intent = (event.get("parse_data") or {}).get("intent", {}).get("name")
+        if intent == "give_feedback" and event.get("text"):
+            matter = described_matter(event["text"])
+            if matter:
+                return matter
     return None
 
 
@@ -58,8 +68,7 @@ class ValidateFeedbackForm(FlowValidation):
         if category is None:
             return self.failed(dispatcher, tracker, "feedback_category", "请说投诉、举报、建议或者求助。")
         result: dict[str, Any] = {"feedback_category": category, "failed_attempts": 0}
-        first = _first_feedback_message(tracker)
-        matter = described_matter(first) if first else None
+        matter = matter_said_before(tracker)
         if matter and not tracker.get_slot("feedback_content"):
             result["feedback_content"] = matter
         return result

@@ -25,8 +25,7 @@ def main() -> None:
         upgrade(services.engine)
         print("数据库已迁移到最新版本 / database migrated")
     if args.cmd == "seed":
-        sessions = services.billing._sessions  # noqa: SLF001 - same sessionmaker for all backends
-        print("已写入示例数据 / sample data loaded" if seed(sessions) else "已有数据，跳过 / data present, skipped")
+        print("已写入示例数据 / sample data loaded" if seed(services.sessions) else "已有数据，跳过 / data present, skipped")
     if args.cmd == "serve":
         import uvicorn
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
 
 from services.applications import ApplicationsBackend, SqlApplications
 from services.billing import SqlBilling
@@ -17,6 +18,7 @@ from services.tickets import SqlTickets, TicketsBackend
 @dataclass
 class Services:
     engine: Engine
+    sessions: sessionmaker
     applications: ApplicationsBackend
     billing: SqlBilling
     tickets: TicketsBackend
@@ -33,6 +35,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
     assert secret is not None  # checked by Settings
     return Services(
         engine=engine,
+        sessions=sessions,
         applications=SqlApplications(sessions),
         billing=SqlBilling(sessions),
         tickets=SqlTickets(sessions),

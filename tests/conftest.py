@@ -1,0 +1,75 @@
+"""Shared fixtures: service databases on SQLite and PostgreSQL, migrated by Alembic."""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from services.container import Services, build_services
+from services.db import make_engine
+from services.migrate import upgrade
+from services.seed import seed
+from services.settings import Settings
+
+# CI's machine runs PostgreSQL on 127.0.0.1:5432 with trust auth (.ci/run); override to point elsewhere.
+PG_ADMIN_URL = os.environ.get("HEZE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def make_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "heze_env": "test",
+        "rasa_api_token": SecretStr("test-token-" + uuid.uuid4().hex),
+        "payment_sandbox_secret": SecretStr("sandbox-" + uuid.uuid4().hex),
+        "heze_db_url": "sqlite:///:memory:",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"heze_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL is needed for the service tests ({PG_ADMIN_URL}): {exc}")
+    yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'heze.db'}"
+        return
+    url = request.getfixturevalue("pg_database")
+    engine = create_engine(url)
+    with engine.begin() as conn:  # each test starts from an empty schema
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def services(db_url: str) -> Iterator[Services]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    built = build_services(make_settings(heze_db_url=db_url), engine)
+    yield built
+    engine.dispose()
+
+
+@pytest.fixture
+def seeded(services: Services) -> Services:
+    assert seed(services.sessions)
+    return services

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from services.payments import InvalidNotification, SandboxProvider
+from tests.conftest import make_settings
+
+SECRET = b"k" * 32
+
+
+def provider(now: float = 1_800_000_000.0) -> SandboxProvider:
+    return SandboxProvider(SECRET, "https://pay.example.test/", clock=lambda: now)
+
+
+def test_sandbox_notification_round_trip() -> None:
+    body, headers = provider().notification("202611250000000001", 5630)
+    note = provider().verify(body, headers)
+    assert (note.order_no, note.amount_fen) == ("202611250000000001", 5630)
+    assert provider().checkout_url("1") == "https://pay.example.test/pay/1"
+
+
+def test_known_answer_signature() -> None:
+    # HMAC-SHA256(key, "<timestamp>." + body), hex; computed independently with
+    # `openssl dgst -sha256 -hmac kkkk...` (32 k's).
+    body = b'{"order_no":"1","amount_fen":100,"txn_id":"T"}'
+    headers = {"X-Sandbox-Timestamp": "1800000000",
+               "X-Sandbox-Signature": "3ac1a7ed413d3a7ca988aa0ce842b82fc5e0cfdaf27e888b2c9a2f7bf29e0920"}
+    assert provider().verify(body, headers).amount_fen == 100
+
+
+@pytest.mark.parametrize("tamper", ["body", "signature", "stale", "missing", "malformed"])
+def test_forged_or_stale_notifications_are_rejected(tamper: str) -> None:
+    body, headers = provider().notification("1", 100)
+    if tamper == "body":
+        body = body.replace(b"100", b"1")
+    elif tamper == "signature":
+        headers["X-Sandbox-Signature"] = "0" * 64
+    elif tamper == "stale":
+        body, headers = provider(now=1_800_000_000.0 - 301).notification("1", 100)
+    elif tamper == "missing":
+        headers = {}
+    elif tamper == "malformed":
+        body = b"not json"
+        headers["X-Sandbox-Signature"] = provider()._sign(headers["X-Sandbox-Timestamp"], body)  # noqa: SLF001
+    with pytest.raises(InvalidNotification):
+        provider().verify(body, headers)
+
+
+def test_settings_refuse_sample_secrets_in_production() -> None:
+    with pytest.raises(ValidationError):
+        make_settings(heze_env="production", rasa_api_token=SecretStr("change-me"))
+    with pytest.raises(ValidationError):  # the sandbox takes no real money
+        make_settings(heze_env="production", public_base_url="https://x.test")
+    with pytest.raises(ValidationError):
+        make_settings(payment_sandbox_secret=None)
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RASA_PORT", "6005")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://heze.example.test")
+    s = make_settings()
+    assert s.rasa_port == 6005 and s.public_base_url == "https://heze.example.test"
+    assert json.dumps(s.payment_notify_url).endswith('/payments/notify/sandbox"')

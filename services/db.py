@@ -16,7 +16,9 @@ def make_engine(url: str) -> Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path}"
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -26,7 +28,8 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # hide_parameters: SQL errors in logs never carry citizens' phone or ID numbers.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

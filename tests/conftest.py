@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -14,7 +15,7 @@ from services.container import Services, build_services
 from services.db import make_engine
 from services.migrate import upgrade
 from services.seed import seed
-from services.settings import Settings
+from services.settings import ROOT, Settings
 
 # CI's machine runs PostgreSQL on 127.0.0.1:5432 with trust auth (.ci/run); override to point elsewhere.
 PG_ADMIN_URL = os.environ.get("HEZE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -73,3 +74,15 @@ def services(db_url: str) -> Iterator[Services]:
 def seeded(services: Services) -> Services:
     assert seed(services.sessions)
     return services
+
+
+@pytest.fixture(scope="session")
+def rasa_model() -> Path:
+    """The trained model shared by every test (``make test`` trains it once, before pytest)."""
+    from stack.train import MODEL_NAME, train
+
+    path = ROOT / "var" / "models" / f"{MODEL_NAME}.tar.gz"
+    if train() != 0:
+        pytest.fail("training the Rasa model failed, see var/log/train.log")
+    assert path.exists()
+    return path

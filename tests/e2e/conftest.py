@@ -1,0 +1,73 @@
+"""The whole stack as real processes: Rasa server, action server and services API."""
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.container import Services, build_services
+from services.db import make_engine
+from services.migrate import upgrade
+from services.seed import seed
+from services.settings import Settings
+from stack.processes import Stack, settings_env, specs
+from tests.conftest import make_settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    settings: Settings
+    services: Services
+    stack: Stack
+    http: httpx.Client
+
+    @property
+    def rasa_url(self) -> str:
+        return f"http://{self.settings.rasa_host}:{self.settings.rasa_port}"
+
+    def say(self, sender: str, text: str, metadata: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"sender": sender, "message": text}
+        if metadata:
+            body["metadata"] = metadata
+        resp = self.http.post(f"{self.rasa_url}/webhooks/rest/webhook", json=body)
+        resp.raise_for_status()
+        return resp.json()
+
+
+def joined(replies: list[dict[str, Any]]) -> str:
+    return " ".join(r.get("text") or "" for r in replies)
+
+
+@pytest.fixture(scope="session")
+def running(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp = tmp_path_factory.mktemp("stack")
+    api_port = free_port()
+    settings = make_settings(
+        rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
+        public_base_url=f"http://127.0.0.1:{api_port}",
+        heze_db_url=f"sqlite:///{tmp / 'heze.db'}", tracker_db=str(tmp / "tracker.db"),
+        rasa_model_dir=str(rasa_model.parent),
+    )
+    engine = make_engine(settings.heze_db_url)
+    upgrade(engine)
+    services = build_services(settings, engine)
+    seed(services.sessions)
+    stack = Stack(specs(settings), tmp / "log")
+    stack.start(timeout=300)
+    try:
+        with httpx.Client(timeout=60) as http:
+            yield Running(settings, services, stack, http)
+    finally:
+        stack.stop()
+        engine.dispose()

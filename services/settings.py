@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     rasa_api_token: SecretStr
     tracker_db: str = "var/tracker.db"
     rasa_model_dir: str = "var/models"
+    rasa_endpoints: str = "bot/endpoints.yml"
 
     action_host: str = "127.0.0.1"
     action_port: int = 5055

@@ -105,6 +105,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RASA_HOST": settings.rasa_host, "RASA_PORT": str(settings.rasa_port),
         "RASA_API_TOKEN": settings.rasa_api_token.get_secret_value(),
         "TRACKER_DB": settings.tracker_db, "RASA_MODEL_DIR": settings.rasa_model_dir,
+        "RASA_ENDPOINTS": settings.rasa_endpoints,
         "ACTION_HOST": settings.action_host, "ACTION_PORT": str(settings.action_port),
         "SERVICES_API_HOST": settings.services_api_host, "SERVICES_API_PORT": str(settings.services_api_port),
         "PUBLIC_BASE_URL": settings.public_base_url, "HEZE_DB_URL": settings.heze_db_url,
@@ -124,7 +125,7 @@ def specs(settings: Settings) -> list[ProcessSpec]:
     env = settings_env(settings)
     py = str(ROOT / ".venv" / "bin" / "python")
     rasa = str(ROOT / ".venv-rasa" / "bin" / "rasa")
-    r, a, s = settings, settings, settings
+    r = a = s = settings
     return [
         ProcessSpec(
             "services-api", [py, "-m", "services", "serve"],
@@ -140,7 +141,7 @@ def specs(settings: Settings) -> list[ProcessSpec]:
                 rasa, "run", "--model", str(model_path(settings)), "--enable-api",
                 "--auth-token", r.rasa_api_token.get_secret_value(),
                 "--interface", r.rasa_host, "--port", str(r.rasa_port),
-                "--credentials", "bot/credentials.yml", "--endpoints", "bot/endpoints.yml",
+                "--credentials", "bot/credentials.yml", "--endpoints", r.rasa_endpoints,
             ],
             f"http://{r.rasa_host}:{r.rasa_port}/", f"http://{r.rasa_host}:{r.rasa_port}", {**env, **RASA_ENV},
         ),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,7 +107,9 @@ def transition(order: PaymentOrder, to: str) -> None:
 
 
 class SqlBilling:
-    def __init__(self, sessions: sessionmaker, clock=lambda: dt.datetime.now(dt.timezone.utc)) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, sessions: sessionmaker, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
 

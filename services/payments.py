@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
@@ -46,7 +47,7 @@ class SandboxProvider:
 
     name = "sandbox"
 
-    def __init__(self, secret: bytes, public_base_url: str, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, secret: bytes, public_base_url: str, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
         self._base = public_base_url.rstrip("/")
         self._clock = clock

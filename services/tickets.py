@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,7 +84,7 @@ class SqlTickets:
         self,
         sessions: sessionmaker,
         rng: random.Random | None = None,
-        today=dt.date.today,  # type: ignore[no-untyped-def]
+        today: Callable[[], dt.date] = dt.date.today,
     ) -> None:
         self._sessions = sessions
         self._rng = rng or secrets.SystemRandom()

@@ -5,7 +5,7 @@ import signal
 import sys
 import time
 
-from services.settings import ROOT, get_settings
+from services.settings import ROOT, Settings, get_settings
 from stack.processes import Stack, StartupError, specs
 
 
@@ -44,7 +44,7 @@ def main() -> int:
     return 0
 
 
-def settings_url(settings) -> str:  # type: ignore[no-untyped-def]
+def settings_url(settings: Settings) -> str:
     return f"http://{settings.rasa_host}:{settings.rasa_port}"
 
 

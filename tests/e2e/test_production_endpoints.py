@@ -1,0 +1,78 @@
+"""The production endpoints (deploy/endpoints.yml): PostgreSQL tracker store, Redis lock store."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from services.container import build_services
+from services.db import make_engine
+from services.migrate import upgrade
+from services.seed import seed
+from stack.processes import Stack, specs
+from tests.conftest import make_settings
+from tests.e2e.conftest import free_port, joined
+
+pytestmark = pytest.mark.e2e
+REDIS_URL = os.environ.get("HEZE_TEST_REDIS", "127.0.0.1:6379")
+
+
+@pytest.fixture(scope="module")
+def pg_stack(rasa_model: Path, pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[type-arg]
+    url = make_url(pg_database)
+    tmp = tmp_path_factory.mktemp("pgstack")
+    api_port = free_port()
+    settings = make_settings(
+        rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
+        public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=pg_database,
+        rasa_model_dir=str(rasa_model.parent), rasa_endpoints="deploy/endpoints.yml",
+    )
+    engine = make_engine(pg_database)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    upgrade(engine)
+    seed(build_services(settings, engine).sessions)
+    host, port = REDIS_URL.split(":")
+    extra = {"TRACKER_DB_HOST": url.host or "127.0.0.1", "TRACKER_DB_PORT": str(url.port or 5432),
+             "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "postgres",
+             "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port}
+    processes = specs(settings)
+    for spec in processes:
+        spec.env.update(extra)
+    stack = Stack(processes, tmp / "log")
+    stack.start(timeout=300)
+    try:
+        yield {"url": f"http://127.0.0.1:{settings.rasa_port}", "engine": engine, "redis": (host, int(port))}
+    finally:
+        stack.stop()
+        engine.dispose()
+
+
+def test_conversation_is_kept_in_postgresql(pg_stack: dict) -> None:  # type: ignore[type-arg]
+    r = redis.Redis(host=pg_stack["redis"][0], port=pg_stack["redis"][1])
+    locks_before = _lock_commands(r)
+    with httpx.Client(timeout=60) as http:
+        def say(msg: str) -> str:
+            r = http.post(f"{pg_stack['url']}/webhooks/rest/webhook",
+                          json={"sender": "pg-1", "message": msg, "metadata": {"channel": "phone", "caller": "13800000001"}})
+            r.raise_for_status()
+            return joined(r.json())
+
+        say("查工单")
+        assert "正在处理" in say("幺〇〇〇〇〇〇幺")
+    with pg_stack["engine"].connect() as conn:
+        rows = conn.execute(text("select data from events where sender_id = 'pg-1' and type_name = 'user'")).all()
+    assert len(rows) == 2 and all('"caller": "13800000001"' in r[0] for r in rows)
+    # Rasa's Redis lock store took and released the conversation lock on every message.
+    assert _lock_commands(r) > locks_before
+
+
+def _lock_commands(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("set", "del", "get"))

@@ -11,6 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
 from services.billing import BILL_TYPES, ID_NUMBER_BILLS, format_yuan
 from textnorm.ids import is_valid_id_number, is_valid_mobile
+from textnorm.keywords import first_match
 from textnorm.numerals import digits_only
 
 # Words citizens use for each bill type, looked for in free text.
@@ -24,12 +25,7 @@ _TYPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def bill_type_from_text(text: str) -> str | None:
-    if text in BILL_TYPES:
-        return text
-    for bill_type, words in _TYPE_WORDS:
-        if any(w in text for w in words):
-            return bill_type
-    return None
+    return text if text in BILL_TYPES else first_match(text, _TYPE_WORDS)
 
 
 class ValidateBillForm(FlowValidation):

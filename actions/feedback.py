@@ -12,6 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
 from services.tickets import CATEGORIES
 from textnorm.ids import is_valid_mobile
+from textnorm.keywords import first_match
 from textnorm.numerals import digits_only, spell_digits
 
 ANONYMOUS = "anonymous"
@@ -27,12 +28,7 @@ _ANONYMOUS_WORDS = ("匿名", "不留", "不方便", "不要留", "不想留")
 
 
 def category_from_text(text: str) -> str | None:
-    if text in CATEGORIES:
-        return text
-    for category, words in _CATEGORY_WORDS:
-        if any(w in text for w in words):
-            return category
-    return None
+    return text if text in CATEGORIES else first_match(text, _CATEGORY_WORDS)
 
 
 def described_matter(text: str) -> str | None:

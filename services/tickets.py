@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from services.models import FeedbackTicket
+from textnorm.keywords import first_match
 
 CATEGORIES: dict[str, str] = {"complaint": "投诉", "report": "举报", "suggestion": "建议", "help": "求助"}
 # Days to answer, by category (help is urgent, suggestions are studied).
@@ -44,10 +45,7 @@ ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def route(content: str) -> str:
     """The department a ticket with this content goes to."""
-    for department, words in ROUTES:
-        if any(w in content for w in words):
-            return department
-    return FALLBACK_DEPARTMENT
+    return first_match(content, ROUTES) or FALLBACK_DEPARTMENT
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import signal
 import sys
 import time
 
-from services.settings import ROOT, Settings, get_settings
+from services.settings import ROOT, get_settings
 from stack.processes import Stack, StartupError, specs
 
 
@@ -29,7 +29,7 @@ def main() -> int:
     print("\n菏泽市民政务助手已启动 / Heze Citizen Assistant is running:")
     for spec in stack.specs:
         print(f"  {spec.name:<14} {spec.url:<28} health: {spec.health_url}")
-    print(f"  {'rest channel':<14} POST {settings_url(settings)}/webhooks/rest/webhook")
+    print(f"  {'rest channel':<14} POST http://{settings.rasa_host}:{settings.rasa_port}/webhooks/rest/webhook")
     print("  logs: var/log/   按 Ctrl-C 停止 / Ctrl-C stops everything\n", flush=True)
     while not stopping:
         dead = stack.poll_dead()
@@ -42,10 +42,6 @@ def main() -> int:
     stack.stop()
     print("已停止 / stopped.")
     return 0
-
-
-def settings_url(settings: Settings) -> str:
-    return f"http://{settings.rasa_host}:{settings.rasa_port}"
 
 
 if __name__ == "__main__":

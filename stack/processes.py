@@ -125,24 +125,20 @@ def specs(settings: Settings) -> list[ProcessSpec]:
     env = settings_env(settings)
     py = str(ROOT / ".venv" / "bin" / "python")
     rasa = str(ROOT / ".venv-rasa" / "bin" / "rasa")
-    r = a = s = settings
+    api = f"http://{settings.services_api_host}:{settings.services_api_port}"
+    actions = f"http://{settings.action_host}:{settings.action_port}"
+    core = f"http://{settings.rasa_host}:{settings.rasa_port}"
     return [
+        ProcessSpec("services-api", [py, "-m", "services", "serve"], f"{api}/health", api, env),
+        ProcessSpec("action-server", [py, "-m", "actions"], f"{actions}/health", actions, env),
         ProcessSpec(
-            "services-api", [py, "-m", "services", "serve"],
-            f"http://{s.services_api_host}:{s.services_api_port}/health",
-            f"http://{s.services_api_host}:{s.services_api_port}", env,
-        ),
-        ProcessSpec(
-            "action-server", [py, "-m", "actions"],
-            f"http://{a.action_host}:{a.action_port}/health", f"http://{a.action_host}:{a.action_port}", env,
-        ),
-        ProcessSpec(
-            "rasa", [
+            "rasa",
+            [
                 rasa, "run", "--model", str(model_path(settings)), "--enable-api",
-                "--auth-token", r.rasa_api_token.get_secret_value(),
-                "--interface", r.rasa_host, "--port", str(r.rasa_port),
-                "--credentials", "bot/credentials.yml", "--endpoints", r.rasa_endpoints,
+                "--auth-token", settings.rasa_api_token.get_secret_value(),
+                "--interface", settings.rasa_host, "--port", str(settings.rasa_port),
+                "--credentials", "bot/credentials.yml", "--endpoints", settings.rasa_endpoints,
             ],
-            f"http://{r.rasa_host}:{r.rasa_port}/", f"http://{r.rasa_host}:{r.rasa_port}", {**env, **RASA_ENV},
+            f"{core}/", core, {**env, **RASA_ENV},
         ),
     ]

@@ -27,8 +27,9 @@ def rasa(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
 
 
 def _responses_used_outside_stories() -> set[str]:
-    """Responses that forms ask (utter_ask_<slot>) or that actions send by name."""
-    used: set[str] = set()
+    """Responses that forms ask (utter_ask_<slot>), that actions send by name, or that Rasa's
+    default actions send (action_default_fallback says utter_default)."""
+    used: set[str] = {"utter_default"}
     for path in (ROOT / "bot" / "domain").glob("*.yml"):
         for form in (yaml.safe_load(path.read_text()).get("forms") or {}).values():
             used |= {f"utter_ask_{slot}" for slot in form.get("required_slots", [])}

@@ -25,7 +25,7 @@ from services.container import build_services
 from services.db import make_engine
 from services.migrate import upgrade
 from services.seed import seed
-from stack.processes import Stack, specs
+from stack.processes import Stack, prepare_tracker_store, specs
 from tests.conftest import make_settings
 from tests.e2e.conftest import free_port
 
@@ -134,6 +134,7 @@ def main() -> None:
     engine = make_engine(settings.heze_db_url)
     upgrade(engine)
     seed(build_services(settings, engine).sessions)
+    prepare_tracker_store(settings)
     stack = Stack(specs(settings), tmp / "log")
     stack.start(timeout=300)
     try:

@@ -6,11 +6,12 @@ import sys
 import time
 
 from services.settings import ROOT, get_settings
-from stack.processes import Stack, StartupError, specs
+from stack.processes import Stack, StartupError, prepare_tracker_store, specs
 
 
 def main() -> int:
     settings = get_settings()
+    prepare_tracker_store(settings)
     stack = Stack(specs(settings), ROOT / "var" / "log")
     print("正在启动（首次约需 30 秒）/ starting ...", flush=True)
     stopping = False

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -114,6 +115,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
     if settings.payment_sandbox_secret:
         env["PAYMENT_SANDBOX_SECRET"] = settings.payment_sandbox_secret.get_secret_value()
     return env
+
+
+def prepare_tracker_store(settings: Settings) -> None:
+    """Put the embedded SQLite tracker store in WAL mode before Rasa opens it.
+
+    Rasa creates its own engine, so it cannot be given pragmas; ``journal_mode=WAL`` is stored in
+    the database file and holds for every later connection: one fsync per saved turn instead of
+    the rollback journal's several, and readers (the console) never block Rasa's writes."""
+    if settings.rasa_endpoints != "bot/endpoints.yml":
+        return  # another tracker store (PostgreSQL in production)
+    path = Path(settings.tracker_db)
+    path = path if path.is_absolute() else ROOT / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def model_path(settings: Settings) -> Path:

@@ -15,7 +15,7 @@ from services.db import make_engine
 from services.migrate import upgrade
 from services.seed import seed
 from services.settings import Settings
-from stack.processes import Stack, settings_env, specs
+from stack.processes import Stack, prepare_tracker_store, specs
 from tests.conftest import make_settings
 
 
@@ -63,6 +63,7 @@ def running(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     upgrade(engine)
     services = build_services(settings, engine)
     seed(services.sessions)
+    prepare_tracker_store(settings)
     stack = Stack(specs(settings), tmp / "log")
     stack.start(timeout=300)
     try:

@@ -77,7 +77,7 @@ def test_phone_caller_gets_the_payment_link_by_sms(running: Running) -> None:
 
 
 def test_wrong_id_number_for_insurance(running: Running) -> None:
-    running.say("b3", "交医保")
+    assert "参保人的身份证号" in joined(running.say("b3", "交医保"))
     assert "身份证号不对" in joined(running.say("b3", "371702198001011231"))
 
 

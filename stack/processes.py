@@ -42,17 +42,21 @@ class Stack:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, timeout: float = 240) -> None:
+    def _spawn(self, spec: ProcessSpec) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for spec in self.specs:
-            log = open(self.log_dir / f"{spec.name}.log", "ab")
+        with open(self.log_dir / f"{spec.name}.log", "ab") as log:
             self.procs[spec.name] = subprocess.Popen(
                 spec.argv, cwd=ROOT, env={**os.environ, **spec.env}, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-            log.close()
+
+    def start(self, timeout: float = 240, only: str | None = None) -> None:
+        """Start every process (or the one named ``only``) and wait until each is healthy."""
+        chosen = [s for s in self.specs if only in (None, s.name)]
+        for spec in chosen:
+            self._spawn(spec)
         deadline = time.monotonic() + timeout
-        pending = {s.name: s for s in self.specs}
+        pending = {s.name: s for s in chosen}
         with httpx.Client(timeout=2) as client:
             while pending:
                 for name, spec in list(pending.items()):
@@ -79,15 +83,17 @@ class Stack:
                 return name
         return None
 
-    def stop(self, grace: float = 15) -> None:
-        for proc in self.procs.values():
+    def stop(self, grace: float = 15, only: str | None = None) -> None:
+        """Stop every process (or the one named ``only``): SIGTERM to its group, then SIGKILL."""
+        chosen = {n: p for n, p in self.procs.items() if only in (None, n)}
+        for proc in chosen.values():
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + grace
-        for proc in self.procs.values():
+        for name, proc in chosen.items():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -96,7 +102,7 @@ class Stack:
                 except ProcessLookupError:
                     pass
                 proc.wait()
-        self.procs.clear()
+            del self.procs[name]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

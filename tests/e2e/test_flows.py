@@ -134,3 +134,16 @@ def test_conversations_and_metadata_are_in_the_sql_tracker_store(running: Runnin
     with sqlite3.connect(running.settings.tracker_db) as db:
         (count,) = db.execute("select count(*) from events where sender_id = 'm1'").fetchone()
     assert count > 0
+
+
+def test_a_down_action_server_gets_an_apology_and_the_message_is_kept(running: Running) -> None:
+    running.stack.stop(only="action-server")
+    try:
+        replies = running.say("d1", "转人工")
+        assert [r.get("text") for r in replies] == ["不好意思，系统暂时有点问题。请稍后再说一遍。"]
+    finally:
+        running.stack.start(only="action-server")
+    token = running.settings.rasa_api_token.get_secret_value()
+    tracker = running.http.get(f"{running.rasa_url}/conversations/d1/tracker", params={"token": token}).json()
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["转人工"]
+    assert "正在为您转人工" in joined(running.say("d1", "转人工"))  # back in service

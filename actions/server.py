@@ -4,9 +4,13 @@ rasa-sdk's ``ActionExecutor`` runs the actions; this module only maps the protoc
 errors (in one place, never echoing the request body, which holds citizens' messages)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import zlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,14 +23,23 @@ from services.container import Services
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
+WORKERS = 8
 
 
 def create_app(services: Services) -> FastAPI:
+    """Actions call the service backends synchronously (SQL); each action call runs in a bounded
+    thread pool, with its own event loop there, so no database call blocks this server's loop."""
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="action")
     executor = ActionExecutor()
     for action in build_actions(services):
         executor.register_action(action)
 
-    app = FastAPI(title="Heze action server", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown(wait=True)
+
+    app = FastAPI(title="Heze action server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -51,7 +64,7 @@ def create_app(services: Services) -> FastAPI:
             return JSONResponse({"error": "not an action call"}, status_code=400)
         name = call.get("next_action")
         try:
-            result = await executor.run(call)
+            result = await asyncio.get_running_loop().run_in_executor(pool, asyncio.run, executor.run(call))
         except ActionExecutionRejection as exc:
             return JSONResponse({"error": exc.message, "action_name": exc.action_name}, status_code=400)
         except ActionNotFoundException as exc:

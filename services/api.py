@@ -6,6 +6,7 @@ from html import escape
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from services.billing import PaymentMismatch, format_yuan
@@ -58,7 +59,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         provider = services.payments
         if not isinstance(provider, SandboxProvider):
             return _page("不可用", "<p>测试支付未开启。</p>", 404)
-        order = billing.order(order_no) if order_no.isdigit() else None
+        order = await run_in_threadpool(billing.order, order_no) if order_no.isdigit() else None
         if order is None:
             return _page("订单不存在", "<p>没有找到这个缴费订单。</p>", 404)
         body, headers = provider.notification(order.order_no, order.amount_fen)
@@ -76,7 +77,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         if len(body) > MAX_NOTIFY_BYTES:
             return JSONResponse({"error": "body too large"}, status_code=413)
         try:
-            outcome = handle_notification(services.payments, billing, body, request.headers)
+            outcome = await run_in_threadpool(handle_notification, services.payments, billing, body, request.headers)
         except InvalidNotification as exc:
             log.warning("payment notification rejected: %s", exc)
             return JSONResponse({"error": "invalid notification"}, status_code=400)

@@ -107,3 +107,12 @@ class FlowValidation(FormValidationAction):
         if tracker.slots.get("flow_stopped"):
             return SlotSet(REQUESTED_SLOT, None)
         return await super().next_requested_slot(dispatcher, tracker, domain)
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        events = await super().run(dispatcher, tracker, domain)
+        if tracker.get_slot("awaiting_rating"):
+            # A new flow has begun: the rating question of the last one lapses unanswered.
+            events.append(SlotSet("awaiting_rating", None))
+        return events

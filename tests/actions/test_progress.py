@@ -77,3 +77,9 @@ def test_answer_by_applicant_lists_several_briefly(seeded: Services) -> None:
 def test_a_stopped_flow_answers_nothing(seeded: Services) -> None:
     msgs, events = run(ActionAnswerProgress(seeded), tracker(slots={"flow_stopped": True}))
     assert msgs == [] and slot_events(events)["flow_stopped"] is None
+
+
+def test_a_new_flow_lets_an_unanswered_rating_question_lapse(seeded: Services) -> None:
+    _, events = validate(seeded, text="20261101000001", filled={"application_number": "20261101000001"},
+                         slots={"awaiting_rating": "bill"})
+    assert slot_events(events)["awaiting_rating"] is None

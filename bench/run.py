@@ -119,29 +119,73 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def production_database(admin_url: str) -> str:
+    """A fresh PostgreSQL database for one benchmark run (tracker store and service data)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"heze_bench_{int(time.time())}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, db_url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(db_url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--parse-n", type=int, default=300)
     parser.add_argument("--out", default="bench/last-run.json")
+    parser.add_argument("--production", action="store_true",
+                        help="deploy/endpoints.yml: PostgreSQL tracker store, Redis lock store, --workers Rasa workers")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="127.0.0.1:6379")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heze-bench-"))
     api_port = free_port()
+    db_url = production_database(args.pg) if args.production else f"sqlite:///{tmp / 'heze.db'}"
     settings = make_settings(rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
-                             public_base_url=f"http://127.0.0.1:{api_port}",
-                             heze_db_url=f"sqlite:///{tmp / 'heze.db'}", tracker_db=str(tmp / "tracker.db"))
+                             public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=db_url,
+                             tracker_db=str(tmp / "tracker.db"),
+                             rasa_endpoints="deploy/endpoints.yml" if args.production else "bot/endpoints.yml")
     engine = make_engine(settings.heze_db_url)
     upgrade(engine)
     seed(build_services(settings, engine).sessions)
     prepare_tracker_store(settings)
-    stack = Stack(specs(settings), tmp / "log")
+    processes = specs(settings)
+    if args.production:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(db_url)
+        host, port = args.redis.split(":")
+        for spec in processes:
+            spec.env.update({"TRACKER_DB_HOST": url.host or "", "TRACKER_DB_PORT": str(url.port or 5432),
+                             "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "",
+                             "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port,
+                             "SANIC_WORKERS": str(args.workers)})
+    stack = Stack(processes, tmp / "log")
     stack.start(timeout=300)
     try:
-        url = f"http://127.0.0.1:{settings.rasa_port}"
-        results = asyncio.run(main_async(args, url, settings.rasa_api_token.get_secret_value()))
+        url_ = f"http://127.0.0.1:{settings.rasa_port}"
+        results = asyncio.run(main_async(args, url_, settings.rasa_api_token.get_secret_value()))
     finally:
         stack.stop()
+        engine.dispose()
+        if args.production:
+            drop_database(args.pg, db_url)
     results["machine"] = machine()
     results["settings"] = vars(args)
     Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False))

@@ -13,7 +13,8 @@ export HF_HUB_OFFLINE := 1
 run: bootstrap db train
 	$(PY) -m stack
 
-test: bootstrap train
+# The tests train the model once per run, when a test first needs it (tests/conftest.py).
+test: bootstrap
 	$(PY) -m pytest
 
 bootstrap:

@@ -78,7 +78,7 @@ def seeded(services: Services) -> Services:
 
 @pytest.fixture(scope="session")
 def rasa_model() -> Path:
-    """The trained model shared by every test (``make test`` trains it once, before pytest)."""
+    """The trained model shared by every test: trained (or found fresh) once per test run."""
     from stack.train import MODEL_NAME, train
 
     path = ROOT / "var" / "models" / f"{MODEL_NAME}.tar.gz"

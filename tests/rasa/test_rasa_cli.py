@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,8 +21,6 @@ MIN_INTENT_MACRO_F1 = 0.95
 
 
 def rasa(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    import os
-
     return subprocess.run([RASA, *args], cwd=ROOT, env={**os.environ, **RASA_ENV}, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -14,6 +14,13 @@ lock() {  # lock NAME PYVER EXTRA_PINS...
   "$tmp/$name/bin/pip" freeze --all | grep -v -E '^(pip)==' | sort -f >"requirements/$name.lock"
   echo "requirements/$name.lock: $(wc -l <"requirements/$name.lock") packages"
 }
-# Rasa 3.6 pins packaging 20.9; wheel < 0.40 does not need a newer one.
-lock rasa 3.10 'setuptools==70.3.0' 'wheel==0.38.4'
-lock app 3.11
+# Usage: scripts/lock.sh [rasa] [app]   (both when none is named)
+targets=("${@:-rasa app}")
+for target in ${targets[@]}; do
+  case $target in
+    # Rasa 3.6 pins packaging 20.9; wheel < 0.40 does not need a newer one.
+    rasa) lock rasa 3.10 'setuptools==70.3.0' 'wheel==0.38.4' ;;
+    app) lock app 3.11 ;;
+    *) echo "unknown lock target: $target" >&2; exit 2 ;;
+  esac
+done

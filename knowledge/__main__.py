@@ -1,0 +1,137 @@
+"""``python -m knowledge build | search | eval | import`` (see README.md, "Knowledge base")."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from knowledge.config import KnowledgeSettings
+
+
+def _open(args: argparse.Namespace, progress: bool = False):  # type: ignore[no-untyped-def]
+    from knowledge.index import open_knowledge_base
+
+    settings = KnowledgeSettings()
+    if getattr(args, "no_model", False):
+        settings.embedding_model = ""
+    return open_knowledge_base(settings, build_if_stale=True, progress=progress)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from knowledge.embed import load_encoder
+    from knowledge.index import KnowledgeBase, fingerprint, is_current
+    from knowledge.content import load_topics
+
+    settings = KnowledgeSettings()
+    encoder = load_encoder(settings.model_path, settings.query_instruction)
+    index_dir = settings.resolve(settings.index_dir)
+    current = fingerprint(settings, encoder)
+    if args.if_stale and is_current(index_dir, current):
+        print(f"knowledge index is current: {index_dir}")
+        return 0
+    started = time.perf_counter()
+    topics = load_topics(settings.resolve(settings.content_dir), settings.resolve(settings.local_file))
+    kb = KnowledgeBase(topics, encoder).build(progress=True)
+    kb.save(index_dir, current)
+    dense = f"dense vectors from {encoder.model_dir}" if encoder else "no embedding model: BM25 only"
+    print(f"knowledge index: {len(topics)} guides, {len(kb.sections)} sections, {dense}; "
+          f"{index_dir} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    kb = _open(args)
+    hits = kb.search(args.question, k=args.k, mode=args.mode)
+    if args.json:
+        print(json.dumps([h.as_json() for h in hits], ensure_ascii=False))
+    else:
+        for n, hit in enumerate(hits, start=1):
+            print(f"{n}. {hit.title} · {hit.section} ({hit.slug}, {hit.score:.4f})\n   {hit.text[:120]}")
+        if not hits:
+            print("没有找到相关的办事指南。")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from knowledge.evaluate import evaluate, read_pairs
+
+    kb = _open(args)
+    pairs = [p for f in args.files for p in read_pairs(Path(f))]
+    modes = ["bm25", "dense", "hybrid"] if args.mode == "all" else [args.mode]
+    results = {}
+    for mode in modes:
+        if mode != "bm25" and kb.encoder is None:
+            print(f"{mode}: skipped, no embedding model configured", file=sys.stderr)
+            continue
+        results[mode] = evaluate(kb, pairs, mode)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=1))
+    else:
+        for mode, r in results.items():
+            line = (f"{mode:7s} n={int(r['questions'])} top-1 {r['top1']:.3f}  top-3 {r['top3']:.3f}  "
+                    f"MRR {r['mrr']:.3f}  answered right {r['answered_right']:.3f}  offered {r['offered_right']:.3f}")
+            if "none_questions" in r:
+                line += f"  refused {r['none_refused']:.3f} of {int(r['none_questions'])} off-topic"
+            print(line)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from knowledge.catalog import import_catalogue, write_topics
+
+    settings = KnowledgeSettings()
+    report = import_catalogue(Path(args.file))
+    for error in report.errors:
+        print(f"rejected: {error}", file=sys.stderr)
+    out = Path(args.out) if args.out else settings.resolve(settings.content_dir)
+    if not args.dry_run:
+        write_topics(report.topics, out)
+    print(f"{len(report.topics)} guides {'checked' if args.dry_run else 'written to ' + str(out)}, "
+          f"{len(report.errors)} rows rejected, {report.unset_sections} empty sections read "
+          f"以当地政务服务中心公布为准. Run `python -m knowledge build` to index them.")
+    return 1 if report.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m knowledge", description="菏泽办事指南知识库")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build", help="build the index under var/kb/")
+    p.add_argument("--if-stale", action="store_true", help="only when the content, local details or model changed")
+    p.set_defaults(func=cmd_build)
+    p = sub.add_parser("search", help="search the guides")
+    p.add_argument("question")
+    p.add_argument("-k", type=int, default=3)
+    p.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-model", action="store_true", help="BM25 alone, even when a model is configured")
+    p.set_defaults(func=cmd_search)
+    p = sub.add_parser("eval", help="top-1, top-3 and MRR for files of question<TAB>slug lines")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--mode", choices=["hybrid", "bm25", "dense", "all"], default="hybrid")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-model", action="store_true")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("import", help="load an official service catalogue (CSV or JSON) as guides")
+    p.add_argument("file")
+    p.add_argument("--out", help="folder to write the guides to (default: the content folder)")
+    p.add_argument("--dry-run", action="store_true", help="check the rows, write nothing")
+    p.set_defaults(func=cmd_import)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from knowledge.content import ContentError
+
+    try:
+        return int(args.func(args))
+    except ContentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

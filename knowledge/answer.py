@@ -1,0 +1,105 @@
+"""From a question to what the assistant says: one section, three choices, or nothing."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from knowledge.index import Hit, KnowledgeBase, Mode
+from knowledge.text import aspect_of
+
+# Measured on knowledge/eval/dev.tsv and negatives.tsv (bench/RESULTS.md): a topic that holds at
+# least STRONG of the question's topic words (IDF-weighted) is answered; at least WEAK gets the
+# top three offered as choices; below that nothing fits.
+STRONG = 0.5
+WEAK = 0.3
+# Two topics holding the question's words equally are a tie when the second scores this close.
+TIE = 0.95
+DEFAULT_SECTION = "办理流程"
+
+
+@dataclass(frozen=True)
+class Answer:
+    kind: Literal["answer", "choices", "none"]
+    hit: Hit | None = None
+    choices: list[Hit] = field(default_factory=list)
+    confidence: float = 0.0
+    followup: bool = False
+
+
+def answer(kb: KnowledgeBase, question: str, context_slug: str | None = None, mode: Mode = "hybrid") -> Answer:
+    """The answer to ``question``. ``context_slug`` is the topic of the conversation so far: a
+    question that names no topic ("在哪办") is answered from it."""
+    aspect = aspect_of(question)
+    if context_slug in kb.topics and not kb.names_a_topic(question):
+        section = kb.topics[str(context_slug)].section(aspect or DEFAULT_SECTION)
+        return Answer("answer", Hit(section.slug, section.title, section.name, 1.0, section.text), confidence=1.0,
+                      followup=True)
+    hits = kb.search(question, k=3, mode=mode)
+    if not hits:
+        return Answer("none")
+    best = hits[0]
+    confidence = kb.coverage(question, best.slug)
+    if confidence >= STRONG and not _tied(kb, question, hits):
+        if not aspect:
+            best = _section_hit(kb, best.slug, DEFAULT_SECTION, best.score)
+        return Answer("answer", best, hits, confidence)
+    if confidence >= WEAK:
+        return Answer("choices", None, hits, confidence)
+    return Answer("none", None, hits, confidence)
+
+
+def _tied(kb: KnowledgeBase, question: str, hits: list[Hit]) -> bool:
+    """Two topics hold the question's words equally well and score alike: let the citizen choose."""
+    if len(hits) < 2:
+        return False
+    first, second = hits[0], hits[1]
+    return kb.coverage(question, second.slug) >= kb.coverage(question, first.slug) and second.score >= TIE * first.score
+
+
+def _section_hit(kb: KnowledgeBase, slug: str, name: str, score: float) -> Hit:
+    section = kb.topics[slug].section(name)
+    return Hit(slug, section.title, name, score, section.text)
+
+
+def pick(choices: list[str], reply: str) -> str | None:
+    """The slug a citizen picks from numbered choices: "2", "第二个", "二", "选3", or a title word."""
+    from textnorm.numerals import normalize_numbers
+
+    text = normalize_numbers(reply)
+    m = re.search(r"(?<!\d)([1-9])(?!\d)", text) or re.search(r"([一二两三四五六七八九])", text)
+    if m:
+        number = "一二三四五六七八九".find(m.group(1)) + 1 if not m.group(1).isdigit() else int(m.group(1))
+        if m.group(1) == "两":
+            number = 2
+        if 1 <= number <= len(choices):
+            return choices[number - 1]
+    return None
+
+
+_SENTENCE_END = re.compile(r"(?<=[。；！？;!?])|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a section, list markers and Markdown emphasis removed."""
+    out = []
+    for piece in _SENTENCE_END.split(text):
+        piece = re.sub(r"^\s*(?:[-*]|\d+[.、)])\s*", "", piece).replace("**", "").strip()
+        if piece:
+            out.append(piece)
+    return out
+
+
+def spoken(text: str, max_sentences: int = 3, max_chars: int = 40) -> list[str]:
+    """At most ``max_sentences`` short sentences for the phone: long ones are cut at a comma."""
+    out: list[str] = []
+    for sentence in sentences(text):
+        if len(sentence) > max_chars:
+            cut = max((sentence.rfind(c, 0, max_chars) for c in "，、,："), default=-1)
+            sentence = sentence[:cut] + "。" if cut > 8 else sentence[:max_chars] + "…"
+        elif sentence[-1] not in "。！？":
+            sentence = sentence.rstrip("；;") + "。"
+        out.append(sentence)
+        if len(out) >= max_sentences:
+            break
+    return out

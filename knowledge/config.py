@@ -1,0 +1,32 @@
+"""Where the knowledge base lives and which embedding model it uses (environment or .env, prefix KB_)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class KnowledgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=ROOT / ".env", env_prefix="KB_", extra="ignore")
+
+    content_dir: Path = ROOT / "knowledge" / "content"
+    local_file: Path = ROOT / "knowledge" / "local.yml"
+    index_dir: Path = ROOT / "var" / "kb"
+    # A sentence-transformers model directory. Production: BAAI/bge-small-zh-v1.5 (`make models`).
+    # Empty, or a directory that is not there: search runs on BM25 alone and logs that once.
+    embedding_model: str = str(ROOT / "var" / "models" / "bge-small-zh-v1.5")
+    # Text put before a question before it is embedded (bge-zh models want their retrieval instruction).
+    query_instruction: str = ""
+    # Weight of the dense ranking against BM25's (1.0) in reciprocal rank fusion. Measure it for the
+    # model in use: `python -m knowledge eval knowledge/eval/dev.tsv --mode all` (bench/RESULTS.md).
+    dense_weight: float = 0.1
+
+    @property
+    def model_path(self) -> str:
+        """The embedding model directory, relative paths taken from the project root; '' for none."""
+        return str(self.resolve(Path(self.embedding_model))) if self.embedding_model.strip() else ""
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else ROOT / path

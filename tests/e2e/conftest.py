@@ -50,7 +50,7 @@ def joined(replies: list[dict[str, Any]]) -> str:
 
 
 @pytest.fixture(scope="session")
-def running(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("stack")
     api_port = free_port()
     settings = make_settings(
@@ -64,7 +64,11 @@ def running(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     services = build_services(settings, engine)
     seed(services.sessions)
     prepare_tracker_store(settings)
-    stack = Stack(specs(settings), tmp / "log")
+    processes = specs(settings)
+    for spec in processes:  # the guides' own index, with dense vectors from the packaged model
+        spec.env.update({"KB_INDEX_DIR": str(tmp / "kb"), "KB_EMBEDDING_MODEL": str(packaged_model_dir),
+                         "KB_QUERY_INSTRUCTION": ""})
+    stack = Stack(processes, tmp / "log")
     stack.start(timeout=300)
     try:
         with httpx.Client(timeout=60) as http:

@@ -54,3 +54,12 @@ def test_notify_rejects_forgery_wrong_amount_and_junk(client: TestClient, seeded
     assert seeded.billing.order(order_no).status == "pending"  # type: ignore[union-attr]
     # An error answer never echoes what was sent.
     assert order_no not in client.post("/payments/notify/sandbox", content=body, headers=forged).text
+
+
+def test_guide_page_shows_the_whole_guide(client: TestClient) -> None:
+    page = client.get("/guide/id-card-apply")
+    assert page.status_code == 200 and "<h1>居民身份证申领、换领、补领</h1>" in page.text
+    assert page.text.count("<h2>") == 7 and "<li>" in page.text and "来源：" in page.text
+    assert "以当地政务服务中心公布为准" in page.text
+    assert client.get("/guide/no-such-guide").status_code == 404
+    assert client.get("/guide/%3Cscript%3E").status_code == 404

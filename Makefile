@@ -8,9 +8,9 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db validate bench lock clean
+.PHONY: run test bootstrap train db kb models validate bench lock clean
 
-run: bootstrap db train
+run: bootstrap db train kb
 	$(PY) -m stack
 
 # The tests train the model once per run, when a test first needs it (tests/conftest.py).
@@ -27,6 +27,14 @@ db: bootstrap
 # Trains only when the data, domain or config changed (Rasa compares fingerprints).
 train: bootstrap
 	@$(PY) -m stack.train
+
+# The knowledge-base index under var/kb: built when missing or stale (content, local.yml, model).
+kb: bootstrap
+	@$(PY) -m knowledge build --if-stale
+
+# Production models, where the internet is reachable (never at run time): the Chinese embedding model.
+models: bootstrap
+	HF_HUB_OFFLINE=0 $(PY) -m knowledge.models var/models
 
 validate: bootstrap
 	$(RASA) data validate $(RASA_ARGS)

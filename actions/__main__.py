@@ -6,6 +6,8 @@ import logging
 import uvicorn
 
 from actions.server import create_app
+from knowledge.config import KnowledgeSettings
+from knowledge.index import open_knowledge_base
 from services.container import build_services
 from services.settings import get_settings
 
@@ -13,7 +15,8 @@ from services.settings import get_settings
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    app = create_app(build_services(settings))
+    knowledge = open_knowledge_base(KnowledgeSettings(public_base_url=settings.public_base_url))
+    app = create_app(build_services(settings, knowledge=knowledge))
     uvicorn.run(app, host=settings.action_host, port=settings.action_port, log_level="warning")
 
 

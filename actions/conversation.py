@@ -9,6 +9,7 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import ServiceAction, channel_of, hand_off, reset_flow
+from knowledge.answer import answer
 from textnorm.numerals import normalize_numbers
 
 # Longest phrases first: "很不满意" must not be read as "满意".
@@ -101,8 +102,9 @@ class ActionSlowDown(Action):
         return [SlotSet("slow_speech", True)]
 
 
-class ActionFallback(Action):
-    """Two-stage fallback: ask to rephrase once; the second time in a row, offer a human."""
+class ActionFallback(ServiceAction):
+    """What the NLU could not place goes to the service guides first; when they hold nothing that
+    fits, the two-stage fallback: ask to rephrase once, the second time in a row offer a human."""
 
     def name(self) -> str:
         return "action_fallback"
@@ -110,6 +112,12 @@ class ActionFallback(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
+        kb = self.services.knowledge
+        text = (tracker.latest_message or {}).get("text") or ""
+        if kb is not None and text.strip():
+            reply = answer(kb, text, context_slug=tracker.get_slot("guide_topic"))
+            if reply.kind != "none":
+                return [FollowupAction("action_answer_guide")]
         misses = 0
         for event in reversed(tracker.events):
             if event.get("event") != "user":
@@ -155,6 +163,8 @@ class ActionStoreRating(ServiceAction):
         flow = tracker.get_slot("awaiting_rating")
         text = (tracker.latest_message or {}).get("text") or ""
         score = parse_rating(text, next(tracker.get_latest_entity_values("rating"), None))
+        if not flow and tracker.get_slot("guide_choices"):
+            return [FollowupAction("action_answer_guide")]  # "2" picks one of the offered guides
         if not flow:
             dispatcher.utter_message(response="utter_anything_else")
             return []

@@ -14,15 +14,16 @@ from actions.conversation import (
     ActionStoreRating,
 )
 from actions.feedback import ActionAnswerTicket, ActionSubmitFeedback, ValidateFeedbackForm, ValidateTicketForm
+from actions.guide import ActionAnswerGuide, ActionGuideOfferAccepted
 from actions.progress import ActionAnswerProgress, ValidateProgressForm
 from services.container import Services
 
 _WITH_SERVICES = (
     ValidateProgressForm, ActionAnswerProgress, ValidateBillForm, ActionPayBill,
     ValidateFeedbackForm, ActionSubmitFeedback, ValidateTicketForm, ActionAnswerTicket,
-    ActionHandoff, ActionStoreRating,
+    ActionHandoff, ActionStoreRating, ActionAnswerGuide, ActionGuideOfferAccepted, ActionFallback,
 )
-_PLAIN = (ActionRepeat, ActionSlowDown, ActionFallback, ActionOfferHuman, ActionCancelFlow)
+_PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow)
 
 
 def build_actions(services: Services) -> list[Action]:

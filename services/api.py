@@ -1,4 +1,5 @@
-"""Services API: health, the payment page citizens open, and payment provider notifications."""
+"""Services API: health, the payment page citizens open, payment provider notifications, and the
+full service guides that answers link to (``/guide/<slug>``)."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
+from knowledge.config import KnowledgeSettings
+from knowledge.content import Topic, load_topics, section_html
 from services.billing import PaymentMismatch, format_yuan
 from services.container import Services
 from services.payments import InvalidNotification, SandboxProvider, handle_notification
@@ -34,6 +37,28 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    guides: dict[str, Topic] = {}
+
+    def guide_topics() -> dict[str, Topic]:
+        if not guides:
+            if services.knowledge is not None:
+                guides.update(services.knowledge.topics)
+            else:
+                ks = KnowledgeSettings()
+                guides.update({t.slug: t for t in load_topics(ks.resolve(ks.content_dir), ks.resolve(ks.local_file))})
+        return guides
+
+    @app.get("/guide/{slug}", response_class=HTMLResponse)
+    def guide_page(slug: str) -> HTMLResponse:
+        topic = guide_topics().get(slug)
+        if topic is None:
+            return _page("没有这个指南", "<p>没有找到这份办事指南。</p>", 404)
+        body = f"<h1>{escape(topic.title)}</h1>" + "".join(
+            f"<h2>{escape(name)}</h2>{section_html(text)}" for name, text in topic.sections.items())
+        body += (f"<p><small>来源：{escape(topic.source)}<br>{escape(topic.department)}，"
+                 f"{escape(topic.updated)}更新</small></p>")
+        return _page(topic.title, body)
 
     @app.get("/pay/{order_no}", response_class=HTMLResponse)
     def pay_page(order_no: str) -> HTMLResponse:

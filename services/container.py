@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -13,6 +14,9 @@ from services.payments import PaymentProvider, SandboxProvider
 from services.people import HandoffsBackend, OutboxSms, RatingsBackend, SmsProvider, SqlHandoffs, SqlRatings
 from services.settings import Settings
 from services.tickets import SqlTickets, TicketsBackend
+
+if TYPE_CHECKING:
+    from knowledge.index import KnowledgeBase
 
 
 @dataclass
@@ -26,9 +30,13 @@ class Services:
     ratings: RatingsBackend
     sms: SmsProvider
     payments: PaymentProvider
+    public_base_url: str = "http://127.0.0.1:8030"
+    # The service-guide search; None where a process does not answer guide questions.
+    knowledge: "KnowledgeBase | None" = None
 
 
-def build_services(settings: Settings, engine: Engine | None = None) -> Services:
+def build_services(settings: Settings, engine: Engine | None = None,
+                   knowledge: "KnowledgeBase | None" = None) -> Services:
     engine = engine or make_engine(settings.heze_db_url)
     sessions = make_sessionmaker(engine)
     secret = settings.payment_sandbox_secret
@@ -43,4 +51,6 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         ratings=SqlRatings(sessions),
         sms=OutboxSms(sessions),
         payments=SandboxProvider(secret.get_secret_value().encode(), settings.public_base_url),
+        public_base_url=settings.public_base_url,
+        knowledge=knowledge,
     )

@@ -15,7 +15,7 @@ from services.settings import get_settings
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    knowledge = open_knowledge_base(KnowledgeSettings(public_base_url=settings.public_base_url))
+    knowledge = open_knowledge_base(KnowledgeSettings())
     app = create_app(build_services(settings, knowledge=knowledge))
     uvicorn.run(app, host=settings.action_host, port=settings.action_port, log_level="warning")
 

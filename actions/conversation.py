@@ -131,6 +131,24 @@ class ActionFallback(ServiceAction):
         return []
 
 
+class ActionOutOfScope(ServiceAction):
+    """Outside a form, what the NLU calls out of scope may still be a service question it did not
+    recognise ("那要多少钱" after a guide answer): a confident guide answer wins, else the usual reply."""
+
+    def name(self) -> str:
+        return "action_out_of_scope"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        kb = self.services.knowledge
+        text = (tracker.latest_message or {}).get("text") or ""
+        if kb is not None and answer(kb, text, context_slug=tracker.get_slot("guide_topic")).kind == "answer":
+            return [FollowupAction("action_answer_guide")]
+        dispatcher.utter_message(response="utter_out_of_scope")
+        return []
+
+
 class ActionOfferHuman(Action):
     def name(self) -> str:
         return "action_offer_human"

@@ -9,6 +9,7 @@ from actions.conversation import (
     ActionFallback,
     ActionHandoff,
     ActionOfferHuman,
+    ActionOutOfScope,
     ActionRepeat,
     ActionSlowDown,
     ActionStoreRating,
@@ -22,6 +23,7 @@ _WITH_SERVICES = (
     ValidateProgressForm, ActionAnswerProgress, ValidateBillForm, ActionPayBill,
     ValidateFeedbackForm, ActionSubmitFeedback, ValidateTicketForm, ActionAnswerTicket,
     ActionHandoff, ActionStoreRating, ActionAnswerGuide, ActionGuideOfferAccepted, ActionFallback,
+    ActionOutOfScope,
 )
 _PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow)
 

@@ -8,10 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from knowledge.config import KnowledgeSettings
 
+if TYPE_CHECKING:
+    from knowledge.index import KnowledgeBase
 
-def _open(args: argparse.Namespace, progress: bool = False):  # type: ignore[no-untyped-def]
+
+def _open(args: argparse.Namespace, progress: bool = False) -> "KnowledgeBase":
     from knowledge.index import open_knowledge_base
 
     settings = KnowledgeSettings()

@@ -12,7 +12,7 @@ from knowledge.text import aspect_of
 # least STRONG of the question's topic words (IDF-weighted) is answered; at least WEAK gets the
 # top three offered as choices; below that nothing fits.
 STRONG = 0.5
-WEAK = 0.3
+WEAK = 0.4
 # Two topics holding the question's words equally are a tie when the second scores this close.
 TIE = 0.95
 DEFAULT_SECTION = "办理流程"

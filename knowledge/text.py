@@ -35,8 +35,10 @@ STOPWORDS = frozenset("""
 什么 啥 怎么 咋 怎样 怎么样 如何 为什么 要 想 想要 需要 得 能 会 可以 应该 请问 问问 问 一下 一个 个 些 都 也 就 还 又
 再 才 把 被 给 让 对 从 到 去 来 上 下 中 里 后 前 时 时候 现在 今年 已经 没 没有 不 不是 吗 么 请 您 好 谢谢 麻烦 帮 帮我
 办 办理 弄 搞 多少 多 几 家 家里 人 咱家 俺家 这儿 那儿 吧 嘞 哩 咧 喽 啦 呐 及其 以及 等 之 其 该 按 按照 由 向 于 为
-找 谁 换 交 领 做 用 打 查 提 取 买 发 丢 算 着 急 刚 理 下来 有用 一年 能领 能取 要交 交满 开个 换个
+事 事情 事儿 找 谁 换 交 领 做 用 打 查 提 取 买 发 丢 算 着 急 刚 理 下来 有用 一年 能领 能取 要交 交满 开个 换个
 """.split())
+
+_STOP_CHARS = frozenset(w for w in STOPWORDS if len(w) == 1)
 
 _PUNCT = re.compile(r"[\s\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65!-/:-@\[-`{-~]+")
 
@@ -79,7 +81,8 @@ class Tokenizer:
                 continue
             for token in self._jieba.cut_for_search(piece):
                 token = token.strip()
-                if token and token not in STOPWORDS:
+                # "那要", "还得": words made only of stopword characters are stopwords too.
+                if token and token not in STOPWORDS and not all(c in _STOP_CHARS for c in token):
                     out.append(token)
         return out
 

@@ -1,6 +1,6 @@
 from sqlalchemy import select
 
-from actions.conversation import ActionFallback, ActionStoreRating
+from actions.conversation import ActionFallback, ActionOutOfScope, ActionStoreRating
 from actions.guide import ActionAnswerGuide, ActionGuideOfferAccepted
 from services.container import Services
 from services.models import SmsOutbox
@@ -75,3 +75,11 @@ def test_nlu_fallback_tries_the_guides_first(guided: Services) -> None:
     assert events == [{"event": "followup", "name": "action_answer_guide", "timestamp": None}]
     msgs, events = run(ActionFallback(guided), tracker(text="阿巴阿巴", intent="nlu_fallback"))
     assert msgs[0]["response"] == "utter_ask_rephrase" and events == []
+
+
+def test_out_of_scope_gives_way_to_a_confident_guide_answer(guided: Services) -> None:
+    _, events = run(ActionOutOfScope(guided), tracker(text="那要多少钱", intent="out_of_scope",
+                                                      slots={"guide_topic": "passport"}))
+    assert events == [{"event": "followup", "name": "action_answer_guide", "timestamp": None}]
+    msgs, events = run(ActionOutOfScope(guided), tracker(text="猪肉多少钱一斤", intent="out_of_scope"))
+    assert msgs[0]["response"] == "utter_out_of_scope" and events == []

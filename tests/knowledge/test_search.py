@@ -69,6 +69,7 @@ def test_search_names_topic_and_section(knowledge: KnowledgeBase) -> None:
 def test_answer_strong_weak_none_and_follow_up(knowledge: KnowledgeBase) -> None:
     strong = answer(knowledge, "护照多少钱", mode="bm25")
     assert strong.kind == "answer" and strong.hit and (strong.hit.slug, strong.hit.section) == ("passport", "收费标准")
+    assert answer(knowledge, "我想问问补贴的事", mode="bm25").kind == "choices"
     weak = answer(knowledge, "补贴", mode="bm25")
     assert weak.kind == "choices" and len(weak.choices) == 3
     assert {"agricultural-subsidy", "elderly-allowance"} <= {h.slug for h in weak.choices}

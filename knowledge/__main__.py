@@ -68,9 +68,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     modes = ["bm25", "dense", "hybrid"] if args.mode == "all" else [args.mode]
     results = {}
     for mode in modes:
-        if mode != "bm25" and kb.encoder is None:
-            print(f"{mode}: skipped, no embedding model configured", file=sys.stderr)
+        if mode == "dense" and kb.encoder is None:
+            print("dense: skipped, no embedding model configured", file=sys.stderr)
             continue
+        if mode == "hybrid" and kb.encoder is None:
+            print("hybrid: no embedding model configured, so this is BM25 alone", file=sys.stderr)
         results[mode] = evaluate(kb, pairs, mode)  # type: ignore[arg-type]
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=1))
@@ -100,6 +102,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def cmd_nlu_lookup(args: argparse.Namespace) -> int:
+    from knowledge.content import load_topics
+    from knowledge.nlu import write_lookup
+
+    settings = KnowledgeSettings()
+    path = Path(args.out)
+    changed = write_lookup(load_topics(settings.resolve(settings.content_dir)), path)
+    print(f"{path}: {'written; retrain the NLU (make train)' if changed else 'already current'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m knowledge", description="菏泽办事指南知识库")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="folder to write the guides to (default: the content folder)")
     p.add_argument("--dry-run", action="store_true", help="check the rows, write nothing")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("nlu-lookup", help="write the NLU lookup table of service words from the guides")
+    p.add_argument("--out", default="nlu_data/service_words.yml")
+    p.set_defaults(func=cmd_nlu_lookup)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from knowledge.content import ContentError

@@ -133,3 +133,10 @@ def test_import_json_and_gb18030_csv(tmp_path: Path) -> None:
     with pytest.raises(ContentError, match="only .csv and .json"):
         (tmp_path / "x.xlsx").write_bytes(b"PK")
         import_catalogue(tmp_path / "x.xlsx")
+
+
+def test_the_nlu_lookup_of_service_words_matches_the_guides() -> None:
+    from knowledge.nlu import lookup_yaml
+
+    current = (ROOT / "nlu_data" / "service_words.yml").read_text(encoding="utf-8")
+    assert current == lookup_yaml(load_topics(CONTENT)), "run: python -m knowledge nlu-lookup"

@@ -120,8 +120,9 @@ def test_cli_build_search_eval_and_staleness(tmp_path: Path) -> None:
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     place = json.loads(_cli("search", "政务服务中心几点上班", "--json", "-k", "1", env=env).stdout)
     assert place[0]["slug"] == "service-center-hours"
-    ev = _cli("eval", str(EVAL / "test.tsv"), "--mode", "bm25", env=env)
+    ev = _cli("eval", str(EVAL / "test.tsv"), env=env)  # no model: the default hybrid runs on BM25
     assert ev.returncode == 0 and "top-1" in ev.stdout and "top-3" in ev.stdout and "MRR" in ev.stdout
+    assert "BM25 alone" in ev.stderr
     bad = tmp_path / "bad.tsv"
     bad.write_text("只有问题没有答案\n", encoding="utf-8")
     refused = _cli("eval", str(bad), env=env)

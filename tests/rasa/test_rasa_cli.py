@@ -57,9 +57,19 @@ def test_stories_all_pass(rasa_model: Path, tmp_path: Path) -> None:
     assert report["conversation_accuracy"]["accuracy"] == 1.0, (tmp_path / "failed_test_stories.yml").read_text()
 
 
+# Rasa draws the folds from numpy's global random state (StratifiedKFold with no seed): fixing it
+# makes the gate repeatable. Unseeded runs scatter by about +-0.005 (bench/RESULTS.md).
+FOLD_SEED = 0
+_SEEDED_RASA = ("import sys, numpy; numpy.random.seed(int(sys.argv.pop(1))); "
+                "from rasa.__main__ import main; sys.argv[0] = 'rasa'; main()")
+
+
 def test_nlu_cross_validation_macro_f1(tmp_path: Path) -> None:
-    result = rasa("test", "nlu", "--nlu", "nlu_data", "--config", "config.yml", "--cross-validation",
-                  "--folds", "5", "--out", str(tmp_path), timeout=1500)
+    python = str(ROOT / ".venv-rasa" / "bin" / "python")
+    result = subprocess.run(
+        [python, "-c", _SEEDED_RASA, str(FOLD_SEED), "test", "nlu", "--nlu", "nlu_data", "--config", "config.yml",
+         "--cross-validation", "--folds", "5", "--out", str(tmp_path)],
+        cwd=ROOT, env={**os.environ, **RASA_ENV}, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report_path = tmp_path / "intent_report.json"
     report = json.loads(report_path.read_text())

@@ -40,7 +40,7 @@ def answer(kb: KnowledgeBase, question: str, context_slug: str | None = None, mo
         return Answer("none")
     best = hits[0]
     confidence = kb.coverage(question, best.slug)
-    if confidence >= STRONG and not _tied(kb, question, hits):
+    if confidence >= STRONG and not _tied(kb, question, best.slug):
         if not aspect:
             best = _section_hit(kb, best.slug, DEFAULT_SECTION, best.score)
         return Answer("answer", best, hits, confidence)
@@ -49,11 +49,14 @@ def answer(kb: KnowledgeBase, question: str, context_slug: str | None = None, mo
     return Answer("none", None, hits, confidence)
 
 
-def _tied(kb: KnowledgeBase, question: str, hits: list[Hit]) -> bool:
-    """Two topics hold the question's words equally well and score alike: let the citizen choose."""
-    if len(hits) < 2:
+def _tied(kb: KnowledgeBase, question: str, best_slug: str) -> bool:
+    """Two guides hold the question's words equally well and BM25 scores them alike ("补贴"): let
+    the citizen choose. Judged on BM25 scores, whatever the fusion, so the answer does not depend
+    on the embedding model's rank noise."""
+    first_two = kb.search(question, k=2, mode="bm25")
+    if len(first_two) < 2 or best_slug not in {h.slug for h in first_two}:
         return False
-    first, second = hits[0], hits[1]
+    first, second = first_two
     return kb.coverage(question, second.slug) >= kb.coverage(question, first.slug) and second.score >= TIE * first.score
 
 

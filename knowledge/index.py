@@ -17,6 +17,7 @@ from typing import Literal
 
 import bm25s
 import numpy as np
+from tqdm import tqdm
 
 from knowledge.config import KnowledgeSettings
 from knowledge.content import Section, Topic, load_topics
@@ -83,10 +84,9 @@ class KnowledgeBase:
         self.topic_vocab: dict[str, set[str]] = {}
 
     # -- building and loading ------------------------------------------------------------
-    def _tokenize_sections(self) -> None:
-        self._section_tokens = [
-            self.tokenizer.tokens(section_document(self.topics[s.slug], s)) for s in self.sections
-        ]
+    def _tokenize_sections(self, progress: bool = False) -> None:
+        sections = tqdm(self.sections, desc="BM25 tokens", unit="section", disable=not progress)
+        self._section_tokens = [self.tokenizer.tokens(section_document(self.topics[s.slug], s)) for s in sections]
         n = len(self._section_tokens)
         df = Counter(tok for tokens in self._section_tokens for tok in set(tokens))
         self.idf = {tok: math.log(1 + (n - c + 0.5) / (c + 0.5)) for tok, c in df.items()}
@@ -98,7 +98,7 @@ class KnowledgeBase:
             self.topic_vocab.setdefault(section.slug, set()).update(tokens)
 
     def build(self, progress: bool = False) -> "KnowledgeBase":
-        self._tokenize_sections()
+        self._tokenize_sections(progress)
         self.bm25 = bm25s.BM25()
         self.bm25.index(self._section_tokens, show_progress=False)
         if self.encoder:

@@ -39,6 +39,7 @@ class SqliteClaims:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS wechat_claims (key TEXT PRIMARY KEY, reply TEXT, "
                        "created_at REAL NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS wechat_choices (sender TEXT PRIMARY KEY, payloads TEXT NOT NULL)")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -69,6 +70,15 @@ class SqliteClaims:
         """Give a claim back (the turn failed before any reply), so a later delivery may try again."""
         self._db().execute("DELETE FROM wechat_claims WHERE key = ? AND reply IS NULL", (key,))
 
+    def set_choices(self, sender: str, payloads: List[str]) -> None:
+        """The payloads of the numbered choices last shown to a citizen ("回复数字选择")."""
+        self._db().execute("INSERT OR REPLACE INTO wechat_choices (sender, payloads) VALUES (?, ?)",
+                           (sender, json.dumps(payloads, ensure_ascii=False)))
+
+    def choices(self, sender: str) -> List[str]:
+        row = self._db().execute("SELECT payloads FROM wechat_choices WHERE sender = ?", (sender,)).fetchone()
+        return list(json.loads(row[0])) if row else []
+
 
 class RedisClaims:
     def __init__(self, url: str, prefix: str = "heze:wechat:") -> None:
@@ -93,3 +103,10 @@ class RedisClaims:
         k = self._prefix + key
         if self._redis.get(k) == b"":
             self._redis.delete(k)
+
+    def set_choices(self, sender: str, payloads: List[str]) -> None:
+        self._redis.set(self._prefix + "choices:" + sender, json.dumps(payloads, ensure_ascii=False), ex=KEEP_S)
+
+    def choices(self, sender: str) -> List[str]:
+        value = self._redis.get(self._prefix + "choices:" + sender)
+        return list(json.loads(value)) if value else []

@@ -39,6 +39,24 @@ class Settings(BaseSettings):
     payment_sandbox_secret: SecretStr | None = None
     sms_provider: Literal["outbox"] = "outbox"
 
+    # WeChat official account (channels/wechat.py; deploy/wechat.md). Empty token or appid: not configured.
+    wechat_token: str = ""
+    wechat_encoding_aes_key: str = ""
+    wechat_appid: str = ""
+    wechat_secret: SecretStr = SecretStr("")
+    wechat_mode: Literal["safe", "compatible", "plain"] = "safe"
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    # Where message claims (de-duplication) live: a SQLite file, or a redis:// URL.
+    wechat_claims: str = "var/wechat.db"
+    wechat_deadline_s: float = 4.5
+    # The mini-program's customer-service messages: the same settings for its own appid.
+    miniprogram_token: str = ""
+    miniprogram_encoding_aes_key: str = ""
+    miniprogram_appid: str = ""
+    miniprogram_secret: SecretStr = SecretStr("")
+    miniprogram_mode: Literal["safe", "compatible", "plain"] = "safe"
+    miniprogram_api_base: str = "https://api.weixin.qq.com"
+
     @model_validator(mode="after")
     def _check_secrets(self) -> "Settings":
         if self.payment_provider == "sandbox" and not self.payment_sandbox_secret:
@@ -50,6 +68,8 @@ class Settings(BaseSettings):
                 raise ValueError("the sandbox payment provider takes no real money; not in production")
             if not self.public_base_url.startswith("https://"):
                 raise ValueError("PUBLIC_BASE_URL must be https:// in production")
+            if (self.wechat_token and self.wechat_mode == "plain") or (self.miniprogram_token and self.miniprogram_mode == "plain"):
+                raise ValueError("WeChat plain mode sends citizens' messages unencrypted; use safe mode in production")
         return self
 
     @property

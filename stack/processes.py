@@ -120,6 +120,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.payment_sandbox_secret:
         env["PAYMENT_SANDBOX_SECRET"] = settings.payment_sandbox_secret.get_secret_value()
+    # bot/credentials.yml reads these; Rasa needs every one set, empty when a channel is not configured.
+    for prefix in ("wechat", "miniprogram"):
+        for name in ("token", "encoding_aes_key", "appid", "secret", "mode", "api_base"):
+            value = getattr(settings, f"{prefix}_{name}")
+            env[f"{prefix}_{name}".upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    env["WECHAT_CLAIMS"] = settings.wechat_claims
+    env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
     return env
 
 

@@ -134,3 +134,10 @@ def test_each_message_is_claimed_exactly_once(claims) -> None:  # type: ignore[n
     assert other.startswith("evt:o1:") and claims.claim(other).state == "new"
     claims.release(other)  # a failed turn gives its claim back: the next delivery may try again
     assert claims.claim(other).state == "new"
+
+
+def test_numbered_choices_are_kept_per_citizen(claims) -> None:  # type: ignore[no-untyped-def]
+    assert claims.choices("o1") == []
+    claims.set_choices("o1", ["/check_progress", "/pay_bill"])
+    claims.set_choices("o2", ["/greet"])
+    assert claims.choices("o1") == ["/check_progress", "/pay_bill"] and claims.choices("o2") == ["/greet"]

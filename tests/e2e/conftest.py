@@ -1,6 +1,8 @@
 """The whole stack as real processes: Rasa server, action server and services API."""
 from __future__ import annotations
 
+import base64
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from services.seed import seed
 from services.settings import Settings
 from stack.processes import Stack, prepare_tracker_store, specs
 from tests.conftest import make_settings
+from tests.fakes.wechat_api import Account, FakeWeChat, serve
 
 
 def free_port() -> int:
@@ -31,6 +34,8 @@ class Running:
     services: Services
     stack: Stack
     http: httpx.Client
+    wechat: FakeWeChat
+    account: Account
 
     @property
     def rasa_url(self) -> str:
@@ -53,7 +58,18 @@ def joined(replies: list[dict[str, Any]]) -> str:
 def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("stack")
     api_port = free_port()
+    account = Account(token="hezeToken2026", aes_key=base64.b64encode(os.urandom(32)).decode()[:43],
+                      appid="wx" + os.urandom(8).hex())
+    fake = FakeWeChat(appid=account.appid, secret="wechat-secret-" + os.urandom(4).hex())
+    with serve(fake, free_port()) as wechat_url:
+        yield from _running(rasa_model, packaged_model_dir, tmp, api_port, account, fake, wechat_url)
+
+
+def _running(rasa_model: Path, packaged_model_dir: Path, tmp: Path, api_port: int, account: Account,
+             fake: FakeWeChat, wechat_url: str) -> Iterator[Running]:
     settings = make_settings(
+        wechat_token=account.token, wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid,
+        wechat_secret=fake.secret, wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"),
         rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
         public_base_url=f"http://127.0.0.1:{api_port}",
         heze_db_url=f"sqlite:///{tmp / 'heze.db'}", tracker_db=str(tmp / "tracker.db"),
@@ -72,7 +88,7 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
     stack.start(timeout=300)
     try:
         with httpx.Client(timeout=60) as http:
-            yield Running(settings, services, stack, http)
+            yield Running(settings, services, stack, http, fake, account)
     finally:
         stack.stop()
         engine.dispose()

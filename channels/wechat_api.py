@@ -1,0 +1,88 @@
+"""WeChat's server API as the channel uses it: the access token (cached, refreshed before expiry
+and when WeChat says it expired) and customer-service messages, with bounded retries.
+
+The base URL is configurable: production talks to https://api.weixin.qq.com, the tests to a local
+server that speaks the same protocol."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Dict, Optional
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+TOKEN_EXPIRED = {40001, 40014, 42001}
+OUT_OF_WINDOW = 45015  # the citizen has not written for 48 hours: WeChat refuses customer-service messages
+QUOTA = {45009, 45047}  # daily API quota, or too many messages to one citizen
+BUSY = {-1}
+REFRESH_MARGIN_S = 300
+RETRIES = 3
+
+
+class WeChatApiError(Exception):
+    def __init__(self, errcode: int, message: str) -> None:
+        super().__init__(f"WeChat API error {errcode}: {message}")
+        self.errcode = errcode
+
+
+class WeChatApi:
+    def __init__(self, appid: str, secret: str, base_url: str = "https://api.weixin.qq.com",
+                 clock: Callable[[], float] = time.time, backoff_s: float = 0.5, timeout_s: float = 10) -> None:
+        self._appid = appid
+        self._secret = secret
+        self._base = base_url.rstrip("/")
+        self._clock = clock
+        self._backoff = backoff_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._token: Optional[str] = None
+        self._token_until = 0.0
+        self._token_lock = asyncio.Lock()
+
+    async def _call(self, method: str, path: str, params: Dict[str, str], body: Optional[Dict[str, Any]] = None
+                    ) -> Dict[str, Any]:
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            async with session.request(method, self._base + path, params=params, json=body) as resp:
+                if resp.status >= 500:
+                    raise WeChatApiError(-1, f"HTTP {resp.status}")
+                data = await resp.json(content_type=None)
+        if not isinstance(data, dict):
+            raise WeChatApiError(-1, "not a JSON object")
+        errcode = int(data.get("errcode") or 0)
+        if errcode:
+            raise WeChatApiError(errcode, str(data.get("errmsg", "")))
+        return data
+
+    async def access_token(self, force: bool = False) -> str:
+        async with self._token_lock:
+            if force or not self._token or self._clock() >= self._token_until:
+                data = await self._call("GET", "/cgi-bin/token", {
+                    "grant_type": "client_credential", "appid": self._appid, "secret": self._secret})
+                self._token = str(data["access_token"])
+                self._token_until = self._clock() + int(data.get("expires_in", 7200)) - REFRESH_MARGIN_S
+            return self._token
+
+    async def send_text(self, openid: str, text: str) -> bool:
+        """One customer-service text message. True when WeChat took it; False when it cannot be
+        sent (outside the 48-hour window, quota spent, or still failing after the retries)."""
+        body = {"touser": openid, "msgtype": "text", "text": {"content": text}}
+        force = False
+        for attempt in range(RETRIES):
+            try:
+                token = await self.access_token(force=force)
+                await self._call("POST", "/cgi-bin/message/custom/send", {"access_token": token}, body)
+                return True
+            except WeChatApiError as exc:
+                if exc.errcode in TOKEN_EXPIRED:
+                    force = True
+                    continue
+                if exc.errcode == OUT_OF_WINDOW or exc.errcode in QUOTA:
+                    logger.warning("customer-service message not sent: errcode %s", exc.errcode)
+                    return False
+                logger.warning("customer-service message attempt %d failed: errcode %s", attempt + 1, exc.errcode)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                logger.warning("customer-service message attempt %d failed: %s", attempt + 1, type(exc).__name__)
+            await asyncio.sleep(self._backoff * (2 ** attempt))
+        return False

@@ -1,0 +1,156 @@
+"""The official account through the WeChat channel inside the real Rasa server: safe mode, retries,
+the 4.5-second deadline, customer-service delivery from a local WeChat API, and bad input."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from channels.wechat_protocol import signature
+from tests.e2e.conftest import Running
+from tests.fakes.wechat_api import Account
+
+pytestmark = pytest.mark.e2e
+
+
+def url(running: Running) -> str:
+    return f"{running.rasa_url}/webhooks/wechat/webhook"
+
+
+def deliver(running: Running, inner_xml: str, **kw: object):  # type: ignore[no-untyped-def]
+    params, body = running.account.sealed(inner_xml, **kw)  # type: ignore[arg-type]
+    return running.http.post(url(running), params=params, content=body)
+
+
+class Citizen:
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.openid = "o" + uuid.uuid4().hex[:20]
+        self.msg_id = int(time.time() * 1000) * 1000 + int(uuid.uuid4().int % 1000)
+
+    def say(self, text: str) -> str:
+        self.msg_id += 1
+        resp = deliver(self.running, self.running.account.text_xml(self.openid, text, self.msg_id))
+        assert resp.status_code == 200, resp.text
+        return self.running.account.open_reply(resp.text)["Content"] if resp.text != "success" else ""
+
+
+def test_url_verification_echoes_only_when_signed(running: Running) -> None:
+    ts, nonce = str(int(time.time())), uuid.uuid4().hex
+    good = {"signature": signature(running.account.token, ts, nonce), "timestamp": ts, "nonce": nonce, "echostr": "e42"}
+    assert running.http.get(url(running), params=good).text == "e42"
+    forged = {**good, "nonce": uuid.uuid4().hex}
+    assert running.http.get(url(running), params=forged).status_code == 403
+
+
+def test_a_conversation_in_safe_mode_with_numbered_choices(running: Running) -> None:
+    citizen = Citizen(running)
+    welcome = citizen.say("你好")
+    assert "菏泽市民政务助手" in welcome and "1. 查办件进度" in welcome and "请回复数字选择" in welcome
+    assert "受理编号" in citizen.say("1")  # the number picks the first button: check_progress
+    answer = citizen.say("20261101000001")
+    assert "审核中" in answer and "牡丹区政务服务中心" in answer
+
+
+def test_guide_answers_and_payment_links_reach_wechat(running: Running) -> None:
+    citizen = Citizen(running)
+    guide = citizen.say("办身份证要带什么")
+    assert "所需材料" in guide and "/guide/id-card-apply" in guide
+    assert "户号" in citizen.say("交水费")
+    assert "应缴" in citizen.say("1000000001")
+    assert "/pay/" in citizen.say("确认")
+
+
+def test_three_deliveries_make_one_turn_and_the_same_reply(running: Running) -> None:
+    citizen = Citizen(running)
+    citizen.msg_id += 1
+    inner = running.account.text_xml(citizen.openid, "查工单", citizen.msg_id, create_time=int(time.time()))
+    replies = []
+    for delay in (0, 5, 5):  # WeChat's schedule: at 0, 5 and 10 s
+        time.sleep(delay)
+        resp = deliver(running, inner)
+        replies.append(running.account.open_reply(resp.text)["Content"])
+    assert replies[0] == replies[1] == replies[2] and "工单号" in replies[0]
+    tracker = running.http.get(f"{running.rasa_url}/conversations/{citizen.openid}/tracker",
+                               params={"token": running.settings.rasa_api_token.get_secret_value()}).json()
+    user_turns = [e for e in tracker["events"] if e["event"] == "user"]
+    assert len(user_turns) == 1 and user_turns[0]["input_channel"] == "wechat"
+    assert user_turns[0]["metadata"]["channel"] == "wechat"
+
+
+def test_a_slow_turn_gets_success_then_one_customer_service_message(running: Running) -> None:
+    citizen = Citizen(running)
+    assert "受理编号" in citizen.say("查进度")
+    citizen.msg_id += 1
+    inner = running.account.text_xml(citizen.openid, "20261101000001", citizen.msg_id)
+    action_server = running.stack.procs["action-server"]
+    os.killpg(action_server.pid, signal.SIGSTOP)  # the action server stalls for 7 s
+    resume = threading.Timer(7, lambda: os.killpg(action_server.pid, signal.SIGCONT))
+    resume.start()
+    try:
+        started = time.monotonic()
+        first = deliver(running, inner)
+        waited = time.monotonic() - started
+        assert first.text == "success" and 4.4 <= waited < 5.0
+        time.sleep(5 - waited)
+        assert deliver(running, inner).text == "success"  # WeChat's retry: no second turn
+    finally:
+        resume.join()
+    deadline = time.monotonic() + 30
+    while not running.wechat.texts_to(citizen.openid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    (sent,) = running.wechat.texts_to(citizen.openid)
+    assert "审核中" in sent
+
+
+def test_events_and_unsupported_messages(running: Running) -> None:
+    account: Account = running.account
+    openid = "o" + uuid.uuid4().hex[:20]
+    welcome = account.open_reply(deliver(running, account.event_xml(openid, "subscribe")).text)["Content"]
+    assert "菏泽市民政务助手" in welcome
+    menu = account.open_reply(deliver(running, account.event_xml(openid, "CLICK", "PAY")).text)["Content"]
+    assert "交什么费" in menu
+    assert deliver(running, account.event_xml(openid, "unsubscribe")).text == "success"
+    image = (f"<xml><ToUserName>gh</ToUserName><FromUserName>{openid}</FromUserName><CreateTime>1</CreateTime>"
+             "<MsgType>image</MsgType><PicUrl>http://x/y.jpg</PicUrl><MsgId>77</MsgId></xml>")
+    assert "文字和语音" in account.open_reply(deliver(running, image).text)["Content"]
+
+
+def test_bad_requests_are_refused_without_a_turn(running: Running, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    account: Account = running.account
+    inner = account.text_xml("o-bad", "你好", 1)
+    params, body = account.sealed(inner)
+    cases = [
+        ({**params, "msg_signature": "0" * 40}, body, 403),
+        (account.sealed(inner, timestamp=int(time.time()) - 400)[0], account.sealed(inner)[1], 403),
+        (params, b"<xml><Encrypt>unclosed", 400),
+        (params, b"<!DOCTYPE xml [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><xml><Encrypt>&x;</Encrypt></xml>", 400),
+        (params, b"<xml>" + b"a" * 70_000 + b"</xml>", 413),
+        ({k: v for k, v in params.items() if k not in ("encrypt_type", "msg_signature")},
+         inner.encode(), 400),  # a plain message in safe mode
+    ]
+    for query, content, status in cases:
+        assert running.http.post(url(running), params=query, content=content).status_code == status
+    assert running.http.post(url(running), params=params, content=body).status_code == 200
+    assert running.http.post(url(running), params=params, content=body).status_code == 403  # replayed nonce
+    other = Account(token=account.token, aes_key=account.aes_key, appid="wx0000000000000000")
+    q, b = other.sealed(inner)
+    assert running.http.post(url(running), params=q, content=b).status_code == 403  # another appid
+
+
+def test_many_citizens_at_once_all_get_passive_replies(running: Running) -> None:
+    citizens = [Citizen(running) for _ in range(20)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        replies = list(pool.map(lambda c: c.say("查工单"), citizens))
+    assert all("工单号" in r for r in replies)
+
+
+def test_the_mini_program_endpoint_says_it_is_not_configured(running: Running) -> None:
+    assert running.http.get(f"{running.rasa_url}/webhooks/miniprogram/").json() == {"status": "not configured"}
+    assert running.http.post(f"{running.rasa_url}/webhooks/miniprogram/webhook", content=b"{}").status_code == 503

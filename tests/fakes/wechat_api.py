@@ -1,0 +1,109 @@
+"""A local stand-in for WeChat's servers, speaking their HTTP protocol: the access-token endpoint
+and customer-service messages. It also plays WeChat's side of a webhook call: signs, encrypts and
+delivers messages to the channel, as WeChat does."""
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+
+from channels.wechat_protocol import Envelope, signature
+
+
+@dataclass
+class FakeWeChat:
+    appid: str
+    secret: str
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    tokens_issued: int = 0
+    # errcodes to answer the next customer-service calls with, in order (then success)
+    send_errors: list[int] = field(default_factory=list)
+    expired_tokens: set[str] = field(default_factory=set)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/cgi-bin/token")
+        def token(grant_type: str = "", appid: str = "", secret: str = "") -> dict[str, Any]:
+            if grant_type != "client_credential" or appid != self.appid or secret != self.secret:
+                return {"errcode": 40013, "errmsg": "invalid appid"}
+            self.tokens_issued += 1
+            return {"access_token": f"token-{self.tokens_issued}-{secrets.token_hex(4)}", "expires_in": 7200}
+
+        @app.post("/cgi-bin/message/custom/send")
+        async def send(request: Request, access_token: str = "") -> dict[str, Any]:
+            if not access_token.startswith("token-") or access_token in self.expired_tokens:
+                return {"errcode": 40001, "errmsg": "invalid credential"}
+            if self.send_errors:
+                code = self.send_errors.pop(0)
+                if code == 40001:
+                    self.expired_tokens.add(access_token)
+                return {"errcode": code, "errmsg": "injected"}
+            body = await request.json()
+            self.sent.append(body)
+            return {"errcode": 0, "errmsg": "ok"}
+
+        return app
+
+    def texts_to(self, openid: str) -> list[str]:
+        return [m["text"]["content"] for m in self.sent if m.get("touser") == openid]
+
+
+@contextmanager
+def serve(fake: FakeWeChat, port: int) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+@dataclass
+class Account:
+    """The official account's secrets, as WeChat knows them, to sign and encrypt deliveries."""
+    token: str
+    aes_key: str
+    appid: str
+    openid_prefix: str = "o"
+
+    def text_xml(self, openid: str, text: str, msg_id: int, create_time: int | None = None) -> str:
+        return (f"<xml><ToUserName><![CDATA[gh_heze]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+                f"<CreateTime>{create_time or int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+                f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+
+    def event_xml(self, openid: str, event: str, key: str = "", create_time: int | None = None) -> str:
+        return (f"<xml><ToUserName><![CDATA[gh_heze]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+                f"<CreateTime>{create_time or int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+                f"<Event><![CDATA[{event}]]></Event><EventKey><![CDATA[{key}]]></EventKey></xml>")
+
+    def sealed(self, inner_xml: str, timestamp: int | None = None, nonce: str | None = None) -> tuple[dict[str, str], bytes]:
+        """Query parameters and body of a safe-mode delivery."""
+        ts = str(timestamp or int(time.time()))
+        nonce = nonce or secrets.token_hex(8)
+        envelope = Envelope(self.token, self.aes_key, self.appid)
+        wrapped = envelope.encrypt_reply(inner_xml, nonce, ts)  # the same envelope both ways
+        from channels.wechat_protocol import parse_xml
+        encrypt = parse_xml(wrapped.encode())["Encrypt"]
+        body = f"<xml><ToUserName><![CDATA[gh_heze]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        params = {"signature": signature(self.token, ts, nonce), "timestamp": ts, "nonce": nonce,
+                  "encrypt_type": "aes", "msg_signature": signature(self.token, ts, nonce, encrypt)}
+        return params, body.encode()
+
+    def open_reply(self, body: str) -> dict[str, str]:
+        """The text of the channel's encrypted passive reply."""
+        from channels.wechat_protocol import parse_xml
+        outer = parse_xml(body.encode())
+        return parse_xml(Envelope(self.token, self.aes_key, self.appid).decrypt(outer["Encrypt"]).encode())

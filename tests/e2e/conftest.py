@@ -36,6 +36,8 @@ class Running:
     http: httpx.Client
     wechat: FakeWeChat
     account: Account
+    mini: FakeWeChat
+    mini_account: Account
 
     @property
     def rasa_url(self) -> str:
@@ -61,20 +63,25 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
     account = Account(token="hezeToken2026", aes_key=base64.b64encode(os.urandom(32)).decode()[:43],
                       appid="wx" + os.urandom(8).hex())
     fake = FakeWeChat(appid=account.appid, secret="wechat-secret-" + os.urandom(4).hex())
-    with serve(fake, free_port()) as wechat_url:
-        yield from _running(rasa_model, packaged_model_dir, tmp, api_port, account, fake, wechat_url)
+    mini_account = Account(token="miniToken2026", aes_key=base64.b64encode(os.urandom(32)).decode()[:43],
+                           appid="wx" + os.urandom(8).hex())
+    mini = FakeWeChat(appid=mini_account.appid, secret="mini-secret-" + os.urandom(4).hex())
+    with serve(fake, free_port()) as wechat_url, serve(mini, free_port()) as mini_url:
+        settings = make_settings(
+            wechat_token=account.token, wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid,
+            wechat_secret=fake.secret, wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"),
+            miniprogram_token=mini_account.token, miniprogram_encoding_aes_key=mini_account.aes_key,
+            miniprogram_appid=mini_account.appid, miniprogram_secret=mini.secret, miniprogram_api_base=mini_url,
+            rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
+            public_base_url=f"http://127.0.0.1:{api_port}",
+            heze_db_url=f"sqlite:///{tmp / 'heze.db'}", tracker_db=str(tmp / "tracker.db"),
+            rasa_model_dir=str(rasa_model.parent),
+        )
+        yield from _running(settings, packaged_model_dir, tmp, account, fake, mini_account, mini)
 
 
-def _running(rasa_model: Path, packaged_model_dir: Path, tmp: Path, api_port: int, account: Account,
-             fake: FakeWeChat, wechat_url: str) -> Iterator[Running]:
-    settings = make_settings(
-        wechat_token=account.token, wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid,
-        wechat_secret=fake.secret, wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"),
-        rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
-        public_base_url=f"http://127.0.0.1:{api_port}",
-        heze_db_url=f"sqlite:///{tmp / 'heze.db'}", tracker_db=str(tmp / "tracker.db"),
-        rasa_model_dir=str(rasa_model.parent),
-    )
+def _running(settings: Settings, packaged_model_dir: Path, tmp: Path, account: Account, fake: FakeWeChat,
+             mini_account: Account, mini: FakeWeChat) -> Iterator[Running]:
     engine = make_engine(settings.heze_db_url)
     upgrade(engine)
     services = build_services(settings, engine)
@@ -88,7 +95,7 @@ def _running(rasa_model: Path, packaged_model_dir: Path, tmp: Path, api_port: in
     stack.start(timeout=300)
     try:
         with httpx.Client(timeout=60) as http:
-            yield Running(settings, services, stack, http, fake, account)
+            yield Running(settings, services, stack, http, fake, account, mini, mini_account)
     finally:
         stack.stop()
         engine.dispose()

@@ -151,6 +151,19 @@ def test_many_citizens_at_once_all_get_passive_replies(running: Running) -> None
     assert all("工单号" in r for r in replies)
 
 
-def test_the_mini_program_endpoint_says_it_is_not_configured(running: Running) -> None:
-    assert running.http.get(f"{running.rasa_url}/webhooks/miniprogram/").json() == {"status": "not configured"}
-    assert running.http.post(f"{running.rasa_url}/webhooks/miniprogram/webhook", content=b"{}").status_code == 503
+def test_the_mini_program_answers_through_customer_service_messages(running: Running) -> None:
+    openid = "m" + uuid.uuid4().hex[:20]
+    base = {"ToUserName": "gh_mini", "FromUserName": openid, "CreateTime": int(time.time()), "MsgType": "text"}
+    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    for n, text in enumerate(("办护照要多少钱", "在哪办")):
+        params, body = running.mini_account.sealed_json({**base, "Content": text, "MsgId": 900 + n})
+        resp = running.http.post(mini_url, params=params, content=body)
+        assert resp.status_code == 200 and resp.text == "success"  # the mini-program takes no passive replies
+        deadline = time.monotonic() + 20
+        while len(running.mini.texts_to(openid)) <= n and time.monotonic() < deadline:
+            time.sleep(0.1)
+    first, second = running.mini.texts_to(openid)
+    assert "普通护照申请 · 收费标准" in first and "普通护照申请 · 办理地点" in second
+    assert running.wechat.texts_to(openid) == []  # the official account's API was not used
+    params, body = running.account.sealed_json({**base, "Content": "你好", "MsgId": 999})
+    assert running.http.post(mini_url, params=params, content=body).status_code == 403  # the other account's key

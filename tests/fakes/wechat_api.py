@@ -102,6 +102,19 @@ class Account:
                   "encrypt_type": "aes", "msg_signature": signature(self.token, ts, nonce, encrypt)}
         return params, body.encode()
 
+    def sealed_json(self, fields: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+        """A mini-program customer-service push in JSON, safe mode."""
+        import json
+
+        ts, nonce = str(int(time.time())), secrets.token_hex(8)
+        from channels.wechat_protocol import parse_xml
+        wrapped = Envelope(self.token, self.aes_key, self.appid).encrypt_reply(json.dumps(fields, ensure_ascii=False),
+                                                                              nonce, ts)
+        encrypt = parse_xml(wrapped.encode())["Encrypt"]
+        params = {"signature": signature(self.token, ts, nonce), "timestamp": ts, "nonce": nonce,
+                  "encrypt_type": "aes", "msg_signature": signature(self.token, ts, nonce, encrypt)}
+        return params, json.dumps({"ToUserName": "gh_mini", "Encrypt": encrypt}).encode()
+
     def open_reply(self, body: str) -> dict[str, str]:
         """The text of the channel's encrypted passive reply."""
         from channels.wechat_protocol import parse_xml

@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db kb models validate bench bench-kb lock clean
+.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat lock clean
 
 run: bootstrap db train kb
 	$(PY) -m stack
@@ -44,6 +44,9 @@ bench: bootstrap train
 
 bench-kb: bootstrap
 	$(PY) -m bench.kb
+
+bench-wechat: bootstrap train
+	$(PY) -m bench.wechat
 
 # Re-resolve the pinned requirements (needs the package index).
 lock:

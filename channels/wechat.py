@@ -7,7 +7,8 @@ customer-service chat (``miniprogram``), inside the Rasa server.
 - WeChat waits 5 s and delivers again up to three times. Each message is claimed once
   (``wechat_store``): only the first delivery starts a Rasa turn; a later one waits for that turn's
   reply or answers ``success``.
-- A reply ready within ``deadline_s`` (4.5 s) is sent passively; otherwise WeChat gets ``success`` at
+- A reply ready within ``deadline_s`` (4.0 s after the request reaches the channel, leaving room for
+  queueing before it: the goal is no passive reply later than 4.5 s) is sent passively; otherwise WeChat gets ``success`` at
   once and the reply follows as customer-service messages (``wechat_api``). The mini-program has no
   passive replies: always ``success``, then customer-service messages.
 - Buttons become numbered choices; a reply of the number sends the button's payload.
@@ -78,11 +79,11 @@ class WeChatInput(InputChannel):
             token=str(c.get("token") or ""), encoding_aes_key=str(c.get("encoding_aes_key") or ""),
             appid=str(c.get("appid") or ""), secret=str(c.get("secret") or ""), mode=str(c.get("mode") or "safe"),
             api_base=str(c.get("api_base") or "https://api.weixin.qq.com"), claims=str(c.get("claims") or "var/wechat.db"),
-            deadline_s=float(c.get("deadline_s") or 4.5), menu=dict(c.get("menu") or {}),
+            deadline_s=float(c.get("deadline_s") or 4.0), menu=dict(c.get("menu") or {}),
         )
 
     def __init__(self, token: str, encoding_aes_key: str, appid: str, secret: str, mode: str = "safe",
-                 api_base: str = "https://api.weixin.qq.com", claims: str = "var/wechat.db", deadline_s: float = 4.5,
+                 api_base: str = "https://api.weixin.qq.com", claims: str = "var/wechat.db", deadline_s: float = 4.0,
                  menu: Optional[Dict[str, str]] = None) -> None:
         self.enabled = bool(token and appid)
         self.mode = mode

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     wechat_api_base: str = "https://api.weixin.qq.com"
     # Where message claims (de-duplication) live: a SQLite file, or a redis:// URL.
     wechat_claims: str = "var/wechat.db"
-    wechat_deadline_s: float = 4.5
+    wechat_deadline_s: float = 4.0
     # The mini-program's customer-service messages: the same settings for its own appid.
     miniprogram_token: str = ""
     miniprogram_encoding_aes_key: str = ""

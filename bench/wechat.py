@@ -1,0 +1,163 @@
+"""WeChat channel benchmark: ``python -m bench.wechat`` (results go to bench/RESULTS.md by hand).
+
+The real stack (Rasa with the WeChat channel in safe mode, action server, services API) and a local
+WeChat API. 50 citizens send at once, each a conversation (greeting, ticket lookup, rating) with a
+1 s pause between messages, signed and encrypted as WeChat does. Measured per delivery: latency,
+whether the reply was passive or ``success`` (then a customer-service message), passive replies later
+than 4.5 s. The same conversations through the ``rest`` channel give the comparison; the channel's
+own work (decrypt, parse, claim, render, encrypt) is also timed in the Rasa venv, without Rasa.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import base64
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from bench.run import machine, pct
+from services.container import build_services
+from services.db import make_engine
+from services.migrate import upgrade
+from services.seed import seed
+from services.settings import ROOT
+from stack.processes import Stack, prepare_tracker_store, specs
+from tests.conftest import make_settings
+from tests.e2e.conftest import free_port
+from tests.fakes.wechat_api import Account, FakeWeChat, serve
+
+CONVERSATION = ["你好", "查工单", "10000001", "5"]
+MSG_IDS = itertools.count(int(time.time() * 1000) * 1000)  # unique across runs: a repeated MsgId is a retry
+
+OWN_WORK = """
+import json, sys, time, uuid
+from channels.wechat import render
+from channels.wechat_protocol import Envelope, parse_xml, text_reply
+from channels.wechat_store import SqliteClaims, message_key
+token, key, appid, db = sys.argv[1:5]
+env = Envelope(token, key, appid)
+claims = SqliteClaims(db)
+inner = ("<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[o1]]></FromUserName><CreateTime>1</CreateTime>"
+         "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[查工单]]></Content><MsgId>{}</MsgId></xml>")
+sealed = [parse_xml(env.encrypt_reply(inner.format(i), "n", "1").encode())["Encrypt"] for i in range(2000)]
+bot = [{"text": "请说工单号，就是8位数字。", "buttons": [{"title": "转人工", "payload": "/request_human"}]}]
+times = []
+for enc in sealed:
+    t = time.perf_counter()
+    msg = parse_xml(env.decrypt(enc).encode())
+    key_ = message_key(msg); claims.claim(key_)
+    texts, _ = render(bot)
+    claims.finish(key_, texts)
+    env.encrypt_reply(text_reply("o1", "gh", "\\n\\n".join(texts)), "n", "1")
+    times.append((time.perf_counter() - t) * 1000)
+times.sort()
+print(json.dumps({"p50_ms": times[len(times)//2], "p95_ms": times[int(len(times)*0.95)], "p99_ms": times[int(len(times)*0.99)]}))
+"""
+
+
+async def citizens(send, n: int, rounds: int, pause: float) -> list[tuple[float, str]]:  # type: ignore[no-untyped-def]
+    results: list[tuple[float, str]] = []
+
+    async def one(i: int) -> None:
+        sender = f"o{uuid.uuid4().hex[:20]}"
+        await asyncio.sleep(i * pause / n)  # spread the start over one pause
+        for _ in range(rounds):
+            for text in CONVERSATION:
+                started = time.perf_counter()
+                kind = await send(sender, text)
+                results.append((time.perf_counter() - started, kind))
+                await asyncio.sleep(pause)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return results
+
+
+def summary(results: list[tuple[float, str]], deadline: float) -> dict[str, float]:
+    latencies = [r[0] * 1000 for r in results]
+    return {
+        "deliveries": len(results), "p50_ms": round(pct(latencies, 0.5), 1), "p95_ms": round(pct(latencies, 0.95), 1),
+        "p99_ms": round(pct(latencies, 0.99), 1), "max_ms": round(max(latencies), 1),
+        "success_then_customer_service": sum(1 for _, kind in results if kind == "success"),
+        "passive_later_than_deadline": sum(1 for t, kind in results if kind == "passive" and t > deadline),
+        "failed": sum(1 for _, kind in results if kind == "error"),
+    }
+
+
+async def measure(url: str, account: Account, users: int, rounds: int, pause: float) -> dict[str, object]:
+    limits = httpx.Limits(max_connections=users + 10)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        msg_ids = MSG_IDS
+
+        async def wechat(sender: str, text: str) -> str:
+            params, body = account.sealed(account.text_xml(sender, text, next(msg_ids)))
+            resp = await client.post(f"{url}/webhooks/wechat/webhook", params=params, content=body)
+            if resp.status_code != 200:
+                return "error"
+            return "success" if resp.text == "success" else "passive"
+
+        async def rest(sender: str, text: str) -> str:
+            resp = await client.post(f"{url}/webhooks/rest/webhook", json={"sender": sender, "message": text})
+            return "passive" if resp.status_code == 200 and resp.json() else "error"
+
+        await citizens(wechat, 5, 1, 0.2)  # warm-up
+        return {"wechat": summary(await citizens(wechat, users, rounds, pause), 4.5),
+                "rest": summary(await citizens(rest, users, rounds, pause), 4.5)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", default="bench/wechat-last-run.json")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="heze-bench-wechat-"))
+    account = Account(token="benchToken", aes_key=base64.b64encode(os.urandom(32)).decode()[:43],
+                      appid="wx" + os.urandom(8).hex())
+    fake = FakeWeChat(appid=account.appid, secret="bench-secret")
+    own = subprocess.run([str(ROOT / ".venv-rasa" / "bin" / "python"), "-c", OWN_WORK, account.token, account.aes_key,
+                          account.appid, str(tmp / "own.db")], cwd=ROOT, capture_output=True, text=True, check=True)
+    results: dict[str, object] = {"channel_own_work_per_message": json.loads(own.stdout.strip().splitlines()[-1])}
+    with serve(fake, free_port()) as wechat_url:
+        api_port = free_port()
+        settings = make_settings(
+            rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
+            public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=f"sqlite:///{tmp / 'heze.db'}",
+            tracker_db=str(tmp / "tracker.db"), wechat_token=account.token,
+            wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid, wechat_secret=fake.secret,
+            wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"))
+        engine = make_engine(settings.heze_db_url)
+        upgrade(engine)
+        seed(build_services(settings, engine).sessions)
+        prepare_tracker_store(settings)
+        stack = Stack(specs(settings), tmp / "log")
+        stack.start(timeout=300)
+        try:
+            url = f"http://127.0.0.1:{settings.rasa_port}"
+            runs = [asyncio.run(measure(url, account, args.users, args.rounds, args.pause)) for _ in range(args.runs)]
+        finally:
+            stack.stop()
+            engine.dispose()
+    for channel in ("wechat", "rest"):
+        per_run = [r[channel] for r in runs]  # type: ignore[index]
+        results[channel] = {k: statistics.median(run[k] for run in per_run) for k in per_run[0]}
+        results[f"{channel}_runs"] = per_run
+    results["customer_service_messages_sent"] = len(fake.sent)
+    results["machine"] = machine()
+    results["settings"] = vars(args)
+    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,11 @@ def main() -> int:
     for spec in stack.specs:
         print(f"  {spec.name:<14} {spec.url:<28} health: {spec.health_url}")
     print(f"  {'rest channel':<14} POST http://{settings.rasa_host}:{settings.rasa_port}/webhooks/rest/webhook")
+    for channel, token in (("wechat", settings.wechat_token), ("miniprogram", settings.miniprogram_token)):
+        state = f"{settings.wechat_mode if channel == 'wechat' else settings.miniprogram_mode} mode" if token \
+            else "not configured (.env, deploy/wechat.md)"
+        print(f"  {channel + ' channel':<14} POST http://{settings.rasa_host}:{settings.rasa_port}/webhooks/{channel}/webhook"
+              f"  [{state}]")
     print("  logs: var/log/   按 Ctrl-C 停止 / Ctrl-C stops everything\n", flush=True)
     while not stopping:
         dead = stack.poll_dead()

@@ -182,3 +182,26 @@ def test_feedback_ticket_lookup_and_hand_off_through_wechat(running: Running) ->
     citizen.say("查工单")
     assert "已受理" in citizen.say(number.group(1))
     assert "转人工" in Citizen(running).say("转人工")
+
+
+def test_a_shared_location_becomes_the_tickets_location(running: Running) -> None:
+    from sqlalchemy import select
+
+    from services.models import FeedbackTicket
+
+    citizen = Citizen(running)
+    citizen.say("小区门口的井盖丢了 很危险")
+    assert "哪里" in citizen.say("1")  # 投诉
+    citizen.msg_id += 1
+    location = (f"<xml><ToUserName><![CDATA[gh_heze]]></ToUserName><FromUserName><![CDATA[{citizen.openid}]]>"
+                f"</FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[location]]></MsgType>"
+                "<Location_X>35.2336</Location_X><Location_Y>115.4807</Location_Y><Scale>15</Scale>"
+                f"<Label><![CDATA[山东省菏泽市牡丹区中华路与人民路交叉口]]></Label><MsgId>{citizen.msg_id}</MsgId></xml>")
+    reply = running.account.open_reply(deliver(running, location).text)["Content"]
+    assert "手机号" in reply, reply  # the form went on to the contact question
+    answer = citizen.say("匿名")
+    number = re.search(r"工单号：(\d{8})", answer)
+    assert number, answer
+    with running.services.sessions() as s:
+        ticket = s.scalars(select(FeedbackTicket).where(FeedbackTicket.number == number.group(1))).one()
+    assert ticket.location == "山东省菏泽市牡丹区中华路与人民路交叉口"

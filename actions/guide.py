@@ -1,6 +1,7 @@
 """Service-guide answers from the knowledge base, shaped for the channel the citizen uses."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rasa_sdk import Tracker
@@ -31,7 +32,8 @@ def written_answer(hit: Hit, source: str, department: str, updated: str, url: st
 def spoken_answer(hit: Hit) -> str:
     """At most three short sentences for the phone, the first naming the topic and section."""
     lines = spoken(hit.text)
-    lines[0] = f"{hit.title}的{hit.section}：{lines[0]}" if lines else f"{hit.title}的{hit.section}。"
+    title = re.sub(r"（[^）]*）", "", hit.title)  # brackets are not read aloud well: 低保申请, not 低保（…）申请
+    lines[0] = f"{title}的{hit.section}：{lines[0]}" if lines else f"{title}的{hit.section}。"
     return "".join(lines)
 
 
@@ -114,7 +116,7 @@ class ActionGuideOfferAccepted(ServiceAction):
             return [SlotSet("guide_offer", None)]
         caller = caller_number(tracker)
         if not caller or not is_valid_mobile(caller):
-            dispatcher.utter_message(text="没有拿到您的手机号码，短信发不了。您可以到村里的便民服务站查看完整指南，或者说“转人工”。")
+            dispatcher.utter_message(text="没有拿到您的手机号，短信发不了。需要的话，请说“转人工”。")
             return [SlotSet("guide_offer", None)]
         topic = kb.topics[slug]
         section = tracker.get_slot("guide_section") or "办理流程"

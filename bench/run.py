@@ -186,6 +186,11 @@ def main() -> None:
         engine.dispose()
         if args.production:
             drop_database(args.pg, db_url)
+    write_results(results, args)
+
+
+def write_results(results: dict[str, object], args: argparse.Namespace) -> None:
+    """Name the machine and the settings, write ``args.out`` and print the same JSON."""
     results["machine"] = machine()
     results["settings"] = vars(args)
     Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False))

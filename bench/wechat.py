@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import machine, pct
+from bench.run import pct, write_results
 from services.container import build_services
 from services.db import make_engine
 from services.migrate import upgrade
@@ -153,10 +153,7 @@ def main() -> None:
         results[channel] = {k: statistics.median(run[k] for run in per_run) for k in per_run[0]}
         results[f"{channel}_runs"] = per_run
     results["customer_service_messages_sent"] = len(fake.sent)
-    results["machine"] = machine()
-    results["settings"] = vars(args)
-    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    print(json.dumps(results, indent=2, ensure_ascii=False))
+    write_results(results, args)
 
 
 if __name__ == "__main__":

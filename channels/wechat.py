@@ -134,13 +134,17 @@ class WeChatInput(InputChannel):
             return {str(k): "" if v is None else str(v) for k, v in data.items()}
         return parse_xml(body)
 
-    def _text_of(self, msg: Dict[str, str]) -> Tuple[Optional[str], Optional[str], Dict[str, Any]]:
+    async def _store(self, method: Callable[..., Any], *args: Any) -> Any:
+        """A call to the claims store, off the event loop (SQLite may wait on a lock; Redis on the network)."""
+        return await asyncio.to_thread(method, *args)
+
+    async def _text_of(self, msg: Dict[str, str]) -> Tuple[Optional[str], Optional[str], Dict[str, Any]]:
         """(text for Rasa, or None; an immediate reply without a turn, or None; extra metadata)."""
         kind = msg.get("MsgType", "")
         sender = msg.get("FromUserName", "")
         if kind == "text":
             text = msg.get("Content", "").strip()
-            choices = self.claims.choices(sender) if re.fullmatch(r"\s*[1-9]\s*", text or "") else []
+            choices = await self._store(self.claims.choices, sender) if re.fullmatch(r"\s*[1-9]\s*", text or "") else []
             if choices and 1 <= int(text) <= len(choices):
                 return choices[int(text) - 1], None, {"choice": int(text)}
             return (text or None), (None if text else UNSUPPORTED), {}
@@ -195,14 +199,14 @@ class WeChatInput(InputChannel):
             logger.exception("a %s turn failed (sender %s)", self.name(), sender)
         texts, payloads = render(collector.messages)
         if payloads:
-            self.claims.set_choices(sender, payloads)
+            await self._store(self.claims.set_choices, sender, payloads)
         return texts or [APOLOGY]
 
     async def _wait_for_reply(self, key: str, until: float) -> Claim:
-        claim = self.claims.claim(key)
+        claim = await self._store(self.claims.claim, key)
         while claim.state == "pending" and time.monotonic() < until:
             await asyncio.sleep(POLL_S)
-            claim = self.claims.claim(key)
+            claim = await self._store(self.claims.claim, key)
         return claim
 
     # -- routes -------------------------------------------------------------------------
@@ -238,11 +242,11 @@ class WeChatInput(InputChannel):
             sender = msg.get("FromUserName", "")
             if not sender:
                 return response.text("no sender", status=400)
-            text, immediate, extra = self._text_of(msg)
+            text, immediate, extra = await self._text_of(msg)
             if text is None:
                 return self._reply(msg, [immediate] if immediate else [], encrypted, request)
             key = message_key(msg)
-            claim = self.claims.claim(key)
+            claim = await self._store(self.claims.claim, key)
             if claim.state != "new":  # a repeated delivery: never a second turn
                 claim = await self._wait_for_reply(key, started + self.deadline_s)
                 return self._reply(msg, claim.reply or [], encrypted, request)
@@ -252,12 +256,12 @@ class WeChatInput(InputChannel):
                 try:
                     texts = await asyncio.wait_for(asyncio.shield(turn), timeout=max(0.0, started + self.deadline_s
                                                                                     - time.monotonic()))
-                    self.claims.finish(key, texts)
+                    await self._store(self.claims.finish, key, texts)
                     return self._reply(msg, texts, encrypted, request)
                 except asyncio.TimeoutError:
                     pass
             # Too slow for a passive reply (or no passive replies here): success now, the reply later.
-            self.claims.finish(key, [])
+            await self._store(self.claims.finish, key, [])
 
             async def deliver_later() -> None:
                 await self._send_all(sender, ["\n\n".join(await turn)])  # one message, as a passive reply would be

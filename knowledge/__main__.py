@@ -26,23 +26,17 @@ def _open(args: argparse.Namespace, progress: bool = False) -> "KnowledgeBase":
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from knowledge.embed import load_encoder
-    from knowledge.index import KnowledgeBase, fingerprint, is_current
-    from knowledge.content import load_topics
+    from knowledge.index import open_knowledge_base
 
     settings = KnowledgeSettings()
-    encoder = load_encoder(settings.model_path, settings.query_instruction)
     index_dir = settings.resolve(settings.index_dir)
-    current = fingerprint(settings, encoder)
-    if args.if_stale and is_current(index_dir, current):
+    started = time.perf_counter()
+    kb = open_knowledge_base(settings, progress=True, force=not args.if_stale)
+    if not kb.built_now:
         print(f"knowledge index is current: {index_dir}")
         return 0
-    started = time.perf_counter()
-    topics = load_topics(settings.resolve(settings.content_dir), settings.resolve(settings.local_file))
-    kb = KnowledgeBase(topics, encoder).build(progress=True)
-    kb.save(index_dir, current)
-    dense = f"dense vectors from {encoder.model_dir}" if encoder else "no embedding model: BM25 only"
-    print(f"knowledge index: {len(topics)} guides, {len(kb.sections)} sections, {dense}; "
+    dense = f"dense vectors from {kb.encoder.model_dir}" if kb.encoder else "no embedding model: BM25 only"
+    print(f"knowledge index: {len(kb.topics)} guides, {len(kb.sections)} sections, {dense}; "
           f"{index_dir} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from knowledge.index import Hit, KnowledgeBase, Mode
 from knowledge.text import aspect_of
+from textnorm.numerals import normalize_numbers
 
 # Measured on knowledge/eval/dev.tsv and negatives.tsv (bench/RESULTS.md): a topic that holds at
 # least STRONG of the question's topic words (IDF-weighted) is answered; at least WEAK gets the
@@ -65,19 +66,16 @@ def _section_hit(kb: KnowledgeBase, slug: str, name: str, score: float) -> Hit:
     return Hit(slug, section.title, name, score, section.text)
 
 
-def pick(choices: list[str], reply: str) -> str | None:
-    """The slug a citizen picks from numbered choices: "2", "第二个", "二", "选3", or a title word."""
-    from textnorm.numerals import normalize_numbers
+_SPOKEN_NUMBERS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 
-    text = normalize_numbers(reply)
-    m = re.search(r"(?<!\d)([1-9])(?!\d)", text) or re.search(r"([一二两三四五六七八九])", text)
-    if m:
-        number = "一二三四五六七八九".find(m.group(1)) + 1 if not m.group(1).isdigit() else int(m.group(1))
-        if m.group(1) == "两":
-            number = 2
-        if 1 <= number <= len(choices):
-            return choices[number - 1]
-    return None
+
+def pick(choices: list[str], reply: str) -> str | None:
+    """The slug a citizen picks from numbered choices: "2", "第二个", "二", "选3"."""
+    m = re.search(r"(?<!\d)([1-9])(?!\d)", normalize_numbers(reply)) or re.search(r"[一二两三四五六七八九]", reply)
+    if not m:
+        return None
+    number = int(m.group(1)) if m.group(0).isdigit() else _SPOKEN_NUMBERS[m.group(0)]
+    return choices[number - 1] if 1 <= number <= len(choices) else None
 
 
 _SENTENCE_END = re.compile(r"(?<=[。；！？;!?])|\n+")

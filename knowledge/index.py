@@ -72,6 +72,7 @@ class KnowledgeBase:
 
     def __init__(self, topics: list[Topic], encoder: Encoder | None = None, dense_weight: float = DENSE_WEIGHT) -> None:
         self.dense_weight = dense_weight
+        self.built_now = False
         self.topics = {t.slug: t for t in topics}
         self.sections = [s for t in topics for s in t.all_sections()]
         self.encoder = encoder
@@ -208,18 +209,19 @@ class KnowledgeBase:
 
 
 def open_knowledge_base(settings: KnowledgeSettings | None = None, build_if_stale: bool = True,
-                        progress: bool = False) -> KnowledgeBase:
-    """The knowledge base of these settings: the saved index when it is current, else built
-    (and saved when ``build_if_stale``)."""
+                        progress: bool = False, force: bool = False) -> KnowledgeBase:
+    """The knowledge base of these settings: the saved index when it is current (and ``force`` is
+    not set), else built (and saved when ``build_if_stale``). ``built_now`` tells which happened."""
     settings = settings or KnowledgeSettings()
     encoder = load_encoder(settings.model_path, settings.query_instruction)
     topics = load_topics(settings.resolve(settings.content_dir), settings.resolve(settings.local_file))
     kb = KnowledgeBase(topics, encoder, settings.dense_weight)
     index_dir = settings.resolve(settings.index_dir)
     current = fingerprint(settings, encoder)
-    if is_current(index_dir, current) and kb.load_saved(index_dir):
+    if not force and is_current(index_dir, current) and kb.load_saved(index_dir):
         return kb
     kb.build(progress=progress)
+    kb.built_now = True
     if build_if_stale:
         kb.save(index_dir, current)
     return kb

@@ -150,3 +150,43 @@ class SmsOutbox(Base):
     phone: Mapped[str] = mapped_column(String(20))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PhoneCall(Base):
+    """One call to the voice line: who called, how it ended and what the PBX does next."""
+
+    __tablename__ = "phone_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)  # the Rasa sender id
+    transport: Mapped[str] = mapped_column(String(20))  # audiosocket | websocket
+    caller: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # hangup | handoff | silence | error | caller_hangup
+    end_reason: Mapped[str | None] = mapped_column(String(20))
+    next_step: Mapped[str] = mapped_column(String(10), default="hangup")  # human | hangup
+    recording: Mapped[str | None] = mapped_column(String(255))
+    turns: Mapped[list["PhoneTurn"]] = relationship(back_populates="call", order_by="PhoneTurn.seq")
+
+
+class PhoneTurn(Base):
+    """One exchange on a call, for review: what was heard, which keys, how long the answer took."""
+
+    __tablename__ = "phone_turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_pk: Mapped[int] = mapped_column(ForeignKey("phone_calls.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(10))  # speech | dtmf | silence | start
+    transcript: Mapped[str | None] = mapped_column(Text)
+    asr_confidence: Mapped[float | None] = mapped_column()
+    dtmf: Mapped[str | None] = mapped_column(String(32))
+    reply: Mapped[str | None] = mapped_column(Text)
+    # Milliseconds from the end of the caller's speech (or the last key) to the first audio byte sent.
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    rasa_ms: Mapped[int | None] = mapped_column(Integer)
+    tts_ms: Mapped[int | None] = mapped_column(Integer)
+    barge_in: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    call: Mapped[PhoneCall] = relationship(back_populates="turns")

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     miniprogram_mode: Literal["safe", "compatible", "plain"] = "safe"
     miniprogram_api_base: str = "https://api.weixin.qq.com"
 
+    # The phone channel's shared secret between the voice gateway and Rasa. Empty: `python -m stack`
+    # makes a random one for each run (both processes get it from the stack).
+    phone_channel_token: SecretStr = SecretStr("")
+
     @model_validator(mode="after")
     def _check_secrets(self) -> "Settings":
         if self.payment_provider == "sandbox" and not self.payment_sandbox_secret:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from services.settings import ROOT, Settings
+from voice.settings import VoiceSettings, get_voice_settings
 
 RASA_ENV = {
     "RASA_TELEMETRY_ENABLED": "false",
@@ -125,6 +127,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for name in ("token", "encoding_aes_key", "appid", "secret", "mode", "api_base"):
             value = getattr(settings, f"{prefix}_{name}")
             env[f"{prefix}_{name}".upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    env["PHONE_CHANNEL_TOKEN"] = settings.phone_channel_token.get_secret_value() or secrets.token_hex(24)
     env["WECHAT_CLAIMS"] = settings.wechat_claims
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
     return env
@@ -150,16 +153,24 @@ def model_path(settings: Settings) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def specs(settings: Settings) -> list[ProcessSpec]:
-    env = settings_env(settings)
+def voice_env(voice: VoiceSettings) -> dict[str, str]:
+    """The voice gateway's own settings (VOICE_*), handed on as they were read."""
+    return {name.upper(): str(value) for name, value in voice.model_dump().items() if name.startswith("voice_")}
+
+
+def specs(settings: Settings, voice: VoiceSettings | None = None) -> list[ProcessSpec]:
+    vs = voice or get_voice_settings()
+    env = {**settings_env(settings), **voice_env(vs)}
     py = str(ROOT / ".venv" / "bin" / "python")
     rasa = str(ROOT / ".venv-rasa" / "bin" / "rasa")
     api = f"http://{settings.services_api_host}:{settings.services_api_port}"
     actions = f"http://{settings.action_host}:{settings.action_port}"
     core = f"http://{settings.rasa_host}:{settings.rasa_port}"
+    voice_url = f"http://{vs.voice_host}:{vs.voice_http_port}"
     return [
         ProcessSpec("services-api", [py, "-m", "services", "serve"], f"{api}/health", api, env),
         ProcessSpec("action-server", [py, "-m", "actions"], f"{actions}/health", actions, env),
+        ProcessSpec("voice-gateway", [py, "-m", "voice"], f"{voice_url}/health", voice_url, env),
         ProcessSpec(
             "rasa",
             [

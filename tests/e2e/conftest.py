@@ -20,6 +20,7 @@ from services.settings import Settings
 from stack.processes import Stack, prepare_tracker_store, specs
 from tests.conftest import make_settings
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
+from voice.settings import VoiceSettings
 
 
 def free_port() -> int:
@@ -38,6 +39,11 @@ class Running:
     account: Account
     mini: FakeWeChat
     mini_account: Account
+    voice: VoiceSettings
+
+    @property
+    def voice_url(self) -> str:
+        return f"http://{self.voice.voice_host}:{self.voice.voice_http_port}"
 
     @property
     def rasa_url(self) -> str:
@@ -77,17 +83,22 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
             heze_db_url=f"sqlite:///{tmp / 'heze.db'}", tracker_db=str(tmp / "tracker.db"),
             rasa_model_dir=str(rasa_model.parent),
         )
-        yield from _running(settings, packaged_model_dir, tmp, account, fake, mini_account, mini)
+        # Short silences so the silence test ends in seconds; the Korean test model (no Chinese one here).
+        voice = VoiceSettings(_env_file=None, heze_env="test", voice_http_port=free_port(),  # type: ignore[call-arg]
+                              voice_audiosocket_port=free_port(), voice_silence_timeout_s=3.0,
+                              voice_digit_timeout_s=3.0, voice_tts_cache_dir=str(tmp / "tts"),
+                              voice_record_audio=True, voice_recordings_dir=str(tmp / "recordings"))
+        yield from _running(settings, voice, packaged_model_dir, tmp, account, fake, mini_account, mini)
 
 
-def _running(settings: Settings, packaged_model_dir: Path, tmp: Path, account: Account, fake: FakeWeChat,
-             mini_account: Account, mini: FakeWeChat) -> Iterator[Running]:
+def _running(settings: Settings, voice: VoiceSettings, packaged_model_dir: Path, tmp: Path, account: Account,
+             fake: FakeWeChat, mini_account: Account, mini: FakeWeChat) -> Iterator[Running]:
     engine = make_engine(settings.heze_db_url)
     upgrade(engine)
     services = build_services(settings, engine)
     seed(services.sessions)
     prepare_tracker_store(settings)
-    processes = specs(settings)
+    processes = specs(settings, voice)
     for spec in processes:  # the guides' own index, with dense vectors from the packaged model
         spec.env.update({"KB_INDEX_DIR": str(tmp / "kb"), "KB_EMBEDDING_MODEL": str(packaged_model_dir),
                          "KB_QUERY_INSTRUCTION": ""})
@@ -95,7 +106,7 @@ def _running(settings: Settings, packaged_model_dir: Path, tmp: Path, account: A
     stack.start(timeout=300)
     try:
         with httpx.Client(timeout=60) as http:
-            yield Running(settings, services, stack, http, fake, account, mini, mini_account)
+            yield Running(settings, services, stack, http, fake, account, mini, mini_account, voice)
     finally:
         stack.stop()
         engine.dispose()

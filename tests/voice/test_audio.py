@@ -1,0 +1,77 @@
+"""Resampling, transcripts, the model's sample rate, recordings retention, what is spoken."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voice.asr import clean_transcript, model_sample_rate
+from voice.audio import StreamResampler, read_wav, resample, trim_silence, write_wav
+from voice.recordings import Recorder
+from voice.tts import sentences, speakable
+
+
+def tone(rate: int, seconds: float = 1.0) -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    return (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize("src, dst", [(8000, 16000), (16000, 8000), (8000, 8000)])
+def test_streaming_resampler_matches_one_shot(src: int, dst: int) -> None:
+    x = tone(src)
+    r = StreamResampler(src, dst)
+    streamed = b"".join(r.feed(x[i:i + 320]) for i in range(0, len(x), 320)) + r.flush()
+    whole = resample(x, src, dst)
+    assert len(streamed) == len(whole) == len(x) * dst // src
+    a, b = np.frombuffer(streamed, "<i2").astype(int), np.frombuffer(whole, "<i2").astype(int)
+    assert np.abs(a[100:-100] - b[100:-100]).max() <= 1  # no clicks at the 20 ms chunk edges
+
+
+def test_wav_round_trip_and_refusal() -> None:
+    pcm = tone(8000, 0.1)
+    assert read_wav(write_wav(pcm, 8000)) == (pcm, 8000)
+    with pytest.raises(ValueError):
+        read_wav(b"RIFF....WAVEnot really")
+
+
+def test_transcripts_are_joined_and_numbers_become_digits() -> None:
+    assert clean_transcript("我 要 查 进度") == "我要查进度"
+    assert clean_transcript("幺 三 八 零 零 零 零 幺 二 三 四") == "13800001234"
+    assert clean_transcript("[unk] 转 人工 [unk]") == "转人工"
+    assert clean_transcript("[unk]") == ""
+
+
+def test_model_sample_rate_is_read_from_its_config(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mfcc.conf").write_text("--use-energy=false\n--sample-frequency=8000\n")
+    assert model_sample_rate(tmp_path) == 8000
+    (tmp_path / "conf" / "mfcc.conf").write_text("--use-energy=false\n")
+    assert model_sample_rate(tmp_path) == 16000  # Kaldi's default
+
+
+def test_recordings_older_than_retention_are_deleted(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path, retention_days=30)
+    old, new = rec("old-call", 8000), rec("new-call", 8000)
+    old.write(bytes(320))
+    new.write(bytes(320))
+    old_path, new_path = Path(old.close()), Path(new.close())
+    past = time.time() - 31 * 86400
+    os.utime(old_path, (past, past))
+    assert rec.purge() == 1
+    assert not old_path.exists() and new_path.exists()
+
+
+def test_links_and_markup_are_not_read_aloud() -> None:
+    assert speakable("**身份证**办理\n详见 https://example.cn/guide/x") == "身份证办理。详见"
+    assert sentences("您好。请问办什么事？好的") == ["您好。", "请问办什么事？", "好的。"]
+
+
+def test_prompts_start_at_once() -> None:
+    speech = tone(8000, 0.5)
+    trimmed = trim_silence(bytes(8000) + speech + bytes(16000), 8000)  # 0.5 s before, 1 s after
+    # 50 ms kept before the first loud sample, 250 ms after the last (the tone starts near zero)
+    assert abs(len(trimmed) - (len(speech) + 0.3 * 16000)) <= 64
+    assert trim_silence(bytes(800), 8000) == bytes(800)

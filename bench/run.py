@@ -21,13 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from services.container import build_services
-from services.db import make_engine
-from services.migrate import upgrade
-from services.seed import seed
-from stack.processes import Stack, prepare_tracker_store, specs
 from tests.conftest import make_settings
-from tests.e2e.conftest import free_port
+from tests.sandbox import free_port, start_stack
 
 PARSE_TEXTS = ["你好", "俺想查一下办件进度", "二〇二六幺幺〇幺〇〇〇〇〇幺", "交水费", "路灯坏了好几天了",
                "转人工", "再说一遍", "幺三八 零零零零 零零零幺", "谢谢", "查工单"]
@@ -161,23 +156,17 @@ def main() -> None:
                              public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=db_url,
                              tracker_db=str(tmp / "tracker.db"),
                              rasa_endpoints="deploy/endpoints.yml" if args.production else "bot/endpoints.yml")
-    engine = make_engine(settings.heze_db_url)
-    upgrade(engine)
-    seed(build_services(settings, engine).sessions)
-    prepare_tracker_store(settings)
-    processes = specs(settings)
+    extra: dict[str, str] = {}
     if args.production:
         from sqlalchemy.engine import make_url
 
         url = make_url(db_url)
         host, port = args.redis.split(":")
-        for spec in processes:
-            spec.env.update({"TRACKER_DB_HOST": url.host or "", "TRACKER_DB_PORT": str(url.port or 5432),
-                             "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "",
-                             "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port,
-                             "SANIC_WORKERS": str(args.workers)})
-    stack = Stack(processes, tmp / "log")
-    stack.start(timeout=300)
+        extra = {"TRACKER_DB_HOST": url.host or "", "TRACKER_DB_PORT": str(url.port or 5432),
+                 "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "",
+                 "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port,
+                 "SANIC_WORKERS": str(args.workers)}
+    stack, engine = start_stack(settings, tmp, extra_env=extra)
     try:
         url_ = f"http://127.0.0.1:{settings.rasa_port}"
         results = asyncio.run(main_async(args, url_, settings.rasa_api_token.get_secret_value()))

@@ -25,14 +25,9 @@ from pathlib import Path
 import httpx
 
 from bench.run import pct, write_results
-from services.container import build_services
-from services.db import make_engine
-from services.migrate import upgrade
-from services.seed import seed
 from services.settings import ROOT
-from stack.processes import Stack, prepare_tracker_store, specs
 from tests.conftest import make_settings
-from tests.e2e.conftest import free_port
+from tests.sandbox import free_port, start_stack
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
 
 CONVERSATION = ["你好", "查工单", "10000001", "5"]
@@ -136,12 +131,7 @@ def main() -> None:
             tracker_db=str(tmp / "tracker.db"), wechat_token=account.token,
             wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid, wechat_secret=fake.secret,
             wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"))
-        engine = make_engine(settings.heze_db_url)
-        upgrade(engine)
-        seed(build_services(settings, engine).sessions)
-        prepare_tracker_store(settings)
-        stack = Stack(specs(settings), tmp / "log")
-        stack.start(timeout=300)
+        stack, engine = start_stack(settings, tmp)
         try:
             url = f"http://127.0.0.1:{settings.rasa_port}"
             runs = [asyncio.run(measure(url, account, args.users, args.rounds, args.pause)) for _ in range(args.runs)]

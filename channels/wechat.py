@@ -12,6 +12,9 @@ customer-service chat (``miniprogram``), inside the Rasa server.
   once and the reply follows as customer-service messages (``wechat_api``). The mini-program has no
   passive replies: always ``success``, then customer-service messages.
 - Buttons become numbered choices; a reply of the number sends the button's payload.
+- Voice: WeChat's own ``Recognition`` when the account has it; otherwise the AMR file is fetched
+  (``media/get``) and transcribed by the voice gateway (``POST /asr``: ffmpeg, then Vosk) inside
+  the claimed turn, so WeChat's retries never transcribe twice.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import re
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
+import aiohttp
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -80,12 +84,14 @@ class WeChatInput(InputChannel):
             appid=str(c.get("appid") or ""), secret=str(c.get("secret") or ""), mode=str(c.get("mode") or "safe"),
             api_base=str(c.get("api_base") or "https://api.weixin.qq.com"), claims=str(c.get("claims") or "var/wechat.db"),
             deadline_s=float(c.get("deadline_s") or 4.0), menu=dict(c.get("menu") or {}),
+            asr_url=str(c.get("asr_url") or ""),
         )
 
     def __init__(self, token: str, encoding_aes_key: str, appid: str, secret: str, mode: str = "safe",
                  api_base: str = "https://api.weixin.qq.com", claims: str = "var/wechat.db", deadline_s: float = 4.0,
-                 menu: Optional[Dict[str, str]] = None) -> None:
+                 menu: Optional[Dict[str, str]] = None, asr_url: str = "") -> None:
         self.enabled = bool(token and appid)
+        self.asr_url = asr_url  # the voice gateway's POST /asr, for voice messages WeChat did not transcribe
         self.mode = mode
         self.deadline_s = deadline_s
         self.menu = {str(k): str(v) for k, v in (menu or {}).items()}
@@ -150,7 +156,11 @@ class WeChatInput(InputChannel):
             return (text or None), (None if text else UNSUPPORTED), {}
         if kind == "voice":
             recognised = msg.get("Recognition", "").strip()
-            return (recognised or None), (None if recognised else VOICE_UNCLEAR), {"voice": True}
+            if recognised:
+                return recognised, None, {"voice": True}
+            if msg.get("MediaId") and self.asr_url:  # transcribed inside the claimed turn
+                return None, None, {"voice": True, "media_id": msg["MediaId"]}
+            return None, VOICE_UNCLEAR, {"voice": True}
         if kind == "location":
             label = msg.get("Label", "").strip()
             place = {"latitude": msg.get("Location_X"), "longitude": msg.get("Location_Y"), "label": label}
@@ -190,8 +200,32 @@ class WeChatInput(InputChannel):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], sender: str, text: str,
-                    metadata: Dict[str, Any]) -> List[str]:
+    async def _transcribe(self, media_id: str) -> Optional[str]:
+        """A voice message through the voice gateway's Vosk (``POST /asr``; ffmpeg decodes the AMR)."""
+        audio = await self.api.media(media_id)
+        if not audio:
+            return None
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                async with session.post(self.asr_url, data=audio, headers={"Content-Type": "audio/amr"}) as resp:
+                    if resp.status != 200:
+                        logger.warning("voice gateway could not transcribe a voice message: HTTP %s", resp.status)
+                        return None
+                    result = await resp.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            logger.warning("voice gateway not reachable for a voice message: %s", type(exc).__name__)
+            return None
+        text = str(result.get("text") or "").strip() if isinstance(result, dict) else ""
+        return text or None
+
+    async def _turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], sender: str, text: Optional[str],
+                    metadata: Dict[str, Any], media_id: Optional[str] = None) -> List[str]:
+        if media_id is not None:
+            text = await self._transcribe(media_id)
+            if not text:
+                return [VOICE_UNCLEAR]
+            metadata = {**metadata, "transcribed_by": "vosk"}
+        assert text is not None
         collector = CollectingOutputChannel()
         try:
             await on_new_message(UserMessage(text, collector, sender, input_channel=self.name(), metadata=metadata))
@@ -243,7 +277,8 @@ class WeChatInput(InputChannel):
             if not sender:
                 return response.text("no sender", status=400)
             text, immediate, extra = await self._text_of(msg)
-            if text is None:
+            media_id = extra.pop("media_id", None)
+            if text is None and media_id is None:
                 return self._reply(msg, [immediate] if immediate else [], encrypted, request)
             key = message_key(msg)
             claim = await self._store(self.claims.claim, key)
@@ -251,7 +286,7 @@ class WeChatInput(InputChannel):
                 claim = await self._wait_for_reply(key, started + self.deadline_s)
                 return self._reply(msg, claim.reply or [], encrypted, request)
             metadata = {"channel": self.name(), "msg_type": msg.get("MsgType", ""), **extra}
-            turn = asyncio.ensure_future(self._turn(on_new_message, sender, text, metadata))
+            turn = asyncio.ensure_future(self._turn(on_new_message, sender, text, metadata, media_id))
             if self.passive_replies:
                 try:
                     texts = await asyncio.wait_for(asyncio.shield(turn), timeout=max(0.0, started + self.deadline_s

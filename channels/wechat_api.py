@@ -6,6 +6,7 @@ server that speaks the same protocol."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any, Callable, Dict, Optional
@@ -20,6 +21,7 @@ QUOTA = {45009, 45047}  # daily API quota, or too many messages to one citizen
 BUSY = {-1}
 REFRESH_MARGIN_S = 300
 RETRIES = 3
+MAX_MEDIA_BYTES = 2 * 1024 * 1024  # a 60 s voice message is ~100 KB of AMR
 
 
 class WeChatApiError(Exception):
@@ -86,3 +88,37 @@ class WeChatApi:
                 logger.warning("customer-service message attempt %d failed: %s", attempt + 1, type(exc).__name__)
             await asyncio.sleep(self._backoff * (2 ** attempt))
         return False
+
+    async def media(self, media_id: str) -> Optional[bytes]:
+        """A temporary media file (a citizen's voice message) by its MediaId; None when WeChat
+        refuses it or it cannot be fetched after the retries."""
+        force = False
+        for attempt in range(RETRIES):
+            try:
+                token = await self.access_token(force=force)
+                async with aiohttp.ClientSession(timeout=self._timeout) as session:
+                    async with session.get(self._base + "/cgi-bin/media/get",
+                                           params={"access_token": token, "media_id": media_id}) as resp:
+                        if resp.status >= 500:
+                            raise WeChatApiError(-1, f"HTTP {resp.status}")
+                        data = await resp.content.read(MAX_MEDIA_BYTES + 1)
+                        kind = resp.headers.get("Content-Type", "")
+                if len(data) > MAX_MEDIA_BYTES:
+                    logger.warning("voice message over %d bytes not fetched", MAX_MEDIA_BYTES)
+                    return None
+                if "json" in kind or "text/plain" in kind or data[:1] == b"{":
+                    err = json.loads(data)  # WeChat answers errors as JSON
+                    raise WeChatApiError(int(err.get("errcode") or -1), str(err.get("errmsg", "")))
+                return data
+            except WeChatApiError as exc:
+                if exc.errcode in TOKEN_EXPIRED:
+                    force = True
+                    continue
+                if exc.errcode != -1:
+                    logger.warning("voice message not fetched: errcode %s", exc.errcode)
+                    return None
+                logger.warning("media fetch attempt %d failed: %s", attempt + 1, exc)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                logger.warning("media fetch attempt %d failed: %s", attempt + 1, type(exc).__name__)
+            await asyncio.sleep(self._backoff * (2 ** attempt))
+        return None

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var/log
 
-# Debian packages the project needs at run or test time (later issues add espeak-ng, ffmpeg ...).
-APT_PACKAGES=(${HEZE_APT_PACKAGES:-})
+# Debian packages the project needs at run or test time: espeak-ng (the phone line's voice, used by
+# pyttsx3, which also calls ffmpeg), ffmpeg (WeChat voice messages for POST /asr).
+APT_PACKAGES=(${HEZE_APT_PACKAGES:-espeak-ng ffmpeg})
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 die() { printf '[bootstrap] 错误 / error: %s\n' "$*" >&2; exit 1; }

@@ -167,6 +167,7 @@ def specs(settings: Settings, voice: VoiceSettings | None = None) -> list[Proces
     actions = f"http://{settings.action_host}:{settings.action_port}"
     core = f"http://{settings.rasa_host}:{settings.rasa_port}"
     voice_url = f"http://{vs.voice_host}:{vs.voice_http_port}"
+    env["VOICE_ASR_URL"] = f"{voice_url}/asr"
     return [
         ProcessSpec("services-api", [py, "-m", "services", "serve"], f"{api}/health", api, env),
         ProcessSpec("action-server", [py, "-m", "actions"], f"{actions}/health", actions, env),

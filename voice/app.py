@@ -87,7 +87,7 @@ def create_app(settings: VoiceSettings) -> FastAPI:
     app = FastAPI(title="Heze voice gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
 
     def gateway(request: Request) -> Gateway:
-        return request.app.state.gw  # type: ignore[no-any-return]
+        return request.app.state.gw
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

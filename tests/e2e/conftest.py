@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,20 +12,12 @@ import httpx
 import pytest
 
 from services.container import Services, build_services
-from services.db import make_engine
-from services.migrate import upgrade
-from services.seed import seed
 from services.settings import Settings
-from stack.processes import Stack, prepare_tracker_store, specs
+from stack.processes import Stack
 from tests.conftest import make_settings
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
+from tests.sandbox import free_port, start_stack, voice_settings
 from voice.settings import VoiceSettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -84,26 +75,18 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
             rasa_model_dir=str(rasa_model.parent),
         )
         # Short silences so the silence test ends in seconds; the Korean test model (no Chinese one here).
-        voice = VoiceSettings(_env_file=None, heze_env="test", voice_http_port=free_port(),  # type: ignore[call-arg]
-                              voice_audiosocket_port=free_port(), voice_silence_timeout_s=3.0,
-                              voice_digit_timeout_s=3.0, voice_tts_cache_dir=str(tmp / "tts"),
-                              voice_record_audio=True, voice_recordings_dir=str(tmp / "recordings"))
+        voice = voice_settings(tmp, voice_silence_timeout_s=3.0, voice_digit_timeout_s=3.0,
+                               voice_record_audio=True, voice_recordings_dir=str(tmp / "recordings"))
         yield from _running(settings, voice, packaged_model_dir, tmp, account, fake, mini_account, mini)
 
 
 def _running(settings: Settings, voice: VoiceSettings, packaged_model_dir: Path, tmp: Path, account: Account,
              fake: FakeWeChat, mini_account: Account, mini: FakeWeChat) -> Iterator[Running]:
-    engine = make_engine(settings.heze_db_url)
-    upgrade(engine)
+    # The guides' own index, with dense vectors from the packaged model.
+    stack, engine = start_stack(settings, tmp, voice, {"KB_INDEX_DIR": str(tmp / "kb"),
+                                                       "KB_EMBEDDING_MODEL": str(packaged_model_dir),
+                                                       "KB_QUERY_INSTRUCTION": ""})
     services = build_services(settings, engine)
-    seed(services.sessions)
-    prepare_tracker_store(settings)
-    processes = specs(settings, voice)
-    for spec in processes:  # the guides' own index, with dense vectors from the packaged model
-        spec.env.update({"KB_INDEX_DIR": str(tmp / "kb"), "KB_EMBEDDING_MODEL": str(packaged_model_dir),
-                         "KB_QUERY_INSTRUCTION": ""})
-    stack = Stack(processes, tmp / "log")
-    stack.start(timeout=300)
     try:
         with httpx.Client(timeout=60) as http:
             yield Running(settings, services, stack, http, fake, account, mini, mini_account, voice)

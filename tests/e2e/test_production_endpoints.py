@@ -11,13 +11,9 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.container import build_services
-from services.db import make_engine
-from services.migrate import upgrade
-from services.seed import seed
-from stack.processes import Stack, specs
 from tests.conftest import make_settings
-from tests.e2e.conftest import free_port, joined
+from tests.e2e.conftest import joined
+from tests.sandbox import free_port, start_stack
 
 pytestmark = pytest.mark.e2e
 REDIS_URL = os.environ.get("HEZE_TEST_REDIS", "127.0.0.1:6379")
@@ -33,20 +29,11 @@ def pg_stack(rasa_model: Path, pg_database: str, tmp_path_factory: pytest.TempPa
         public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=pg_database,
         rasa_model_dir=str(rasa_model.parent), rasa_endpoints="deploy/endpoints.yml",
     )
-    engine = make_engine(pg_database)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    upgrade(engine)
-    seed(build_services(settings, engine).sessions)
     host, port = REDIS_URL.split(":")
     extra = {"TRACKER_DB_HOST": url.host or "127.0.0.1", "TRACKER_DB_PORT": str(url.port or 5432),
              "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "postgres",
              "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port}
-    processes = specs(settings)
-    for spec in processes:
-        spec.env.update(extra)
-    stack = Stack(processes, tmp / "log")
-    stack.start(timeout=300)
+    stack, engine = start_stack(settings, tmp, extra_env=extra, fresh_schema=True)
     try:
         yield {"url": f"http://127.0.0.1:{settings.rasa_port}", "engine": engine, "redis": (host, int(port))}
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -205,3 +206,47 @@ def test_a_shared_location_becomes_the_tickets_location(running: Running) -> Non
     with running.services.sessions() as s:
         ticket = s.scalars(select(FeedbackTicket).where(FeedbackTicket.number == number.group(1))).one()
     assert ticket.location == "山东省菏泽市牡丹区中华路与人民路交叉口"
+
+
+def voice_xml(openid: str, media_id: str, msg_id: int) -> str:
+    return (f"<xml><ToUserName><![CDATA[gh_heze]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[voice]]></MsgType>"
+            f"<MediaId><![CDATA[{media_id}]]></MediaId><Format><![CDATA[amr]]></Format><MsgId>{msg_id}</MsgId></xml>")
+
+
+def reply_to(running: Running, citizen: Citizen, resp) -> str:  # type: ignore[no-untyped-def]
+    """The passive reply, or the customer-service message that follows ``success``."""
+    if resp.text != "success":
+        return running.account.open_reply(resp.text)["Content"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not running.wechat.texts_to(citizen.openid):
+        time.sleep(0.1)
+    return running.wechat.texts_to(citizen.openid)[-1]
+
+
+def test_a_voice_message_without_recognition_goes_through_the_voice_gateway(running: Running) -> None:
+    from tests.voice.speech import spoken
+    from voice.audio import write_wav
+
+    citizen = Citizen(running)
+    # WeChat sends AMR; this machine's ffmpeg decodes AMR but cannot encode it, so the stored file is MP3
+    # (the gateway decodes whatever ffmpeg reads; an AMR file is decoded in tests/e2e/test_phone.py).
+    mp3 = subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "wav", "-i", "pipe:0", "-f", "mp3", "pipe:1"],
+                         input=write_wav(spoken("我要查办件进度"), 8000), capture_output=True, check=True).stdout
+    media_id = "media-" + uuid.uuid4().hex
+    running.wechat.media[media_id] = mp3
+    fetched = running.wechat.media_fetches
+    citizen.msg_id += 1
+    reply = reply_to(running, citizen, deliver(running, voice_xml(citizen.openid, media_id, citizen.msg_id)))
+    assert reply and "没听清" not in reply
+    assert running.wechat.media_fetches == fetched + 1
+    tracker = running.http.get(f"{running.rasa_url}/conversations/{citizen.openid}/tracker",
+                               params={"token": running.settings.rasa_api_token.get_secret_value()}).json()
+    said = [e for e in tracker["events"] if e["event"] == "user"][-1]
+    # The test model is Korean, so the words are Korean; what matters is that they reached Rasa.
+    assert said["text"].strip() and said["metadata"]["transcribed_by"] == "vosk" and said["metadata"]["voice"]
+
+    other = Citizen(running)
+    other.msg_id += 1
+    missing = reply_to(running, other, deliver(running, voice_xml(other.openid, "no-such-media", other.msg_id)))
+    assert "没听清" in missing  # WeChat refused the media id: the citizen is asked to type or say it again

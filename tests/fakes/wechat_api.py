@@ -1,5 +1,5 @@
 """A local stand-in for WeChat's servers, speaking their HTTP protocol: the access-token endpoint
-and customer-service messages. It also plays WeChat's side of a webhook call: signs, encrypts and
+customer-service messages and fetching a voice message's media file. It also plays WeChat's side of a webhook call: signs, encrypts and
 delivers messages to the channel, as WeChat does."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from channels.wechat_protocol import Envelope, signature
 
@@ -26,6 +26,8 @@ class FakeWeChat:
     # errcodes to answer the next customer-service calls with, in order (then success)
     send_errors: list[int] = field(default_factory=list)
     expired_tokens: set[str] = field(default_factory=set)
+    media: dict[str, bytes] = field(default_factory=dict)  # MediaId -> the uploaded voice file
+    media_fetches: int = 0
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -49,6 +51,16 @@ class FakeWeChat:
             body = await request.json()
             self.sent.append(body)
             return {"errcode": 0, "errmsg": "ok"}
+
+        @app.get("/cgi-bin/media/get", response_model=None)
+        def media(access_token: str = "", media_id: str = "") -> Response | dict[str, Any]:
+            if not access_token.startswith("token-") or access_token in self.expired_tokens:
+                return {"errcode": 40001, "errmsg": "invalid credential"}
+            if media_id not in self.media:
+                return {"errcode": 40007, "errmsg": "invalid media_id"}
+            self.media_fetches += 1
+            return Response(self.media[media_id], media_type="audio/amr",
+                            headers={"Content-disposition": f'attachment; filename="{media_id}.amr"'})
 
         return app
 

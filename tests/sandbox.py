@@ -1,0 +1,54 @@
+"""A whole stack on free ports for tests and benchmarks: migrated and seeded database, every process."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from services.container import build_services
+from services.db import make_engine
+from services.migrate import upgrade
+from services.seed import seed
+from services.settings import Settings
+from stack.processes import Stack, prepare_tracker_store, specs
+from voice.settings import VoiceSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def voice_settings(tmp: Path, **overrides: Any) -> VoiceSettings:
+    """The voice gateway on free ports with its caches under ``tmp`` (not the checkout's .env)."""
+    values: dict[str, Any] = {"heze_env": "test", "voice_http_port": free_port(),
+                              "voice_audiosocket_port": free_port(), "voice_tts_cache_dir": str(tmp / "tts"),
+                              **overrides}
+    return VoiceSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def start_stack(settings: Settings, tmp: Path, voice: VoiceSettings | None = None,
+                extra_env: dict[str, str] | None = None, fresh_schema: bool = False) -> tuple[Stack, Engine]:
+    """Migrate and seed the service database, then start every process and wait until healthy."""
+    engine = make_engine(settings.heze_db_url)
+    if fresh_schema:
+        from sqlalchemy import text
+
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    upgrade(engine)
+    seed(build_services(settings, engine).sessions)
+    prepare_tracker_store(settings)
+    processes = specs(settings, voice or voice_settings(tmp))
+    for spec in processes:
+        spec.env.update(extra_env or {})
+    stack = Stack(processes, tmp / "log")
+    try:
+        stack.start(timeout=300)
+    except BaseException:
+        engine.dispose()
+        raise
+    return stack, engine

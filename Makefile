@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice lock clean
+.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console lock clean
 
 run: bootstrap db train kb
 	$(PY) -m stack
@@ -52,6 +52,9 @@ bench-wechat: bootstrap train
 
 bench-voice: bootstrap train
 	$(PY) -m bench.voice
+
+bench-console: bootstrap
+	$(PY) -m bench.console
 
 # Re-resolve the pinned requirements (needs the package index).
 lock:

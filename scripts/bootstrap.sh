@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 mkdir -p var/log
 
 # Debian packages the project needs at run or test time: espeak-ng (the phone line's voice, used by
-# pyttsx3, which also calls ffmpeg), ffmpeg (WeChat voice messages for POST /asr).
-APT_PACKAGES=(${HEZE_APT_PACKAGES:-espeak-ng ffmpeg})
+# pyttsx3, which also calls ffmpeg), ffmpeg (WeChat voice messages for POST /asr), chromium (the
+# console's browser tests drive it through Playwright; no browser is downloaded) with a Chinese font
+# (fonts-wqy-microhei) so its screenshots are legible.
+APT_PACKAGES=(${HEZE_APT_PACKAGES:-espeak-ng ffmpeg chromium fonts-wqy-microhei})
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 die() { printf '[bootstrap] 错误 / error: %s\n' "$*" >&2; exit 1; }

@@ -190,3 +190,96 @@ class PhoneTurn(Base):
     barge_in: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     call: Mapped[PhoneCall] = relationship(back_populates="turns")
+
+
+class ConsoleUser(Base):
+    """A staff member who may sign in to the console."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))  # reviewer | supervisor | admin
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("console_users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """Who did what, when, on which conversation. Written by the console, never edited."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40))
+    conversation: Mapped[str | None] = mapped_column(String(255), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ConversationSummary(Base):
+    """One row per conversation in the tracker store, kept up to date by the console for its list."""
+
+    __tablename__ = "conversation_summaries"
+
+    sender_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+    intents: Mapped[str] = mapped_column(Text, default="")  # " intent_a intent_b " for LIKE filters
+    min_confidence: Mapped[float | None] = mapped_column(index=True)
+    fallback: Mapped[bool] = mapped_column(default=False)
+    handoff: Mapped[bool] = mapped_column(default=False)
+    late_reply: Mapped[bool] = mapped_column(default=False)
+    silence_hangup: Mapped[bool] = mapped_column(default=False)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text, default="")  # the citizen's words, masked, for free-text search
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When the citizen's last message arrived and is still unanswered (UNIX time), for late replies.
+    awaiting_since: Mapped[float | None] = mapped_column()
+    reviewed: Mapped[bool] = mapped_column(default=False, index=True)
+    tags: Mapped[str] = mapped_column(Text, default="")  # " tag1 tag2 "
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class MessageAnnotation(Base):
+    """A reviewer's flag or correction on one message (a tracker event) of a conversation."""
+
+    __tablename__ = "message_annotations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender_id: Mapped[str] = mapped_column(String(255), index=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    flagged: Mapped[bool] = mapped_column(default=False)
+    intent: Mapped[str | None] = mapped_column(String(100))  # corrected intent
+    entities: Mapped[str | None] = mapped_column(Text)  # corrected entities, JSON list
+    text: Mapped[str | None] = mapped_column(Text)  # the message, masked, as exported
+    username: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (UniqueConstraint("sender_id", "event_id"),)
+
+
+class ConsoleState(Base):
+    """Small key-value state of the console (how far the tracker store has been read)."""
+
+    __tablename__ = "console_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

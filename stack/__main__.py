@@ -7,6 +7,7 @@ import time
 
 from services.settings import ROOT, get_settings
 from stack.processes import Stack, StartupError, prepare_tracker_store, specs
+from voice.settings import get_voice_settings
 
 
 def main() -> int:
@@ -36,6 +37,10 @@ def main() -> int:
             else "not configured (.env, deploy/wechat.md)"
         print(f"  {channel + ' channel':<14} POST http://{settings.rasa_host}:{settings.rasa_port}/webhooks/{channel}/webhook"
               f"  [{state}]")
+    voice = get_voice_settings()
+    print(f"  {'phone line':<14} AudioSocket {voice.voice_audiosocket_host}:{voice.voice_audiosocket_port}, "
+          f"WebSocket ws://{voice.voice_host}:{voice.voice_http_port}/media  (deploy/asterisk/)")
+    print("  console: first admin with `.venv/bin/python -m console create-user --username <name>`")
     print("  logs: var/log/   按 Ctrl-C 停止 / Ctrl-C stops everything\n", flush=True)
     while not stopping:
         dead = stack.poll_dead()

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic_settings import BaseSettings
 
 from services.settings import ROOT, Settings
+from console.settings import ConsoleSettings, get_console_settings
 from voice.settings import VoiceSettings, get_voice_settings
 
 RASA_ENV = {
@@ -153,14 +155,15 @@ def model_path(settings: Settings) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def voice_env(voice: VoiceSettings) -> dict[str, str]:
-    """The voice gateway's own settings (VOICE_*), handed on as they were read."""
-    return {name.upper(): str(value) for name, value in voice.model_dump().items() if name.startswith("voice_")}
+def prefixed_env(settings: BaseSettings, prefix: str) -> dict[str, str]:
+    """A process's own settings (VOICE_*, CONSOLE_*), handed on to it as they were read."""
+    return {name.upper(): str(value) for name, value in settings.model_dump().items() if name.startswith(prefix)}
 
 
-def specs(settings: Settings, voice: VoiceSettings | None = None) -> list[ProcessSpec]:
+def specs(settings: Settings, voice: VoiceSettings | None = None,
+          console: ConsoleSettings | None = None) -> list[ProcessSpec]:
     vs = voice or get_voice_settings()
-    env = {**settings_env(settings), **voice_env(vs)}
+    env = {**settings_env(settings), **prefixed_env(vs, "voice_")}
     py = str(ROOT / ".venv" / "bin" / "python")
     rasa = str(ROOT / ".venv-rasa" / "bin" / "rasa")
     api = f"http://{settings.services_api_host}:{settings.services_api_port}"
@@ -168,10 +171,14 @@ def specs(settings: Settings, voice: VoiceSettings | None = None) -> list[Proces
     core = f"http://{settings.rasa_host}:{settings.rasa_port}"
     voice_url = f"http://{vs.voice_host}:{vs.voice_http_port}"
     env["VOICE_ASR_URL"] = f"{voice_url}/asr"
+    cs = console or get_console_settings()
+    console_url = f"http://{cs.console_host}:{cs.console_port}"
+    env.update(prefixed_env(cs, "console_"))
     return [
         ProcessSpec("services-api", [py, "-m", "services", "serve"], f"{api}/health", api, env),
         ProcessSpec("action-server", [py, "-m", "actions"], f"{actions}/health", actions, env),
         ProcessSpec("voice-gateway", [py, "-m", "voice"], f"{voice_url}/health", voice_url, env),
+        ProcessSpec("console", [py, "-m", "console", "serve"], f"{console_url}/health", console_url, env),
         ProcessSpec(
             "rasa",
             [

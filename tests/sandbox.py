@@ -12,6 +12,7 @@ from services.db import make_engine
 from services.migrate import upgrade
 from services.seed import seed
 from services.settings import Settings
+from console.settings import ConsoleSettings
 from stack.processes import Stack, prepare_tracker_store, specs
 from voice.settings import VoiceSettings
 
@@ -30,8 +31,15 @@ def voice_settings(tmp: Path, **overrides: Any) -> VoiceSettings:
     return VoiceSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def console_settings(**overrides: Any) -> ConsoleSettings:
+    """The console on a free port (not the checkout's .env)."""
+    return ConsoleSettings(_env_file=None, **{"heze_env": "test", "console_port": free_port(),  # type: ignore[call-arg]
+                                              **overrides})
+
+
 def start_stack(settings: Settings, tmp: Path, voice: VoiceSettings | None = None,
-                extra_env: dict[str, str] | None = None, fresh_schema: bool = False) -> tuple[Stack, Engine]:
+                extra_env: dict[str, str] | None = None, fresh_schema: bool = False,
+                console: ConsoleSettings | None = None) -> tuple[Stack, Engine]:
     """Migrate and seed the service database, then start every process and wait until healthy."""
     engine = make_engine(settings.heze_db_url)
     if fresh_schema:
@@ -42,7 +50,7 @@ def start_stack(settings: Settings, tmp: Path, voice: VoiceSettings | None = Non
     upgrade(engine)
     seed(build_services(settings, engine).sessions)
     prepare_tracker_store(settings)
-    processes = specs(settings, voice or voice_settings(tmp))
+    processes = specs(settings, voice or voice_settings(tmp), console or console_settings())
     for spec in processes:
         spec.env.update(extra_env or {})
     stack = Stack(processes, tmp / "log")

@@ -16,7 +16,8 @@ from services.settings import Settings
 from stack.processes import Stack
 from tests.conftest import make_settings
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
-from tests.sandbox import free_port, start_stack, voice_settings
+from console.settings import ConsoleSettings
+from tests.sandbox import console_settings, free_port, start_stack, voice_settings
 from voice.settings import VoiceSettings
 
 
@@ -31,6 +32,11 @@ class Running:
     mini: FakeWeChat
     mini_account: Account
     voice: VoiceSettings
+    console: ConsoleSettings
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.console.console_host}:{self.console.console_port}"
 
     @property
     def voice_url(self) -> str:
@@ -83,13 +89,14 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
 def _running(settings: Settings, voice: VoiceSettings, packaged_model_dir: Path, tmp: Path, account: Account,
              fake: FakeWeChat, mini_account: Account, mini: FakeWeChat) -> Iterator[Running]:
     # The guides' own index, with dense vectors from the packaged model.
+    console = console_settings()
     stack, engine = start_stack(settings, tmp, voice, {"KB_INDEX_DIR": str(tmp / "kb"),
                                                        "KB_EMBEDDING_MODEL": str(packaged_model_dir),
-                                                       "KB_QUERY_INSTRUCTION": ""})
+                                                       "KB_QUERY_INSTRUCTION": ""}, console=console)
     services = build_services(settings, engine)
     try:
         with httpx.Client(timeout=60) as http:
-            yield Running(settings, services, stack, http, fake, account, mini, mini_account, voice)
+            yield Running(settings, services, stack, http, fake, account, mini, mini_account, voice, console)
     finally:
         stack.stop()
         engine.dispose()

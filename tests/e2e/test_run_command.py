@@ -14,9 +14,9 @@ import pytest
 from services.db import make_engine
 from services.migrate import upgrade
 from services.settings import ROOT
-from stack.processes import settings_env, specs, voice_env
+from stack.processes import prefixed_env, settings_env, specs
 from tests.conftest import make_settings
-from tests.sandbox import free_port, voice_settings
+from tests.sandbox import console_settings, free_port, voice_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +28,9 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(rasa_model: Path, tmp
         public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=f"sqlite:///{tmp_path / 'heze.db'}",
         tracker_db=str(tmp_path / "tracker.db"), rasa_model_dir=str(rasa_model.parent),
     )
-    voice = voice_settings(tmp_path)
+    voice, console = voice_settings(tmp_path), console_settings()
     upgrade(make_engine(settings.heze_db_url))
-    env = {**os.environ, **settings_env(settings), **voice_env(voice)}
+    env = {**os.environ, **settings_env(settings), **prefixed_env(voice, "voice_"), **prefixed_env(console, "console_")}
     proc = subprocess.Popen([sys.executable, "-m", "stack"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
@@ -46,7 +46,7 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(rasa_model: Path, tmp
     output = "".join(lines)
     try:
         assert "is running" in output, output
-        for spec in specs(settings, voice):
+        for spec in specs(settings, voice, console):
             assert spec.url in output
             assert httpx.get(spec.health_url, timeout=5).status_code == 200
     finally:
@@ -54,6 +54,6 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(rasa_model: Path, tmp
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output + rest
     assert "已停止" in rest
-    for spec in specs(settings, voice):
+    for spec in specs(settings, voice, console):
         with pytest.raises(httpx.HTTPError):
             httpx.get(spec.health_url, timeout=2)

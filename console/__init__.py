@@ -1,0 +1,1 @@
+"""The staff console: review conversations, correct and export training data, follow tickets."""

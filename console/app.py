@@ -1,0 +1,524 @@
+"""The staff console (FastAPI + Jinja2, server-rendered, Chinese UI)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import secrets
+from collections import Counter
+from html import escape
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import yaml
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import sessionmaker
+
+from console import charts
+from console.auth import ROLES, Accounts, LoginRefused, Staff, audit, csrf_ok
+from console.conversations import CHANNELS, FLAGS, ConversationIndex, Filters, list_conversations, phone_turns, transcript
+from console.exports import nlu_yaml, test_story
+from console.masking import mask
+from console.settings import ConsoleSettings
+from services.db import make_engine, make_sessionmaker
+from services.models import AuditEntry, ConsoleUser, ConversationSummary, FeedbackTicket, MessageAnnotation, Rating
+from services.settings import ROOT
+from services.tickets import CATEGORIES, FALLBACK_DEPARTMENT, ROUTES, STATUS_NAMES
+
+logger = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+COOKIE = "heze_console"
+LOGIN_CSRF_COOKIE = "heze_login_csrf"
+DEPARTMENTS = [d for d, _ in ROUTES] + [FALLBACK_DEPARTMENT]
+FLAG_NAMES = {"fallback": "没听懂", "handoff": "转人工", "late_reply": "微信超时回复", "silence_hangup": "电话无声挂断"}
+CHANNEL_NAMES = {"wechat": "公众号", "miniprogram": "小程序", "phone": "电话", "rest": "网页/接口"}
+
+
+def bad_request(message: str) -> HTMLResponse:
+    return HTMLResponse(f"<h1>400</h1><p>{escape(message)}</p>", status_code=400)
+
+
+class NotSignedIn(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    pass
+
+
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+
+
+def beijing_time(value: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """Times are stored in UTC (SQLite hands them back without a zone); staff read Beijing time."""
+    if value is None:
+        return ""
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return aware.astimezone(BEIJING).strftime(fmt)
+
+
+def domain_intents() -> list[str]:
+    intents: set[str] = set()
+    for path in (ROOT / "bot" / "domain").glob("*.yml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        intents.update(i if isinstance(i, str) else next(iter(i)) for i in data.get("intents") or [])
+    return sorted(intents)
+
+
+def parse_entities(text: str) -> list[dict[str, str]]:
+    """'entity=value; entity=value' as typed by a reviewer -> Rasa entity dicts."""
+    out = []
+    for part in text.replace("；", ";").split(";"):
+        if "=" in part:
+            name, value = (x.strip() for x in part.split("=", 1))
+            if name and value:
+                out.append({"entity": name, "value": value})
+    return out
+
+
+def create_app(settings: ConsoleSettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.heze_db_url)
+        sessions = make_sessionmaker(engine)
+        tracker = create_engine(settings.tracker_url, connect_args={"check_same_thread": False}
+                                if settings.tracker_url.startswith("sqlite") else {}, hide_parameters=True)
+        index = ConversationIndex(tracker, sessions)
+        app.state.sessions, app.state.tracker, app.state.index = sessions, tracker, index
+        app.state.accounts = Accounts(sessions, settings.console_max_failed_logins,
+                                      dt.timedelta(minutes=settings.console_lockout_minutes),
+                                      dt.timedelta(hours=settings.console_session_hours))
+        app.state.intents = domain_intents()
+        app.state.sync_lock = asyncio.Lock()
+
+        async def keep_in_step() -> None:
+            while True:
+                await sync(app)
+                await asyncio.sleep(3)
+
+        task = asyncio.create_task(keep_in_step())
+        try:
+            yield
+        finally:
+            task.cancel()
+            tracker.dispose()
+            engine.dispose()
+
+    app = FastAPI(title="Heze console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["mask"] = mask
+    templates.env.filters["q"] = lambda v: quote(str(v), safe="")
+    templates.env.filters["when"] = beijing_time
+    templates.env.globals.update(FLAG_NAMES=FLAG_NAMES, CHANNEL_NAMES=CHANNEL_NAMES, STATUS_NAMES=STATUS_NAMES,
+                                 CATEGORIES=CATEGORIES, ROLES=ROLES)
+
+    async def sync(app_: FastAPI) -> None:
+        if app_.state.sync_lock.locked():
+            return
+        async with app_.state.sync_lock:
+            try:
+                await asyncio.to_thread(app_.state.index.sync)
+                app_.state.sync_failing = False
+            except Exception as exc:  # noqa: BLE001 - the tracker store may not exist yet (Rasa creates it)
+                if not getattr(app_.state, "sync_failing", False):
+                    logger.warning("cannot read the tracker store yet (%s); will retry", type(exc).__name__)
+                app_.state.sync_failing = True
+
+    def sessions_of(request: Request) -> sessionmaker:
+        return request.app.state.sessions
+
+    async def staff(request: Request) -> Staff:
+        found = await asyncio.to_thread(request.app.state.accounts.staff_for, request.cookies.get(COOKIE))
+        if found is None:
+            raise NotSignedIn()
+        return found
+
+    def role(minimum: str) -> Any:
+        async def check(who: Staff = Depends(staff)) -> Staff:
+            if not who.at_least(minimum):
+                raise Forbidden()
+            return who
+        return check
+
+    async def form_checked(request: Request, who: Staff = Depends(staff)) -> dict[str, str]:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        if not csrf_ok(who, form.get("csrf_token")):
+            raise Forbidden()
+        return form
+
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, _: NotSignedIn) -> Response:
+        if request.method == "GET" and not request.url.path.startswith(("/api/", "/exports/")):
+            return RedirectResponse("/login?" + urlencode({"next": request.url.path}), status_code=303)
+        return JSONResponse({"error": "sign in first"}, status_code=401)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, _: Forbidden) -> Response:
+        return HTMLResponse("<h1>403</h1><p>没有权限，或表单已过期，请返回后刷新页面再试。</p>", status_code=403)
+
+    async def rows_of(request: Request, statement: Any) -> list[Any]:
+        def load() -> list[Any]:
+            with sessions_of(request)() as s:
+                return list(s.scalars(statement))
+        return await asyncio.to_thread(load)
+
+    def page(request: Request, name: str, who: Staff | None, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {"staff": who, **context})
+
+    # ---- sign-in ---------------------------------------------------------------------
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/login")
+    async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+        token = secrets.token_urlsafe(24)
+        resp = page(request, "login.html", None, csrf=token, next=next if next.startswith("/") else "/")
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=settings.console_secure_cookies)
+        return resp
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not cookie or not secrets.compare_digest(cookie, form.get("csrf_token", "")):
+            raise Forbidden()
+        username, target = form.get("username", "").strip(), form.get("next", "/")
+        try:
+            token = await asyncio.to_thread(request.app.state.accounts.login, username, form.get("password", ""))
+        except LoginRefused as exc:
+            await asyncio.to_thread(audit, sessions_of(request), username[:64] or "?", "login_failed")
+            fresh = secrets.token_urlsafe(24)
+            resp = page(request, "login.html", None, csrf=fresh, next=target, error=str(exc))
+            resp.status_code = 401
+            resp.set_cookie(LOGIN_CSRF_COOKIE, fresh, httponly=True, samesite="strict",
+                            secure=settings.console_secure_cookies)
+            return resp
+        await asyncio.to_thread(audit, sessions_of(request), username, "login")
+        done = RedirectResponse(target if target.startswith("/") and not target.startswith("//") else "/", status_code=303)
+        done.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=settings.console_secure_cookies,
+                        max_age=int(settings.console_session_hours * 3600))
+        done.delete_cookie(LOGIN_CSRF_COOKIE)
+        return done
+
+    @app.post("/logout")
+    async def logout(request: Request, who: Staff = Depends(staff), form: dict[str, str] = Depends(form_checked)) -> Response:
+        await asyncio.to_thread(request.app.state.accounts.logout, request.cookies.get(COOKIE, ""))
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "logout")
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(COOKIE)
+        return resp
+
+    # ---- dashboard -------------------------------------------------------------------
+    @app.get("/")
+    async def dashboard(request: Request, who: Staff = Depends(staff), days: int = 14) -> HTMLResponse:
+        days = max(1, min(days, 90))
+        await sync(request.app)
+        data = await asyncio.to_thread(dashboard_data, sessions_of(request), days)
+        return page(request, "dashboard.html", who, days=days, **data)
+
+    # ---- conversations ---------------------------------------------------------------
+    def filters_of(request: Request) -> Filters:
+        fields: dict[str, Any] = {k: v for k, v in request.query_params.items()
+                                  if k in Filters.__dataclass_fields__ and k != "page"}
+        f = Filters(**fields)
+        try:
+            f.page = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            f.page = 1
+        return f
+
+    @app.get("/conversations")
+    async def conversations(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:
+        await sync(request.app)
+        f = filters_of(request)
+
+        def load() -> tuple[list[ConversationSummary], int]:
+            with sessions_of(request)() as s:
+                return list_conversations(s, f, settings.console_page_size)
+
+        rows, total = await asyncio.to_thread(load)
+        pages = max(1, -(-total // settings.console_page_size))
+        return page(request, "conversations.html", who, rows=rows, total=total, f=f, pages=pages,
+                    query=urlencode(f.query()), channels=CHANNELS, flags=FLAGS, intents=request.app.state.intents)
+
+    def conversation_context(request: Request, sender: str, reveal: int | None = None) -> dict[str, Any]:
+        with sessions_of(request)() as s:
+            summary = s.get(ConversationSummary, sender)
+            turns = transcript(request.app.state.tracker, s, sender, reveal)
+            call, calls = phone_turns(s, sender)
+        return {"sender": sender, "summary": summary, "turns": turns, "call": call, "phone_turns": calls,
+                "intents": request.app.state.intents, "revealed": reveal}
+
+    @app.get("/conversations/{sender}")
+    async def conversation(request: Request, sender: str, who: Staff = Depends(staff)) -> HTMLResponse:
+        await sync(request.app)
+        ctx = await asyncio.to_thread(conversation_context, request, sender)
+        if ctx["summary"] is None and not ctx["turns"]:
+            return HTMLResponse("<h1>404</h1><p>没有这个对话。</p>", status_code=404)
+        return page(request, "conversation.html", who, **ctx)
+
+    def back(sender: str, anchor: str = "") -> RedirectResponse:
+        return RedirectResponse(f"/conversations/{quote(sender, safe='')}{anchor}", status_code=303)
+
+    def update_summary(request: Request, sender: str, **changes: Any) -> None:
+        with sessions_of(request)() as s:
+            summary = s.get(ConversationSummary, sender)
+            if summary is None:
+                return
+            for key, value in changes.items():
+                setattr(summary, key, value)
+            s.commit()
+
+    @app.post("/conversations/{sender}/review")
+    async def review(request: Request, sender: str, who: Staff = Depends(staff),
+                     form: dict[str, str] = Depends(form_checked)) -> Response:
+        done = form.get("reviewed", "yes") == "yes"
+        await asyncio.to_thread(update_summary, request, sender, reviewed=done)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "reviewed" if done else "unreviewed", sender)
+        return back(sender)
+
+    @app.post("/conversations/{sender}/tags")
+    async def tags(request: Request, sender: str, who: Staff = Depends(staff),
+                   form: dict[str, str] = Depends(form_checked)) -> Response:
+        def change() -> None:
+            with sessions_of(request)() as s:
+                summary = s.get(ConversationSummary, sender)
+                if summary is None:
+                    return
+                current = [t for t in summary.tags.split() if t]
+                for tag in form.get("add", "").replace("，", ",").replace(",", " ").split():
+                    if tag not in current and len(tag) <= 20:
+                        current.append(tag)
+                current = [t for t in current if t != form.get("remove", "")]
+                summary.tags = " " + " ".join(current) + " "
+                s.commit()
+        await asyncio.to_thread(change)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "tags", sender,
+                                f"+{form.get('add', '')} -{form.get('remove', '')}")
+        return back(sender)
+
+    @app.post("/conversations/{sender}/note")
+    async def note(request: Request, sender: str, who: Staff = Depends(staff),
+                   form: dict[str, str] = Depends(form_checked)) -> Response:
+        await asyncio.to_thread(update_summary, request, sender, note=mask(form.get("note", "")[:2000]))
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "note", sender)
+        return back(sender)
+
+    def annotate(request: Request, sender: str, event_id: int, who: Staff, **changes: Any) -> None:
+        with sessions_of(request)() as s:
+            ann = s.scalar(select(MessageAnnotation).where(MessageAnnotation.sender_id == sender,
+                                                           MessageAnnotation.event_id == event_id))
+            if ann is None:
+                turn = next((t for t in transcript(request.app.state.tracker, s, sender) if t.event_id == event_id
+                             and t.kind == "user"), None)
+                if turn is None:
+                    raise Forbidden()
+                ann = MessageAnnotation(sender_id=sender, event_id=event_id, flagged=False, text=turn.text,
+                                        username=who.username, updated_at=dt.datetime.now(dt.timezone.utc))
+                s.add(ann)
+            for key, value in changes.items():
+                setattr(ann, key, value)
+            ann.username, ann.updated_at = who.username, dt.datetime.now(dt.timezone.utc)
+            s.commit()
+
+    @app.post("/conversations/{sender}/messages/{event_id}/flag")
+    async def flag(request: Request, sender: str, event_id: int, who: Staff = Depends(staff),
+                   form: dict[str, str] = Depends(form_checked)) -> Response:
+        on = form.get("flagged", "yes") == "yes"
+        await asyncio.to_thread(annotate, request, sender, event_id, who, flagged=on)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "flag" if on else "unflag", sender, str(event_id))
+        return back(sender, f"#e{event_id}")
+
+    @app.post("/conversations/{sender}/messages/{event_id}/correct")
+    async def correct(request: Request, sender: str, event_id: int, who: Staff = Depends(staff),
+                      form: dict[str, str] = Depends(form_checked)) -> Response:
+        intent = form.get("intent", "")
+        if intent not in request.app.state.intents:
+            return bad_request("没有这个意图。")
+        entities = [{"entity": e["entity"], "value": mask(e["value"])} for e in parse_entities(form.get("entities", ""))]
+        await asyncio.to_thread(annotate, request, sender, event_id, who, intent=intent,
+                                entities=json.dumps(entities, ensure_ascii=False))
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "correct", sender, f"{event_id}: {intent}")
+        return back(sender, f"#e{event_id}")
+
+    @app.post("/conversations/{sender}/messages/{event_id}/reveal")
+    async def reveal(request: Request, sender: str, event_id: int, who: Staff = Depends(role("supervisor")),
+                     form: dict[str, str] = Depends(form_checked)) -> HTMLResponse:
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "reveal", sender, str(event_id))
+        ctx = await asyncio.to_thread(conversation_context, request, sender, event_id)
+        resp = page(request, "conversation.html", who, **ctx)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.get("/conversations/{sender}/story.yml")
+    async def story(request: Request, sender: str, who: Staff = Depends(staff)) -> PlainTextResponse:
+        ctx = await asyncio.to_thread(conversation_context, request, sender)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "export_story", sender)
+        return PlainTextResponse(test_story(sender, ctx["turns"]), media_type="text/yaml; charset=utf-8",
+                                 headers={"Content-Disposition": 'attachment; filename="test_story.yml"'})
+
+    @app.get("/conversations/{sender}/recording")
+    async def recording(request: Request, sender: str, who: Staff = Depends(staff)) -> Response:
+        ctx = await asyncio.to_thread(conversation_context, request, sender)
+        call = ctx["call"]
+        path = Path(call.recording) if call is not None and call.recording else None
+        if path is None or not path.is_file():
+            return PlainTextResponse("没有录音", status_code=404)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "listen", sender)
+        return FileResponse(path, media_type="audio/wav")
+
+    @app.get("/exports/nlu.yml")
+    async def export_nlu(request: Request, who: Staff = Depends(staff)) -> PlainTextResponse:
+        def load() -> str:
+            with sessions_of(request)() as s:
+                return nlu_yaml(s.scalars(select(MessageAnnotation).where(MessageAnnotation.intent.is_not(None))
+                                          .order_by(MessageAnnotation.id)))
+        text = await asyncio.to_thread(load)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "export_nlu")
+        return PlainTextResponse(text, media_type="text/yaml; charset=utf-8",
+                                 headers={"Content-Disposition": 'attachment; filename="corrections.yml"'})
+
+    # ---- JSON API (masked) ---------------------------------------------------------------
+    @app.get("/api/conversations")
+    async def api_list(request: Request, who: Staff = Depends(staff)) -> dict[str, Any]:
+        await sync(request.app)
+        f = filters_of(request)
+
+        def load() -> tuple[list[ConversationSummary], int]:
+            with sessions_of(request)() as s:
+                return list_conversations(s, f, settings.console_page_size)
+
+        rows, total = await asyncio.to_thread(load)
+        return {"total": total, "page": f.page, "conversations": [
+            {"sender_id": r.sender_id, "channel": r.channel, "started_at": r.started_at.isoformat(), "turns": r.turns,
+             "intents": r.intents.split(), "min_confidence": r.min_confidence, "rating": r.rating,
+             "reviewed": r.reviewed, "tags": r.tags.split(), **{k: getattr(r, k) for k in FLAGS}} for r in rows]}
+
+    @app.get("/api/conversations/{sender}")
+    async def api_detail(request: Request, sender: str, who: Staff = Depends(staff)) -> dict[str, Any]:
+        ctx = await asyncio.to_thread(conversation_context, request, sender)
+        return {"sender_id": sender, "turns": [
+            {"event_id": t.event_id, "kind": t.kind, "at": t.at.isoformat(), "text": t.text, "intent": t.intent,
+             "confidence": t.confidence, "entities": t.entities, **({"detail": t.detail} if t.detail else {})}
+            for t in ctx["turns"]]}
+
+    # ---- tickets ------------------------------------------------------------------------
+    @app.get("/tickets")
+    async def tickets(request: Request, who: Staff = Depends(staff), department: str = "", status: str = "",
+                      overdue: str = "") -> HTMLResponse:
+        q = select(FeedbackTicket)
+        if department:
+            q = q.where(FeedbackTicket.department == department)
+        if status in STATUS_NAMES:
+            q = q.where(FeedbackTicket.status == status)
+        if overdue == "yes":
+            q = q.where(FeedbackTicket.due_date < dt.date.today(), FeedbackTicket.status.not_in(("resolved", "closed")))
+        rows = await rows_of(request, q.order_by(FeedbackTicket.due_date).limit(500))
+        return page(request, "tickets.html", who, rows=rows, departments=DEPARTMENTS, department=department,
+                    status=status, overdue=overdue, today=dt.date.today())
+
+    def change_ticket(request: Request, ticket_id: int, **changes: Any) -> str | None:
+        with sessions_of(request)() as s:
+            ticket = s.get(FeedbackTicket, ticket_id)
+            if ticket is None:
+                return None
+            for key, value in changes.items():
+                setattr(ticket, key, value)
+            ticket.updated_at = dt.datetime.now(dt.timezone.utc)
+            s.commit()
+            return ticket.number
+
+    @app.post("/tickets/{ticket_id}/status")
+    async def ticket_status(request: Request, ticket_id: int, who: Staff = Depends(staff),
+                            form: dict[str, str] = Depends(form_checked)) -> Response:
+        status = form.get("status", "")
+        if status not in STATUS_NAMES:
+            return bad_request("没有这个状态。")
+        number = await asyncio.to_thread(change_ticket, request, ticket_id, status=status)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "ticket_status", None, f"{number}: {status}")
+        return RedirectResponse("/tickets", status_code=303)
+
+    @app.post("/tickets/{ticket_id}/department")
+    async def ticket_department(request: Request, ticket_id: int, who: Staff = Depends(staff),
+                                form: dict[str, str] = Depends(form_checked)) -> Response:
+        department = form.get("department", "")
+        if department not in DEPARTMENTS:
+            return bad_request("没有这个部门。")
+        number = await asyncio.to_thread(change_ticket, request, ticket_id, department=department, status="assigned")
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "ticket_reassign", None,
+                                f"{number}: {department}")
+        return RedirectResponse("/tickets", status_code=303)
+
+    # ---- administration -----------------------------------------------------------------
+    @app.get("/admin/users")
+    async def users(request: Request, who: Staff = Depends(role("admin"))) -> HTMLResponse:
+        users = await rows_of(request, select(ConsoleUser).order_by(ConsoleUser.username))
+        return page(request, "users.html", who, users=users)
+
+    @app.post("/admin/users")
+    async def add_user(request: Request, who: Staff = Depends(role("admin")),
+                       form: dict[str, str] = Depends(form_checked)) -> Response:
+        try:
+            await asyncio.to_thread(request.app.state.accounts.create_user, form.get("username", "").strip(),
+                                    form.get("password", ""), form.get("role", ""))
+        except ValueError as exc:
+            return bad_request(str(exc))
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "create_user", None,
+                                f"{form.get('username')} ({form.get('role')})")
+        return RedirectResponse("/admin/users", status_code=303)
+
+    @app.get("/admin/audit")
+    async def audit_log(request: Request, who: Staff = Depends(role("admin"))) -> HTMLResponse:
+        entries = await rows_of(request, select(AuditEntry).order_by(AuditEntry.id.desc()).limit(500))
+        return page(request, "audit.html", who, entries=entries)
+
+    return app
+
+
+def dashboard_data(sessions: sessionmaker, days: int) -> dict[str, Any]:
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    with sessions() as s:
+        rows = s.execute(select(ConversationSummary.started_at, ConversationSummary.channel, ConversationSummary.handoff,
+                                ConversationSummary.fallback, ConversationSummary.intents)
+                         .where(ConversationSummary.started_at >= since)).all()
+        ratings = s.execute(select(Rating.score, func.count()).where(Rating.created_at >= since)
+                            .group_by(Rating.score)).all()
+        due = s.execute(select(FeedbackTicket.status, FeedbackTicket.due_date, FeedbackTicket.updated_at)
+                        .where(FeedbackTicket.due_date >= since.date(), FeedbackTicket.due_date <= dt.date.today())).all()
+    tz = dt.timezone(dt.timedelta(hours=8))
+    day_list = [(dt.datetime.now(tz).date() - dt.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
+    series = {c: [0] * len(day_list) for c in CHANNELS}
+    position = {d: i for i, d in enumerate(day_list)}
+    intents: Counter[str] = Counter()
+    for started, channel, _, _, names in rows:
+        started = started if started.tzinfo else started.replace(tzinfo=dt.timezone.utc)
+        day = started.astimezone(tz).date().isoformat()
+        if day in position and channel in series:
+            series[channel][position[day]] += 1
+        intents.update(n for n in names.split() if n not in ("greet", "nlu_fallback"))
+    n = len(rows)
+    scored = sum(c for _, c in ratings)
+    on_time = sum(1 for status, due_date, updated in due
+                  if status in ("resolved", "closed") and (updated.date() if updated else due_date) <= due_date)
+    return {
+        "conversations": n,
+        "per_day": charts.stacked_days(day_list, series),
+        "containment": charts.gauge("自助办结率（未转人工）", (n - sum(1 for r in rows if r[2])) / n if n else None),
+        "fallback": charts.gauge("没听懂的对话占比", sum(1 for r in rows if r[3]) / n if n else None),
+        "satisfaction": charts.gauge("满意度（4-5 分占比）",
+                                     sum(c for sc, c in ratings if sc >= 4) / scored if scored else None),
+        "mean_rating": (sum(sc * c for sc, c in ratings) / scored) if scored else None,
+        "ratings": charts.bar_chart([(f"{sc} 分", c) for sc, c in sorted(ratings, reverse=True)]),
+        "on_time": charts.gauge("工单按期办结率", on_time / len(due) if due else None),
+        "top_intents": charts.bar_chart([(name, count) for name, count in intents.most_common(10)]),
+    }

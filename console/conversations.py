@@ -1,0 +1,261 @@
+"""Conversations from the Rasa tracker store: a summary row per conversation for the list (kept up
+to date incrementally from the events table), and a readable transcript for the detail page.
+
+The tracker store is read-only here (Rasa owns it): the console reads ``events`` past the highest
+event id it has seen. Everything shown is masked (console/masking.py) unless a supervisor reveals it."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (Column, Engine, Float, Integer, MetaData, String, Table, Text, func, or_,
+                        select)
+from sqlalchemy.orm import Session, sessionmaker
+
+from console.masking import mask, mask_data
+from services.models import (ConsoleState, ConversationSummary, MessageAnnotation, PhoneCall, PhoneTurn, Rating)
+
+# Rasa 3.6's SQLTrackerStore table (rasa/core/tracker_store.py, SQLEvent).
+_meta = MetaData()
+EVENTS = Table(
+    "events", _meta,
+    Column("id", Integer, primary_key=True), Column("sender_id", String(255)), Column("type_name", String(255)),
+    Column("timestamp", Float), Column("intent_name", String(255)), Column("action_name", String(255)),
+    Column("data", Text),
+)
+CHANNELS = ("wechat", "miniprogram", "phone", "rest")
+FALLBACK_ACTIONS = {"action_fallback", "action_default_fallback", "action_offer_human"}
+HANDOFF_ACTIONS = {"action_handoff"}
+WECHAT_DEADLINE_S = 4.0  # the channel's passive-reply deadline: a later reply went out as a customer-service message
+TEXT_LIMIT = 4000
+BATCH = 5000
+WATERMARK = "tracker_events_read"
+
+
+def _when(ts: float | None) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts or 0, dt.timezone.utc)
+
+
+def channel_of(data: dict[str, Any]) -> str:
+    channel = data.get("input_channel") or "rest"
+    claimed = (data.get("metadata") or {}).get("channel")
+    if channel == "rest" and claimed in CHANNELS:
+        return str(claimed)
+    return channel if channel in CHANNELS else "rest"
+
+
+class ConversationIndex:
+    """Keeps ``conversation_summaries`` in step with the tracker store."""
+
+    def __init__(self, tracker: Engine, sessions: sessionmaker) -> None:
+        self.tracker, self._sessions = tracker, sessions
+
+    def _watermark(self, s: Session) -> int:
+        state = s.get(ConsoleState, WATERMARK)
+        return int(state.value) if state else 0
+
+    def sync(self) -> int:
+        """Read events past the watermark; returns how many were read."""
+        read = 0
+        while True:
+            with self._sessions() as s:
+                mark = self._watermark(s)
+                with self.tracker.connect() as t:
+                    rows = t.execute(select(EVENTS).where(EVENTS.c.id > mark).order_by(EVENTS.c.id).limit(BATCH)).all()
+                if not rows:
+                    return read
+                senders = {r.sender_id for r in rows}
+                summaries = {x.sender_id: x for x in s.scalars(
+                    select(ConversationSummary).where(ConversationSummary.sender_id.in_(senders)))}
+                for row in rows:
+                    summary = summaries.get(row.sender_id)
+                    if summary is None:
+                        summary = ConversationSummary(sender_id=row.sender_id, channel="rest", turns=0, intents=" ",
+                                                      text="", started_at=_when(row.timestamp), tags=" ",
+                                                      last_at=_when(row.timestamp), reviewed=False, fallback=False,
+                                                      handoff=False, late_reply=False, silence_hangup=False)
+                        s.add(summary)
+                        summaries[row.sender_id] = summary
+                    self._apply(summary, row)
+                self._join_service_data(s, senders, summaries)
+                state = s.get(ConsoleState, WATERMARK) or ConsoleState(key=WATERMARK, value="0")
+                state.value = str(rows[-1].id)
+                s.merge(state)
+                s.commit()
+                read += len(rows)
+
+    @staticmethod
+    def _apply(x: ConversationSummary, row: Any) -> None:
+        x.last_event_id = row.id
+        x.last_at = _when(row.timestamp)
+        try:
+            data = json.loads(row.data or "{}")
+        except ValueError:
+            data = {}
+        kind = row.type_name
+        if kind == "user":
+            if x.turns == 0:
+                x.channel = channel_of(data)
+                x.started_at = _when(row.timestamp)
+            x.turns += 1
+            intent = (data.get("parse_data") or {}).get("intent") or {}
+            name, conf = intent.get("name"), intent.get("confidence")
+            if name and f" {name} " not in x.intents:
+                x.intents += f"{name} "
+            if name == "nlu_fallback":
+                x.fallback = True
+            if isinstance(conf, (int, float)) and not str(data.get("text", "")).startswith("/"):
+                x.min_confidence = conf if x.min_confidence is None else min(x.min_confidence, conf)
+            if len(x.text) < TEXT_LIMIT:
+                x.text = (x.text + " " + mask(str(data.get("text") or "")))[:TEXT_LIMIT]
+            x.awaiting_since = row.timestamp
+        elif kind == "bot":
+            if x.awaiting_since is not None and x.channel in ("wechat", "miniprogram") \
+                    and (row.timestamp or 0) - x.awaiting_since > WECHAT_DEADLINE_S:
+                x.late_reply = True
+            x.awaiting_since = None
+        elif kind == "action":
+            if row.action_name in FALLBACK_ACTIONS:
+                x.fallback = True
+            if row.action_name in HANDOFF_ACTIONS:
+                x.handoff = True
+        elif kind == "slot" and data.get("name") == "handoff_id" and data.get("value"):
+            x.handoff = True
+
+    @staticmethod
+    def _join_service_data(s: Session, senders: set[str], summaries: dict[str, ConversationSummary]) -> None:
+        for sender, score in s.execute(select(Rating.sender_id, Rating.score).where(Rating.sender_id.in_(senders))
+                                       .order_by(Rating.id)):
+            summaries[sender].rating = score
+        for (sender,) in s.execute(select(PhoneCall.call_id).where(PhoneCall.call_id.in_(senders),
+                                                                   PhoneCall.end_reason == "silence")):
+            summaries[sender].silence_hangup = True
+
+
+@dataclass
+class Filters:
+    channel: str = ""
+    date_from: str = ""
+    date_to: str = ""
+    max_confidence: str = ""
+    intent: str = ""
+    flag: str = ""  # fallback | handoff | late_reply | silence_hangup
+    rating: str = ""  # "1".."5" or "low" (1-2)
+    reviewed: str = ""  # yes | no
+    tag: str = ""
+    q: str = ""
+    sort: str = "-last_at"
+    page: int = 1
+
+    def query(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.__dict__.items() if v not in ("", None) and k != "page"}
+
+
+SORTS = {"last_at": ConversationSummary.last_at, "started_at": ConversationSummary.started_at,
+         "turns": ConversationSummary.turns, "min_confidence": ConversationSummary.min_confidence,
+         "rating": ConversationSummary.rating}
+FLAGS = {"fallback": ConversationSummary.fallback, "handoff": ConversationSummary.handoff,
+         "late_reply": ConversationSummary.late_reply, "silence_hangup": ConversationSummary.silence_hangup}
+
+
+def _date(value: str, end: bool = False) -> dt.datetime | None:
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+    moment = dt.datetime.combine(day + dt.timedelta(days=1) if end else day, dt.time(), dt.timezone(dt.timedelta(hours=8)))
+    return moment
+
+
+def list_conversations(s: Session, f: Filters, page_size: int) -> tuple[list[ConversationSummary], int]:
+    q = select(ConversationSummary)
+    c = ConversationSummary
+    if f.channel in CHANNELS:
+        q = q.where(c.channel == f.channel)
+    if (start := _date(f.date_from)) is not None:
+        q = q.where(c.started_at >= start)
+    if (end := _date(f.date_to, end=True)) is not None:
+        q = q.where(c.started_at < end)
+    try:
+        q = q.where(c.min_confidence < float(f.max_confidence)) if f.max_confidence else q
+    except ValueError:
+        pass
+    if f.intent:
+        q = q.where(c.intents.contains(f" {f.intent.strip()} "))
+    if f.flag in FLAGS:
+        q = q.where(FLAGS[f.flag].is_(True))
+    if f.rating == "low":
+        q = q.where(c.rating <= 2)
+    elif f.rating.isdigit():
+        q = q.where(c.rating == int(f.rating))
+    if f.reviewed in ("yes", "no"):
+        q = q.where(c.reviewed.is_(f.reviewed == "yes"))
+    if f.tag:
+        q = q.where(c.tags.contains(f" {f.tag.strip()} "))
+    if f.q:
+        q = q.where(or_(c.text.contains(f.q), c.sender_id.contains(f.q)))
+    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+    column = SORTS.get(f.sort.lstrip("-"), c.last_at)
+    order = column.desc() if f.sort.startswith("-") else column.asc()
+    rows = s.scalars(q.order_by(order, c.sender_id).offset((max(1, f.page) - 1) * page_size).limit(page_size)).all()
+    return list(rows), int(total)
+
+
+@dataclass
+class Turn:
+    """One line of the transcript."""
+
+    event_id: int
+    kind: str  # user | bot | action | slot | other
+    at: dt.datetime
+    text: str = ""
+    intent: str | None = None
+    confidence: float | None = None
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+    annotation: MessageAnnotation | None = None
+
+
+def transcript(tracker: Engine, s: Session, sender: str, reveal_event: int | None = None) -> list[Turn]:
+    """The conversation as turns, masked; ``reveal_event`` shows that one message in the clear."""
+    with tracker.connect() as t:
+        rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id == sender).order_by(EVENTS.c.id)).all()
+    notes = {a.event_id: a for a in s.scalars(select(MessageAnnotation).where(MessageAnnotation.sender_id == sender))}
+    turns: list[Turn] = []
+    for row in rows:
+        try:
+            data = json.loads(row.data or "{}")
+        except ValueError:
+            continue
+        shown = (lambda v: v) if row.id == reveal_event else mask
+        if row.type_name == "user":
+            parse = data.get("parse_data") or {}
+            intent = parse.get("intent") or {}
+            md = data.get("metadata") or {}
+            turns.append(Turn(row.id, "user", _when(row.timestamp), shown(str(data.get("text") or "")),
+                              intent.get("name"), intent.get("confidence"),
+                              [{"entity": e.get("entity"), "value": shown(str(e.get("value")))}
+                               for e in parse.get("entities") or []],
+                              {"channel": channel_of(data), "metadata": mask_data(md)}, notes.get(row.id)))
+        elif row.type_name == "bot":
+            buttons = [b.get("title") for b in ((data.get("data") or {}).get("buttons") or []) if isinstance(b, dict)]
+            custom = (data.get("data") or {}).get("custom")
+            turns.append(Turn(row.id, "bot", _when(row.timestamp), mask(str(data.get("text") or "")),
+                              detail={"buttons": buttons, "custom": mask_data(custom) if custom else None}))
+        elif row.type_name == "action" and row.action_name != "action_listen":
+            turns.append(Turn(row.id, "action", _when(row.timestamp), str(row.action_name),
+                              detail={"policy": data.get("policy"), "confidence": data.get("confidence")}))
+        elif row.type_name == "slot" and data.get("name") not in ("requested_slot",):
+            value = data.get("value")
+            turns.append(Turn(row.id, "slot", _when(row.timestamp), f"{data.get('name')} = {mask(json.dumps(value, ensure_ascii=False))}"))
+    return turns
+
+
+def phone_turns(s: Session, sender: str) -> tuple[PhoneCall | None, list[PhoneTurn]]:
+    call = s.scalar(select(PhoneCall).where(PhoneCall.call_id == sender))
+    if call is None:
+        return None, []
+    return call, list(s.scalars(select(PhoneTurn).where(PhoneTurn.call_pk == call.id).order_by(PhoneTurn.seq)))
+

@@ -1,0 +1,48 @@
+"""Typed settings of the staff console (prefix ``CONSOLE_``), validated at start."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.settings import ROOT
+
+
+class ConsoleSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
+
+    heze_env: Literal["development", "production", "test"] = "development"
+    heze_db_url: str = "sqlite:///var/heze.db"
+    # The Rasa tracker store: the SQLite file of the embedded default, or a database URL (PostgreSQL).
+    tracker_db: str = "var/tracker.db"
+    console_tracker_url: str = ""
+
+    console_host: str = "127.0.0.1"
+    console_port: int = 8020
+    # Cookies only over HTTPS (set when the console is behind an HTTPS reverse proxy; production).
+    console_secure_cookies: bool = False
+    console_session_hours: float = Field(default=8.0, gt=0)
+    console_max_failed_logins: int = Field(default=5, ge=1)
+    console_lockout_minutes: float = Field(default=15.0, gt=0)
+    console_page_size: int = Field(default=50, ge=5, le=500)
+    console_ticket_due_days: int = Field(default=15, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ConsoleSettings":
+        if self.heze_env == "production" and not self.console_secure_cookies:
+            raise ValueError("CONSOLE_SECURE_COOKIES must be true in production (the console runs behind HTTPS)")
+        return self
+
+    @property
+    def tracker_url(self) -> str:
+        if self.console_tracker_url:
+            return self.console_tracker_url
+        path = self.tracker_db if self.tracker_db.startswith("/") else str(ROOT / self.tracker_db)
+        return f"sqlite:///{path}"
+
+
+@lru_cache(maxsize=1)
+def get_console_settings() -> ConsoleSettings:
+    return ConsoleSettings()

@@ -4,7 +4,7 @@ Vosk's decoder is C++ behind cffi, which releases the GIL, so a small thread poo
 calls at once on several cores; the pool is bounded so a burst of calls queues instead of
 starving the event loop. Each stream resamples telephone audio to the model's own rate (read from
 ``conf/mfcc.conf``; Kaldi's default is 16 kHz) and ends an utterance either by the model's
-endpoint rules or when the words heard have not changed for ``endpoint_s`` seconds of audio."""
+endpoint rules, or after ``endpoint_s`` of quiet once words were heard (``VoiceActivity``)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import vosk
 
 from textnorm.numerals import normalize_numbers
@@ -25,6 +26,7 @@ from voice.audio import StreamResampler
 logger = logging.getLogger(__name__)
 
 KALDI_DEFAULT_RATE = 16000
+STABLE_PARTIAL_S = 2.0  # an utterance also ends when its words have not changed for this long
 
 # Phrase lists for answers that can only be a few words (Vosk grammar mode).
 YES_NO_PHRASES = ("是", "是的", "对", "对的", "好", "好的", "可以", "行", "确认", "没错", "不", "不是", "不对",
@@ -58,6 +60,51 @@ class Partial:
     text: str
 
 
+class VoiceActivity:
+    """Loudness per 20 ms frame of the caller's audio: when speech started, how long it has been quiet.
+
+    Vosk's partial results need a word's worth of audio (about a second with the test model,
+    bench/RESULTS.md) before they say anything; energy says "someone is talking" within
+    ``start_ms``, and trailing quiet says "they stopped" without waiting for the partial text to
+    settle. A noisy line that is never quiet still ends utterances by the model's endpoint rules
+    and by ``STABLE_PARTIAL_S``. The call pushes every 20 ms frame on arrival (a few microseconds of
+    numpy), so barge-in does not wait for the next chunk to be decoded."""
+
+    def __init__(self, rate: int, threshold_rms: float, start_ms: int) -> None:
+        self.frame = rate * 20 // 1000
+        self.threshold = threshold_rms
+        self.start_frames = max(1, start_ms // 20)
+        self.loud_run = 0
+        self.quiet_run = 0
+        self.started = False
+        self._rest = np.zeros(0, dtype=np.float32)
+
+    def push(self, pcm: bytes) -> bool:
+        """Take audio; True when speech has just started."""
+        x = np.concatenate([self._rest, np.frombuffer(pcm, dtype="<i2").astype(np.float32)])
+        n = len(x) // self.frame
+        self._rest = x[n * self.frame:]
+        if n == 0:
+            return False
+        rms = np.sqrt(np.mean(x[:n * self.frame].reshape(n, self.frame) ** 2, axis=1))
+        started_now = False
+        for loud in rms > self.threshold:
+            if loud:
+                self.loud_run, self.quiet_run = self.loud_run + 1, 0
+                if not self.started and self.loud_run >= self.start_frames:
+                    self.started = started_now = True
+            else:
+                self.loud_run, self.quiet_run = 0, self.quiet_run + 1
+        return started_now
+
+    @property
+    def quiet_s(self) -> float:
+        return self.quiet_run * 0.02
+
+    def utterance_done(self) -> None:
+        self.started = False
+
+
 @dataclass(frozen=True)
 class Final:
     text: str
@@ -82,12 +129,13 @@ class Recogniser:
         """The phrases whose every word the model knows (a grammar with unknown words is refused)."""
         return [p for p in phrases if all(self.model.vosk_model_find_word(w) >= 0 for w in p.split())]
 
-    def stream(self, input_rate: int, endpoint_s: float = 1.0, max_utterance_s: float = 15.0) -> "AsrStream":
-        return AsrStream(self, input_rate, endpoint_s, max_utterance_s)
+    def stream(self, input_rate: int, endpoint_s: float = 0.5, max_utterance_s: float = 15.0,
+               speech_rms: float = 600, barge_in_ms: int = 160) -> "AsrStream":
+        return AsrStream(self, input_rate, endpoint_s, max_utterance_s, VoiceActivity(input_rate, speech_rms, barge_in_ms))
 
     async def transcribe(self, pcm: bytes, rate: int) -> Final:
         """A whole recording (POST /asr): every utterance in it, joined."""
-        stream = self.stream(rate, endpoint_s=10.0, max_utterance_s=3600)
+        stream = self.stream(rate, endpoint_s=10.0, max_utterance_s=3600, speech_rms=float("inf"))
         finals: list[Final] = []
         step = rate * 2  # one second per call into the pool
         for i in range(0, len(pcm), step):
@@ -104,12 +152,18 @@ class Recogniser:
 
 
 class AsrStream:
-    """One call's recogniser. Not shared: a call feeds its own stream, one chunk at a time."""
+    """One call's recogniser. Not shared: a call feeds its own stream, one chunk at a time.
 
-    def __init__(self, rec: Recogniser, input_rate: int, endpoint_s: float, max_utterance_s: float) -> None:
+    ``vad`` is pushed by the caller of ``feed`` (the call, frame by frame); the stream reads how long
+    the line has been quiet to end an utterance."""
+
+    def __init__(self, rec: Recogniser, input_rate: int, endpoint_s: float, max_utterance_s: float,
+                 vad: VoiceActivity) -> None:
         self.rec = rec
         self.resampler = StreamResampler(input_rate, rec.rate)
-        self.endpoint_samples = int(endpoint_s * rec.rate)
+        self.vad = vad
+        self.endpoint_s = endpoint_s
+        self.stable_samples = int(max(STABLE_PARTIAL_S, endpoint_s) * rec.rate)
         self.max_samples = int(max_utterance_s * rec.rate)
         self.grammar: list[str] | None = None
         self._pending_grammar: list[str] | None = None
@@ -168,7 +222,8 @@ class AsrStream:
             self._last_partial, self._partial_changed_at = partial, self._fed
             if partial:
                 events.append(Partial(partial))
-        elif partial and (self._fed - self._partial_changed_at >= self.endpoint_samples
+        elif partial and (self.vad.quiet_s >= self.endpoint_s  # the caller has stopped talking
+                          or self._fed - self._partial_changed_at >= self.stable_samples  # a noisy line
                           or self._fed - self._utt_start >= self.max_samples):
             final = self._final(self._kaldi.FinalResult())
             if final:
@@ -189,6 +244,7 @@ class AsrStream:
 
     def _final(self, raw: str) -> Final | None:
         self._last_partial = ""
+        self.vad.utterance_done()
         result = json.loads(raw)
         words = [w for w in result.get("result", []) if w.get("word") != "[unk]"]
         text = clean_transcript(result.get("text", ""))

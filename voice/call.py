@@ -106,7 +106,8 @@ class Call:
         self.gw, self.s = gw, gw.settings
         self.call_id, self.transport, self.kind, self.caller = call_id, transport, kind, caller
         self.asr: AsrStream = gw.recogniser.stream(transport.in_rate, self.s.voice_endpoint_s,
-                                                   self.s.voice_max_utterance_s)
+                                                   self.s.voice_max_utterance_s, self.s.voice_speech_rms,
+                                                   self.s.voice_barge_in_ms)
         self.clock = ArrivalClock(transport.in_rate)
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._audio: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -408,6 +409,8 @@ class Call:
             if pcm is None:
                 return
             self.clock.arrived(len(pcm), time.monotonic())
+            if self.asr.vad.push(pcm):  # loud for barge_in_ms: stop the prompt now
+                self.events.put_nowait(("partial", ""))
             if self.recording:
                 self.recording.write(pcm)
             buf += pcm

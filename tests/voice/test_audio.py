@@ -75,3 +75,18 @@ def test_prompts_start_at_once() -> None:
     # 50 ms kept before the first loud sample, 250 ms after the last (the tone starts near zero)
     assert abs(len(trimmed) - (len(speech) + 0.3 * 16000)) <= 64
     assert trim_silence(bytes(800), 8000) == bytes(800)
+
+
+def test_voice_activity_marks_the_start_and_the_trailing_quiet() -> None:
+    from voice.asr import VoiceActivity
+
+    vad = VoiceActivity(8000, threshold_rms=600, start_ms=160)
+    loud, quiet = tone(8000, 0.02), bytes(320)
+    assert not any(vad.push(loud) for _ in range(7))  # 140 ms: a click or a cough is not speech yet
+    assert vad.push(loud)  # the 8th loud frame (160 ms)
+    assert not vad.push(loud)  # reported once per utterance
+    for _ in range(25):
+        vad.push(quiet)
+    assert vad.quiet_s == 0.5
+    vad.utterance_done()
+    assert not vad.push(quiet) and not any(vad.push(loud) for _ in range(7)) and vad.push(loud)

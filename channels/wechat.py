@@ -39,7 +39,7 @@ from channels.wechat_store import Claim, RedisClaims, SqliteClaims, message_key
 
 logger = logging.getLogger(__name__)
 
-APOLOGY = "不好意思，系统暂时有点问题。您的消息已经记下了，请稍后再发一次。"
+APOLOGY = "不好意思，系统暂时有点问题。您的消息已经记下了，好了以后马上回复您。"
 UNSUPPORTED = "目前我能看懂文字和语音消息。请用文字或语音告诉我您要办什么事。"
 VOICE_UNCLEAR = "这条语音我没听清。请打字告诉我，或者再说一遍。"
 MENU_UNKNOWN = "这个菜单暂时用不了。请直接告诉我您要办什么事。"
@@ -84,18 +84,20 @@ class WeChatInput(InputChannel):
             appid=str(c.get("appid") or ""), secret=str(c.get("secret") or ""), mode=str(c.get("mode") or "safe"),
             api_base=str(c.get("api_base") or "https://api.weixin.qq.com"), claims=str(c.get("claims") or "var/wechat.db"),
             deadline_s=float(c.get("deadline_s") or 4.0), menu=dict(c.get("menu") or {}),
-            asr_url=str(c.get("asr_url") or ""),
+            asr_url=str(c.get("asr_url") or ""), retry_s=float(c.get("retry_s") or 60),
         )
 
     def __init__(self, token: str, encoding_aes_key: str, appid: str, secret: str, mode: str = "safe",
                  api_base: str = "https://api.weixin.qq.com", claims: str = "var/wechat.db", deadline_s: float = 4.0,
-                 menu: Optional[Dict[str, str]] = None, asr_url: str = "") -> None:
+                 menu: Optional[Dict[str, str]] = None, asr_url: str = "", retry_s: float = 60) -> None:
         self.enabled = bool(token and appid)
         self.asr_url = asr_url  # the voice gateway's POST /asr, for voice messages WeChat did not transcribe
         self.mode = mode
         self.deadline_s = deadline_s
         self.menu = {str(k): str(v) for k, v in (menu or {}).items()}
         self._tasks: set = set()
+        self.retry_s = retry_s
+        self._retrying = False
         if not self.enabled:
             logger.info("%s channel not configured (no token or appid): its webhook answers 503", self.name())
             return
@@ -218,14 +220,25 @@ class WeChatInput(InputChannel):
         text = str(result.get("text") or "").strip() if isinstance(result, dict) else ""
         return text or None
 
-    async def _turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], sender: str, text: Optional[str],
-                    metadata: Dict[str, Any], media_id: Optional[str] = None) -> List[str]:
+    async def _turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], key: str, sender: str,
+                    text: Optional[str], metadata: Dict[str, Any], media_id: Optional[str] = None) -> List[str]:
         if media_id is not None:
             text = await self._transcribe(media_id)
             if not text:
                 return [VOICE_UNCLEAR]
             metadata = {**metadata, "transcribed_by": "vosk"}
         assert text is not None
+        texts = await self._run_turn(on_new_message, sender, text, metadata)
+        if texts is None:  # the services are down: keep the message, answer it when they are back
+            await self._store(self.claims.keep_failed, key,
+                              {"sender": sender, "text": text, "metadata": metadata})
+            self._start_retrying(on_new_message)
+            return [APOLOGY]
+        return texts
+
+    async def _run_turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], sender: str, text: str,
+                        metadata: Dict[str, Any]) -> Optional[List[str]]:
+        """The bot's texts for one message; None when the turn failed (no reply came out of it)."""
         collector = CollectingOutputChannel()
         try:
             await on_new_message(UserMessage(text, collector, sender, input_channel=self.name(), metadata=metadata))
@@ -234,7 +247,32 @@ class WeChatInput(InputChannel):
         texts, payloads = render(collector.messages)
         if payloads:
             await self._store(self.claims.set_choices, sender, payloads)
-        return texts or [APOLOGY]
+        return texts or None
+
+    def _start_retrying(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+        if not self._retrying:
+            self._retrying = True
+            self._spawn(self._retry_failed(on_new_message))
+
+    async def _retry_failed(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+        """Every ``retry_s``: run the kept messages again; an answer goes out as a customer-service
+        message (the citizen was told to wait). With several Rasa workers, one claims each round."""
+        while True:
+            await asyncio.sleep(self.retry_s)
+            waiting = await self._store(self.claims.failed)
+            if not waiting:
+                self._retrying = False
+                return
+            for key, turn in waiting:
+                round_key = f"retry:{key}:{int(time.time() // self.retry_s)}"
+                if (await self._store(self.claims.claim, round_key)).state != "new":
+                    continue
+                texts = await self._run_turn(on_new_message, turn["sender"], turn["text"],
+                                             {**turn.get("metadata", {}), "retry_of": key})
+                if texts is None:
+                    break  # still down: try again next round
+                await self._store(self.claims.drop_failed, key)
+                await self._send_all(turn["sender"], ["\n\n".join(texts)])
 
     async def _wait_for_reply(self, key: str, until: float) -> Claim:
         claim = await self._store(self.claims.claim, key)
@@ -286,7 +324,7 @@ class WeChatInput(InputChannel):
                 claim = await self._wait_for_reply(key, started + self.deadline_s)
                 return self._reply(msg, claim.reply or [], encrypted, request)
             metadata = {"channel": self.name(), "msg_type": msg.get("MsgType", ""), **extra}
-            turn = asyncio.ensure_future(self._turn(on_new_message, sender, text, metadata, media_id))
+            turn = asyncio.ensure_future(self._turn(on_new_message, key, sender, text, metadata, media_id))
             if self.passive_replies:
                 try:
                     texts = await asyncio.wait_for(asyncio.shield(turn), timeout=max(0.0, started + self.deadline_s

@@ -3,7 +3,8 @@ times (at 0, 5, 10 and 15 s) until it gets an answer; only the first delivery ma
 
 ``claim(key)`` is atomic: exactly one caller gets ``Claim("new")``; the others get ``"pending"``
 until ``finish(key, reply)`` stores the reply, then ``"done"`` with it. SQLite by default (one file,
-shared by Rasa's worker processes), Redis when configured."""
+shared by Rasa's worker processes), Redis when configured. Messages whose turn failed (the action
+server was down) are kept (``keep_failed``) until a later attempt answers them."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 # A message is kept this long: longer than WeChat's retries and the customer-service window's use.
 KEEP_S = 2 * 24 * 3600
@@ -40,6 +41,8 @@ class SqliteClaims:
             db.execute("CREATE TABLE IF NOT EXISTS wechat_claims (key TEXT PRIMARY KEY, reply TEXT, "
                        "created_at REAL NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS wechat_choices (sender TEXT PRIMARY KEY, payloads TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS wechat_failed (key TEXT PRIMARY KEY, turn TEXT NOT NULL, "
+                       "created_at REAL NOT NULL)")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -79,6 +82,21 @@ class SqliteClaims:
         row = self._db().execute("SELECT payloads FROM wechat_choices WHERE sender = ?", (sender,)).fetchone()
         return list(json.loads(row[0])) if row else []
 
+    def keep_failed(self, key: str, turn: Dict[str, Any]) -> None:
+        """A message whose turn failed (the services were down), to be answered when they are back."""
+        self._db().execute("INSERT OR REPLACE INTO wechat_failed (key, turn, created_at) VALUES (?, ?, ?)",
+                           (key, json.dumps(turn, ensure_ascii=False), self._clock()))
+
+    def failed(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """The failed turns still waiting, oldest first; ones past the reply window are dropped."""
+        db = self._db()
+        db.execute("DELETE FROM wechat_failed WHERE created_at < ?", (self._clock() - KEEP_S,))
+        rows = db.execute("SELECT key, turn FROM wechat_failed ORDER BY created_at LIMIT 50").fetchall()
+        return [(key, json.loads(turn)) for key, turn in rows]
+
+    def drop_failed(self, key: str) -> None:
+        self._db().execute("DELETE FROM wechat_failed WHERE key = ?", (key,))
+
 
 class RedisClaims:
     def __init__(self, url: str, prefix: str = "heze:wechat:") -> None:
@@ -110,3 +128,21 @@ class RedisClaims:
     def choices(self, sender: str) -> List[str]:
         value = self._redis.get(self._prefix + "choices:" + sender)
         return list(json.loads(value)) if value else []
+
+    def keep_failed(self, key: str, turn: Dict[str, Any]) -> None:
+        self._redis.zadd(self._prefix + "failed", {key: time.time()})
+        self._redis.set(self._prefix + "failed:" + key, json.dumps(turn, ensure_ascii=False), ex=KEEP_S)
+
+    def failed(self) -> List[Tuple[str, Dict[str, Any]]]:
+        self._redis.zremrangebyscore(self._prefix + "failed", 0, time.time() - KEEP_S)
+        out = []
+        for raw in self._redis.zrange(self._prefix + "failed", 0, 49):
+            key = raw.decode()
+            value = self._redis.get(self._prefix + "failed:" + key)
+            if value:
+                out.append((key, json.loads(value)))
+        return out
+
+    def drop_failed(self, key: str) -> None:
+        self._redis.zrem(self._prefix + "failed", key)
+        self._redis.delete(self._prefix + "failed:" + key)

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # Where message claims (de-duplication) live: a SQLite file, or a redis:// URL.
     wechat_claims: str = "var/wechat.db"
     wechat_deadline_s: float = 4.0
+    # How often messages that got the apology (a turn failed) are tried again, until answered or 48 h.
+    wechat_retry_s: float = 60.0
     # The mini-program's customer-service messages: the same settings for its own appid.
     miniprogram_token: str = ""
     miniprogram_encoding_aes_key: str = ""

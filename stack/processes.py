@@ -132,6 +132,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["PHONE_CHANNEL_TOKEN"] = settings.phone_channel_token.get_secret_value() or secrets.token_hex(24)
     env["WECHAT_CLAIMS"] = settings.wechat_claims
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
+    env["WECHAT_RETRY_S"] = str(settings.wechat_retry_s)
     return env
 
 

@@ -67,8 +67,8 @@ class VoiceActivity:
     bench/RESULTS.md) before they say anything; energy says "someone is talking" within
     ``start_ms``, and trailing quiet says "they stopped" without waiting for the partial text to
     settle. A noisy line that is never quiet still ends utterances by the model's endpoint rules
-    and by ``STABLE_PARTIAL_S``. The call pushes every 20 ms frame on arrival (a few microseconds of
-    numpy), so barge-in does not wait for the next chunk to be decoded."""
+    and by ``STABLE_PARTIAL_S``. For barge-in the call pushes every frame as it arrives (a few
+    microseconds of numpy), so a busy recogniser never delays it."""
 
     def __init__(self, rate: int, threshold_rms: float, start_ms: int) -> None:
         self.frame = rate * 20 // 1000
@@ -154,8 +154,8 @@ class Recogniser:
 class AsrStream:
     """One call's recogniser. Not shared: a call feeds its own stream, one chunk at a time.
 
-    ``vad`` is pushed by the caller of ``feed`` (the call, frame by frame); the stream reads how long
-    the line has been quiet to end an utterance."""
+    ``vad`` follows the audio as it is decoded, to end an utterance after enough quiet. (The call
+    keeps a second one, pushed on arrival, for barge-in.)"""
 
     def __init__(self, rec: Recogniser, input_rate: int, endpoint_s: float, max_utterance_s: float,
                  vad: VoiceActivity) -> None:
@@ -203,6 +203,7 @@ class AsrStream:
     # The methods below run in the pool.
     def _feed(self, pcm: bytes) -> list[Partial | Final]:
         events: list[Partial | Final] = []
+        self.vad.push(pcm)  # in step with decoding: the trailing quiet is audio the recogniser has seen
         data = self.resampler.feed(pcm)
         if not data:
             return events

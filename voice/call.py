@@ -16,7 +16,8 @@ from typing import Any, Callable, Protocol
 import httpx
 
 from textnorm.numerals import spell_digits
-from voice.asr import DIGIT_PHRASES, YES_NO_PHRASES, ArrivalClock, AsrStream, Final, Partial, Recogniser
+from voice.asr import (DIGIT_PHRASES, YES_NO_PHRASES, ArrivalClock, AsrStream, Final, Partial, Recogniser,
+                       VoiceActivity)
 from voice.audio import FRAME_MS, frame_bytes
 from voice.records import CallRecords, TurnRecord, log_caller
 from voice.settings import VoiceSettings
@@ -109,6 +110,7 @@ class Call:
                                                    self.s.voice_max_utterance_s, self.s.voice_speech_rms,
                                                    self.s.voice_barge_in_ms)
         self.clock = ArrivalClock(transport.in_rate)
+        self.barge = VoiceActivity(transport.in_rate, self.s.voice_speech_rms, self.s.voice_barge_in_ms)
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._audio: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._frame = frame_bytes(transport.out_rate)
@@ -134,8 +136,13 @@ class Call:
 
     # ---- input from the transport ------------------------------------------------------
     def audio(self, pcm: bytes) -> None:
-        if not self.ended:
-            self._audio.put_nowait(pcm)
+        if self.ended:
+            return
+        self.clock.arrived(len(pcm), time.monotonic())
+        # Loudness is judged on arrival, not after decoding: a busy recogniser must not delay barge-in.
+        if self.barge.push(pcm):
+            self.events.put_nowait(("partial", ""))
+        self._audio.put_nowait(pcm)
 
     def dtmf(self, digit: str) -> None:
         if not self.ended:
@@ -186,6 +193,7 @@ class Call:
                     await self._barge_in()
             elif kind == "final":
                 self._speaking_caller = False
+                self.barge.utterance_done()
                 final: Final = value
                 await self._barge_in()
                 end = self.clock.time_of(final.speech_end_s) if final.speech_end_s is not None else None
@@ -408,9 +416,6 @@ class Call:
             pcm = await self._audio.get()
             if pcm is None:
                 return
-            self.clock.arrived(len(pcm), time.monotonic())
-            if self.asr.vad.push(pcm):  # loud for barge_in_ms: stop the prompt now
-                self.events.put_nowait(("partial", ""))
             if self.recording:
                 self.recording.write(pcm)
             buf += pcm

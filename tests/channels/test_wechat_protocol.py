@@ -141,3 +141,12 @@ def test_numbered_choices_are_kept_per_citizen(claims) -> None:  # type: ignore[
     claims.set_choices("o1", ["/check_progress", "/pay_bill"])
     claims.set_choices("o2", ["/greet"])
     assert claims.choices("o1") == ["/check_progress", "/pay_bill"] and claims.choices("o2") == ["/greet"]
+
+
+def test_failed_turns_are_kept_until_answered(claims) -> None:  # type: ignore[no-untyped-def]
+    assert claims.failed() == []
+    claims.keep_failed("msg:1", {"sender": "o1", "text": "转人工", "metadata": {"channel": "wechat"}})
+    claims.keep_failed("msg:2", {"sender": "o2", "text": "查工单", "metadata": {}})
+    assert [(k, t["text"]) for k, t in claims.failed()] == [("msg:1", "转人工"), ("msg:2", "查工单")]
+    claims.drop_failed("msg:1")
+    assert [k for k, _ in claims.failed()] == ["msg:2"]

@@ -250,3 +250,22 @@ def test_a_voice_message_without_recognition_goes_through_the_voice_gateway(runn
     other.msg_id += 1
     missing = reply_to(running, other, deliver(running, voice_xml(other.openid, "no-such-media", other.msg_id)))
     assert "没听清" in missing  # WeChat refused the media id: the citizen is asked to type or say it again
+
+
+def test_a_message_that_got_the_apology_is_answered_when_the_services_are_back(running: Running) -> None:
+    citizen = Citizen(running)
+    running.stack.stop(only="action-server")
+    try:
+        apology = citizen.say("转人工")  # the hand-off runs in the action server
+        assert "系统暂时有点问题" in apology and "马上回复您" in apology
+        time.sleep(3)  # a retry round while still down changes nothing
+        assert running.wechat.texts_to(citizen.openid) == []
+    finally:
+        running.stack.start(only="action-server")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not running.wechat.texts_to(citizen.openid):
+        time.sleep(0.2)
+    answered = running.wechat.texts_to(citizen.openid)
+    assert len(answered) == 1 and "正在为您转人工" in answered[0]  # one customer-service message, the real answer
+    time.sleep(3)
+    assert len(running.wechat.texts_to(citizen.openid)) == 1  # and only once

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import make_settings
-from tests.sandbox import free_port, start_stack
+from tests.sandbox import drop_database, free_port, production_database, production_env, start_stack
 
 PARSE_TEXTS = ["你好", "俺想查一下办件进度", "二〇二六幺幺〇幺〇〇〇〇〇幺", "交水费", "路灯坏了好几天了",
                "转人工", "再说一遍", "幺三八 零零零零 零零零幺", "谢谢", "查工单"]
@@ -114,29 +114,6 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def production_database(admin_url: str) -> str:
-    """A fresh PostgreSQL database for one benchmark run (tracker store and service data)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"heze_bench_{int(time.time())}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, db_url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(db_url).database}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -156,16 +133,7 @@ def main() -> None:
                              public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=db_url,
                              tracker_db=str(tmp / "tracker.db"),
                              rasa_endpoints="deploy/endpoints.yml" if args.production else "bot/endpoints.yml")
-    extra: dict[str, str] = {}
-    if args.production:
-        from sqlalchemy.engine import make_url
-
-        url = make_url(db_url)
-        host, port = args.redis.split(":")
-        extra = {"TRACKER_DB_HOST": url.host or "", "TRACKER_DB_PORT": str(url.port or 5432),
-                 "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "",
-                 "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port,
-                 "SANIC_WORKERS": str(args.workers)}
+    extra = production_env(db_url, args.redis, args.workers) if args.production else {}
     stack, engine = start_stack(settings, tmp, extra_env=extra)
     try:
         url_ = f"http://127.0.0.1:{settings.rasa_port}"

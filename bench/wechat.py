@@ -27,7 +27,7 @@ import httpx
 from bench.run import pct, write_results
 from services.settings import ROOT
 from tests.conftest import make_settings
-from tests.sandbox import free_port, start_stack
+from tests.sandbox import drop_database, free_port, production_database, production_env, start_stack
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
 
 CONVERSATION = ["你好", "查工单", "10000001", "5"]
@@ -115,6 +115,11 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="bench/wechat-last-run.json")
+    parser.add_argument("--production", action="store_true",
+                        help="deploy/endpoints.yml: PostgreSQL tracker store, Redis lock store, --workers Rasa workers")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="127.0.0.1:6379")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heze-bench-wechat-"))
     account = Account(token="benchToken", aes_key=base64.b64encode(os.urandom(32)).decode()[:43],
@@ -125,19 +130,24 @@ def main() -> None:
     results: dict[str, object] = {"channel_own_work_per_message": json.loads(own.stdout.strip().splitlines()[-1])}
     with serve(fake, free_port()) as wechat_url:
         api_port = free_port()
+        db_url = production_database(args.pg) if args.production else f"sqlite:///{tmp / 'heze.db'}"
         settings = make_settings(
             rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
-            public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=f"sqlite:///{tmp / 'heze.db'}",
+            public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=db_url,
             tracker_db=str(tmp / "tracker.db"), wechat_token=account.token,
             wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid, wechat_secret=fake.secret,
-            wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"))
-        stack, engine = start_stack(settings, tmp)
+            wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"),
+            rasa_endpoints="deploy/endpoints.yml" if args.production else "bot/endpoints.yml")
+        extra = production_env(db_url, args.redis, args.workers) if args.production else {}
+        stack, engine = start_stack(settings, tmp, extra_env=extra)
         try:
             url = f"http://127.0.0.1:{settings.rasa_port}"
             runs = [asyncio.run(measure(url, account, args.users, args.rounds, args.pause)) for _ in range(args.runs)]
         finally:
             stack.stop()
             engine.dispose()
+            if args.production:
+                drop_database(args.pg, db_url)
     for channel in ("wechat", "rest"):
         per_run = [r[channel] for r in runs]  # type: ignore[index]
         results[channel] = {k: statistics.median(run[k] for run in per_run) for k in per_run[0]}

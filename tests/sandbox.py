@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,38 @@ def start_stack(settings: Settings, tmp: Path, voice: VoiceSettings | None = Non
         engine.dispose()
         raise
     return stack, engine
+
+
+def production_database(admin_url: str) -> str:
+    """A fresh PostgreSQL database for one benchmark run (tracker store and service data)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"heze_bench_{int(time.time())}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, db_url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(db_url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def production_env(db_url: str, redis: str, workers: int) -> dict[str, str]:
+    """deploy/endpoints.yml's variables: PostgreSQL tracker store, Redis lock store, Rasa workers."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    host, port = redis.split(":")
+    return {"TRACKER_DB_HOST": url.host or "", "TRACKER_DB_PORT": str(url.port or 5432),
+            "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "",
+            "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port,
+            "SANIC_WORKERS": str(workers)}

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import make_settings
 from tests.e2e.conftest import joined
-from tests.sandbox import free_port, start_stack
+from tests.sandbox import free_port, production_env, start_stack
 
 pytestmark = pytest.mark.e2e
 REDIS_URL = os.environ.get("HEZE_TEST_REDIS", "127.0.0.1:6379")
@@ -30,9 +30,7 @@ def pg_stack(rasa_model: Path, pg_database: str, tmp_path_factory: pytest.TempPa
         rasa_model_dir=str(rasa_model.parent), rasa_endpoints="deploy/endpoints.yml",
     )
     host, port = REDIS_URL.split(":")
-    extra = {"TRACKER_DB_HOST": url.host or "127.0.0.1", "TRACKER_DB_PORT": str(url.port or 5432),
-             "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "postgres",
-             "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port}
+    extra = production_env(pg_database, REDIS_URL, workers=1)
     stack, engine = start_stack(settings, tmp, extra_env=extra, fresh_schema=True)
     try:
         yield {"url": f"http://127.0.0.1:{settings.rasa_port}", "engine": engine, "redis": (host, int(port))}

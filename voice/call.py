@@ -31,7 +31,6 @@ PROMPTS = {
     "goodbye_silence": "没有听到您说话，先挂断了。需要时请再打来。再见。",
     "rasa_down": "不好意思，系统有点忙。请稍后再说一遍。",
     "busy": "现在来电的人多，请稍后再打。再见。",
-    "handoff_end": "",
 }
 HUMAN_PAYLOAD = "/request_human"
 GREET_PAYLOAD = "/greet"
@@ -131,7 +130,6 @@ class Call:
         self.seq = 0
         self.silences = 0
         self.barged = False
-        self._speaking_caller = False
         self.recording: Any = gw.recorder(call_id, transport.in_rate) if gw.recorder else None
 
     # ---- input from the transport ------------------------------------------------------
@@ -187,12 +185,10 @@ class Call:
             if kind == "hangup":
                 return
             if kind == "partial":
-                self._speaking_caller = True
                 self.silences = 0
                 if self.speaking:
                     await self._barge_in()
             elif kind == "final":
-                self._speaking_caller = False
                 self.barge.utterance_done()
                 final: Final = value
                 await self._barge_in()
@@ -207,8 +203,10 @@ class Call:
     def _timeout(self) -> float | None:
         if self.digits:
             return self.s.voice_digit_timeout_s
-        if self.speaking or self._speaking_caller:
+        if self.speaking:
             return None
+        # While the caller talks, partial results keep restarting this wait; a noise that started
+        # "speech" but never became words ends as silence.
         return self.s.voice_silence_timeout_s
 
     async def _key(self, digit: str, when: float) -> None:
@@ -342,6 +340,7 @@ class Call:
         """Queue sentences to be said after whatever is already queued."""
         if not lines:
             return
+        self.barge.utterance_done()  # every prompt can be interrupted, even after a noise that was no speech
         self._outstanding += 1
         for line in lines:
             self._lines.put_nowait((self._gen, line))

@@ -237,8 +237,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             f.page = 1
         return f
 
-    @app.get("/conversations")
-    async def conversations(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:
+    async def listed(request: Request) -> tuple[Filters, list[ConversationSummary], int]:
         await sync(request.app)
         f = filters_of(request)
 
@@ -247,6 +246,11 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 return list_conversations(s, f, settings.console_page_size)
 
         rows, total = await asyncio.to_thread(load)
+        return f, rows, total
+
+    @app.get("/conversations")
+    async def conversations(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:
+        f, rows, total = await listed(request)
         pages = max(1, -(-total // settings.console_page_size))
         return page(request, "conversations.html", who, rows=rows, total=total, f=f, pages=pages,
                     query=urlencode(f.query()), channels=CHANNELS, flags=FLAGS, intents=request.app.state.intents)
@@ -391,14 +395,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     # ---- JSON API (masked) ---------------------------------------------------------------
     @app.get("/api/conversations")
     async def api_list(request: Request, who: Staff = Depends(staff)) -> dict[str, Any]:
-        await sync(request.app)
-        f = filters_of(request)
-
-        def load() -> tuple[list[ConversationSummary], int]:
-            with sessions_of(request)() as s:
-                return list_conversations(s, f, settings.console_page_size)
-
-        rows, total = await asyncio.to_thread(load)
+        f, rows, total = await listed(request)
         return {"total": total, "page": f.page, "conversations": [
             {"sender_id": r.sender_id, "channel": r.channel, "started_at": r.started_at.isoformat(), "turns": r.turns,
              "intents": r.intents.split(), "min_confidence": r.min_confidence, "rating": r.rating,

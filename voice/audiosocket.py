@@ -111,44 +111,25 @@ class AudioSocketTransport:
 async def handle_connection(gw: Gateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """One AudioSocket connection, start to end; never raises."""
     transport = AudioSocketTransport(writer)
-    call: Call | None = None
-    runner: asyncio.Task[None] | None = None
+    call_id = "(no UUID)"
     try:
         first = await read_frame(reader, FIRST_FRAME_TIMEOUT_S)
         if first.kind != KIND_UUID:
             raise ProtocolError("the first frame must be the call UUID")
         call_id = str(uuid.UUID(bytes=first.payload))
-        if call_id in gw.calls:
-            raise ProtocolError("this call UUID is already connected")
-        if len(gw.calls) >= gw.settings.voice_max_calls:
-            logger.warning("AudioSocket: %d calls already, refusing %s", len(gw.calls), call_id)
+        refused = gw.refusal(call_id)
+        if refused == "busy":
             await _say_and_close(gw, transport, PROMPTS["busy"])
             return
+        if refused:
+            raise ProtocolError("this call UUID is already connected")
         call = Call(gw, call_id, transport, "audiosocket", gw.caller_for(call_id))
-        gw.calls[call_id] = call
-        runner = asyncio.create_task(call.run())
-        reading = asyncio.create_task(_read_loop(reader, call))
-        done, _ = await asyncio.wait({runner, reading}, return_when=asyncio.FIRST_COMPLETED)
-        if reading in done and reading.exception() is not None:
-            raise reading.exception()  # type: ignore[misc]
-        if runner in done:
-            reading.cancel()
-        else:
-            await runner  # the caller hung up: let the call write its records
+        await gw.attend(call, _read_loop(reader, call))
     except ProtocolError as exc:
-        logger.warning("AudioSocket call %s ended: %s", call.call_id if call else "(no UUID)", exc)
-        if call is not None:
-            call.hangup()
-            call.end_reason = "error"
-            if runner is not None:
-                await asyncio.gather(runner, return_exceptions=True)
+        logger.warning("AudioSocket call %s ended: %s", call_id, exc)
     except Exception:  # noqa: BLE001 - one call's failure stays with that call
         logger.exception("AudioSocket connection failed")
-        if runner is not None:
-            runner.cancel()
     finally:
-        if call is not None:
-            gw.calls.pop(call.call_id, None)
         await transport.close()
 
 

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
 
@@ -58,6 +58,42 @@ class Gateway:
     calls: dict[str, "Call"] = field(default_factory=dict)
     callers: dict[str, tuple[str, float]] = field(default_factory=dict)  # uuid -> (caller id, when)
     recorder: Callable[[str, int], Any] | None = None
+
+    def refusal(self, call_id: str) -> str | None:
+        """Why a new call cannot be taken ('duplicate', 'busy'), or None."""
+        if call_id in self.calls:
+            return "duplicate"
+        if len(self.calls) >= self.settings.voice_max_calls:
+            logger.warning("%d calls already, refusing %s", len(self.calls), call_id)
+            return "busy"
+        return None
+
+    async def attend(self, call: "Call", reading: Awaitable[None]) -> bool:
+        """Run a call beside its transport's reader until either ends; True when the gateway ended
+        the call (goodbye, silence, hand-off), False when the caller hung up. When the reader
+        fails (malformed input), the call is ended with reason "error" and the error re-raised."""
+        self.calls[call.call_id] = call
+        runner = asyncio.create_task(call.run())
+        reader = asyncio.ensure_future(reading)
+        try:
+            done, _ = await asyncio.wait({runner, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if runner in done:
+                reader.cancel()
+                return True
+            error = reader.exception()
+            if error is not None:
+                call.hangup()
+                call.end_reason = "error"
+            await runner  # the call writes its records
+            if error is not None:
+                raise error
+            return False
+        except asyncio.CancelledError:
+            runner.cancel()
+            reader.cancel()
+            raise
+        finally:
+            self.calls.pop(call.call_id, None)
 
     def caller_for(self, call_id: str) -> str | None:
         """The caller number the dialplan registered for this call (POST /calls/{uuid}/start)."""

@@ -97,61 +97,33 @@ class WebSocketTransport:
 
 async def media_endpoint(gw: Gateway, ws: WebSocket) -> None:
     await ws.accept()
-    transport: WebSocketTransport | None = None
-    call: Call | None = None
-    runner: asyncio.Task[None] | None = None
+    transport = WebSocketTransport(ws, 8000)
+    call_id = "(not started)"
     try:
         first = await asyncio.wait_for(ws.receive(), 5.0)
         if first.get("type") != "websocket.receive" or not first.get("text"):
             raise MediaError("the first frame must be the call's JSON metadata")
         call_id, caller, rate = parse_start(first["text"])
-        transport = WebSocketTransport(ws, rate)
-        if call_id in gw.calls:
-            raise MediaError("this call id is already connected")
-        if len(gw.calls) >= gw.settings.voice_max_calls:
+        transport.in_rate = transport.out_rate = rate
+        refused = gw.refusal(call_id)
+        if refused == "busy":
             await transport.send_json({"type": "disconnect", "next": "hangup", "reason": "busy"})
             return
+        if refused:
+            raise MediaError("this call id is already connected")
         call = Call(gw, call_id, transport, "websocket", caller or gw.caller_for(call_id))
-        gw.calls[call_id] = call
-        runner = asyncio.create_task(call.run())
-        reading = asyncio.create_task(_read_loop(ws, call))
-        done, _ = await asyncio.wait({runner, reading}, return_when=asyncio.FIRST_COMPLETED)
-        if reading in done and reading.exception() is not None:
-            raise reading.exception()  # type: ignore[misc]
-        if runner in done:
-            reading.cancel()
+        if await gw.attend(call, _read_loop(ws, call)):
             await transport.send_json({"type": "disconnect", "next": call.next_step})
-        else:
-            await runner
     except (MediaError, asyncio.TimeoutError) as exc:
         reason = str(exc) or "no metadata within 5 s"
-        logger.warning("media call %s ended: %s", call.call_id if call else "(not started)", reason)
-        if transport is None:
-            transport = WebSocketTransport(ws, 8000)
+        logger.warning("media call %s ended: %s", call_id, reason)
         await transport.send_json({"type": "error", "error": reason})
-        if call is not None:
-            call.hangup()
-            call.end_reason = "error"
-            if runner is not None:
-                await asyncio.gather(runner, return_exceptions=True)
     except WebSocketDisconnect:
-        if call is not None and runner is not None:
-            call.hangup()
-            await asyncio.gather(runner, return_exceptions=True)
+        pass  # the PBX went away; attend() has ended the call
     except Exception:  # noqa: BLE001 - one call's failure stays with that call
         logger.exception("media call failed")
-        if runner is not None:
-            runner.cancel()
     finally:
-        if call is not None:
-            gw.calls.pop(call.call_id, None)
-        if transport is not None:
-            await transport.close()
-        else:
-            try:
-                await ws.close(1000)
-            except RuntimeError:
-                pass
+        await transport.close()
 
 
 async def _read_loop(ws: WebSocket, call: Call) -> None:

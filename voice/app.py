@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request, WebSocket
@@ -17,7 +18,7 @@ from services.db import make_engine, make_sessionmaker
 from voice import audiosocket
 from voice.asr import Recogniser
 from voice.audio import read_wav, resample
-from voice.call import PROMPTS, Gateway, valid_call_id
+from voice.call import PROMPTS, Gateway, normalise_caller, valid_call_id
 from voice.media_ws import media_endpoint
 from voice.records import CallRecords
 from voice.recordings import Recorder
@@ -101,9 +102,8 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         if not valid_call_id(call_id):
             raise HTTPException(400, "bad call id")
         body = (await request.body())[:256].decode(errors="replace")
-        fields = dict(p.split("=", 1) for p in body.split("&") if "=" in p)
-        caller = fields.get("caller") or request.query_params.get("caller") or ""
-        caller = "".join(c for c in caller if c.isdigit() or c == "+")[:20]
+        fields = parse_qs(body)  # Asterisk's CURL() posts "caller=..." form-encoded
+        caller = normalise_caller((fields.get("caller") or [""])[0] or request.query_params.get("caller") or "")
         gw = gateway(request)
         if caller:
             gw.callers[call_id.lower()] = (caller, time.monotonic())

@@ -464,6 +464,17 @@ class Call:
                     self.events.put_nowait(("final", event))
 
 
+def normalise_caller(raw: str) -> str | None:
+    """A caller number as the PBX gives it ("+86 138-0000-0008", "013800000008") -> "13800000008";
+    other numbers (landlines with area codes) keep their digits."""
+    digits = "".join(c for c in raw if c.isdigit())[:20]
+    if len(digits) == 13 and digits.startswith("86") and digits[2] == "1":
+        digits = digits[2:]
+    elif len(digits) == 12 and digits.startswith("01"):
+        digits = digits[1:]
+    return digits or None
+
+
 _UUID = re.compile(r"^[0-9A-Za-z._:-]{1,64}$")
 
 

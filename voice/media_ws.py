@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from voice.call import PROMPTS, Call, Gateway, valid_call_id
+from voice.call import PROMPTS, Call, Gateway, normalise_caller, valid_call_id
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def parse_start(text: str) -> tuple[str, str | None, int]:
         raise MediaError("call id has characters that are not allowed")
     caller = next((str(meta[k]) for k in ("caller", "from", "caller_id_number", "callerIdNumber") if meta.get(k)), None)
     if caller is not None:
-        caller = "".join(c for c in caller if c.isdigit() or c == "+")[:20] or None
+        caller = normalise_caller(caller)
     rate = meta.get("sampleRate", meta.get("sample_rate", 8000))
     if rate not in RATES:
         raise MediaError(f"sample rate {rate!r} is not supported (8000 or 16000)")

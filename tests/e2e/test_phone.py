@@ -108,7 +108,7 @@ async def test_a_progress_check_by_keys(running: Running) -> None:
 async def test_zero_hands_the_caller_to_a_human(running: Running) -> None:
     call_id = str(uuid.uuid4())
     # The dialplan registers the caller's number before it connects the AudioSocket.
-    assert httpx.post(f"{running.voice_url}/calls/{call_id}/start", data={"caller": "13800000008"}).text == "ok"
+    assert httpx.post(f"{running.voice_url}/calls/{call_id}/start", data={"caller": "+8613800000008"}).text == "ok"
     phone = client(running, call_id)
     await phone.connect()
     await phone.wait_audio_after(time.monotonic() - 1)

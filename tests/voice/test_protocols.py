@@ -9,7 +9,7 @@ import pytest
 
 from voice.audiosocket import (KIND_AUDIO, KIND_DTMF, KIND_HANGUP, KIND_UUID, Frame, ProtocolError, check,
                                encode, read_frame)
-from voice.call import is_yes_no, spoken_choices, valid_call_id
+from voice.call import is_yes_no, normalise_caller, spoken_choices, valid_call_id
 from voice.media_ws import MediaError, dtmf_of, parse_start
 
 
@@ -91,7 +91,7 @@ def test_yes_no_choices_are_recognised() -> None:
 
 def test_media_metadata() -> None:
     assert parse_start('{"callSid": "ABC-1", "from": "+86 138-0000-1234", "sampleRate": 16000}') == \
-        ("abc-1", "+8613800001234", 16000)
+        ("abc-1", "13800001234", 16000)
     call_id, caller, rate = parse_start("{}")
     assert valid_call_id(call_id) and caller is None and rate == 8000
     for bad, why in (("not json", "not JSON"), ("[1]", "object"), ('{"sampleRate": 44100}', "sample rate"),
@@ -106,3 +106,10 @@ def test_dtmf_text_frames() -> None:
     assert dtmf_of('{"event": "dtmf", "digit": "55"}') is None
     assert dtmf_of('{"event": "mark"}') is None
     assert dtmf_of("garbage") is None
+
+
+def test_caller_numbers_are_normalised() -> None:
+    assert normalise_caller("+86 138-0000-0008") == "13800000008"
+    assert normalise_caller("013800000008") == "13800000008"
+    assert normalise_caller("0530-5551234") == "05305551234"  # a Heze landline keeps its area code
+    assert normalise_caller("anonymous") is None

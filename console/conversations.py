@@ -140,6 +140,7 @@ class Filters:
     date_from: str = ""
     date_to: str = ""
     max_confidence: str = ""
+    min_turns: str = ""
     intent: str = ""
     flag: str = ""  # fallback | handoff | late_reply | silence_hangup
     rating: str = ""  # "1".."5" or "low" (1-2)
@@ -182,6 +183,8 @@ def list_conversations(s: Session, f: Filters, page_size: int) -> tuple[list[Con
         q = q.where(c.min_confidence < float(f.max_confidence)) if f.max_confidence else q
     except ValueError:
         pass
+    if f.min_turns.isdigit():
+        q = q.where(c.turns >= int(f.min_turns))
     if f.intent:
         q = q.where(c.intents.contains(f" {f.intent.strip()} "))
     if f.flag in FLAGS:

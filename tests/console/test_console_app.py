@@ -113,6 +113,8 @@ def test_filters_paginate_and_sort(console: TestClient) -> None:
     handed = console.get("/api/conversations", params={"flag": "handoff"}).json()
     assert handed["total"] == 3 and all(c["handoff"] for c in handed["conversations"])
     assert console.get("/api/conversations", params={"intent": "pay_bill"}).json()["total"] == 3
+    assert console.get("/api/conversations", params={"min_turns": "3"}).json()["total"] == 12
+    assert console.get("/api/conversations", params={"min_turns": "4"}).json()["total"] == 0
     assert console.get("/api/conversations", params={"q": "路灯"}).json()["total"] == 3
     assert "第 1 / 1 页" in console.get("/conversations", params={"channel": "wechat"}).text
 

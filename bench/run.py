@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import make_settings
-from tests.sandbox import drop_database, free_port, production_database, production_env, start_stack
+from tests.sandbox import (add_production_args, drop_database, free_port, production_database, production_env,
+                           start_stack)
 
 PARSE_TEXTS = ["你好", "俺想查一下办件进度", "二〇二六幺幺〇幺〇〇〇〇〇幺", "交水费", "路灯坏了好几天了",
                "转人工", "再说一遍", "幺三八 零零零零 零零零幺", "谢谢", "查工单"]
@@ -120,11 +121,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--parse-n", type=int, default=300)
     parser.add_argument("--out", default="bench/last-run.json")
-    parser.add_argument("--production", action="store_true",
-                        help="deploy/endpoints.yml: PostgreSQL tracker store, Redis lock store, --workers Rasa workers")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--redis", default="127.0.0.1:6379")
+    add_production_args(parser)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heze-bench-"))
     api_port = free_port()

@@ -36,10 +36,15 @@ def speech_clip(text: str) -> bytes:
     return trim_silence(spoken(text), 8000, 0, 0)
 
 
+def call_audio(seconds: float) -> bytes:
+    """``seconds`` of 8 kHz telephone audio: the utterances with half a second of quiet after each."""
+    audio = b"".join(speech_clip(t) + bytes(8000) for t in UTTERANCES)
+    return (audio * int(seconds * 16000 / len(audio) + 1))[:int(seconds * 16000)]
+
+
 def asr_single(rec: Recogniser, seconds: float = 20) -> float:
     """Real-time factor of one stream decoding as fast as it can."""
-    audio = b"".join(speech_clip(t) + bytes(8000) for t in UTTERANCES)
-    audio = (audio * int(seconds * 16000 / len(audio) + 1))[:int(seconds * 16000)]
+    audio = call_audio(seconds)
 
     async def run() -> float:
         stream = rec.stream(8000)
@@ -54,8 +59,7 @@ def asr_single(rec: Recogniser, seconds: float = 20) -> float:
 
 def asr_paced(rec: Recogniser, calls: int, seconds: float = 20) -> dict[str, float]:
     """``calls`` streams fed at telephone pace (100 ms every 100 ms); the worst backlog at the end."""
-    audio = b"".join(speech_clip(t) + bytes(8000) for t in UTTERANCES)
-    audio = (audio * int(seconds * 16000 / len(audio) + 1))[:int(seconds * 16000)]
+    audio = call_audio(seconds)
 
     async def one(offset: float) -> float:
         stream = rec.stream(8000)

@@ -27,7 +27,8 @@ import httpx
 from bench.run import pct, write_results
 from services.settings import ROOT
 from tests.conftest import make_settings
-from tests.sandbox import drop_database, free_port, production_database, production_env, start_stack
+from tests.sandbox import (add_production_args, drop_database, free_port, production_database, production_env,
+                           start_stack)
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
 
 CONVERSATION = ["你好", "查工单", "10000001", "5"]
@@ -115,11 +116,7 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="bench/wechat-last-run.json")
-    parser.add_argument("--production", action="store_true",
-                        help="deploy/endpoints.yml: PostgreSQL tracker store, Redis lock store, --workers Rasa workers")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--redis", default="127.0.0.1:6379")
+    add_production_args(parser)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heze-bench-wechat-"))
     account = Account(token="benchToken", aes_key=base64.b64encode(os.urandom(32)).decode()[:43],

@@ -373,8 +373,10 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     @app.get("/conversations/{sender}/recording")
     async def recording(request: Request, sender: str, who: Staff = Depends(staff)) -> Response:
-        ctx = await asyncio.to_thread(conversation_context, request, sender)
-        call = ctx["call"]
+        def load() -> Any:
+            with sessions_of(request)() as s:
+                return phone_turns(s, sender)[0]  # only the call row, not the whole transcript
+        call = await asyncio.to_thread(load)
         path = Path(call.recording) if call is not None and call.recording else None
         if path is None or not path.is_file():
             return PlainTextResponse("没有录音", status_code=404)

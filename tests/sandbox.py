@@ -96,3 +96,12 @@ def production_env(db_url: str, redis: str, workers: int) -> dict[str, str]:
             "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "",
             "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port,
             "SANIC_WORKERS": str(workers)}
+
+
+def add_production_args(parser: Any) -> None:
+    """The benchmarks' options for deploy/endpoints.yml (see production_env)."""
+    parser.add_argument("--production", action="store_true",
+                        help="deploy/endpoints.yml: PostgreSQL tracker store, Redis lock store, --workers Rasa workers")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="127.0.0.1:6379")

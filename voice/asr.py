@@ -168,7 +168,8 @@ class AsrStream:
         self.grammar: list[str] | None = None
         self._pending_grammar: list[str] | None = None
         self._grammar_changed = False
-        self._kaldi = self._new_recogniser()
+        # Made in the pool on first use: a recogniser takes ~55 ms to build, too long for the event loop.
+        self._kaldi: vosk.KaldiRecognizer | None = None
         self._offset = 0  # samples fed before the current recogniser was made
         self._fed = 0  # samples fed in all
         self._utt_start = 0  # where the current utterance's audio began (first partial)
@@ -207,8 +208,9 @@ class AsrStream:
         data = self.resampler.feed(pcm)
         if not data:
             return events
-        if self._grammar_changed and not self._last_partial:
+        if self._kaldi is None or (self._grammar_changed and not self._last_partial):
             self._swap_recogniser()
+        assert self._kaldi is not None
         self._fed += len(data) // 2
         if self._kaldi.AcceptWaveform(data):
             final = self._final(self._kaldi.Result())
@@ -232,6 +234,9 @@ class AsrStream:
         return events
 
     def _finish(self) -> Final | None:
+        if self._kaldi is None:
+            self._swap_recogniser()
+        assert self._kaldi is not None
         tail = self.resampler.flush()
         if tail:
             self._fed += len(tail) // 2

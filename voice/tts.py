@@ -99,17 +99,11 @@ class Speaker:
     def _key(self, text: str, rate: int) -> str:
         return hashlib.sha256(f"{self.voice}|{rate}|{self.out_rate}|{text}".encode()).hexdigest()
 
-    def cached(self, text: str, rate: int) -> bytes | None:
-        key = self._key(text, rate)
-        if key in self._memory:
+    def _in_memory(self, key: str) -> bytes | None:
+        pcm = self._memory.get(key)
+        if pcm is not None:
             self._memory.move_to_end(key)
-            return self._memory[key]
-        path = self.cache_dir / f"{key}.pcm"
-        if path.is_file():
-            pcm = path.read_bytes()
-            self._remember(key, pcm)
-            return pcm
-        return None
+        return pcm
 
     def _remember(self, key: str, pcm: bytes) -> None:
         self._memory[key] = pcm
@@ -117,15 +111,27 @@ class Speaker:
         while len(self._memory) > self.entries:
             self._memory.popitem(last=False)
 
+    def _read_disk(self, key: str) -> bytes | None:
+        path = self.cache_dir / f"{key}.pcm"
+        return path.read_bytes() if path.is_file() else None
+
+    def _write_disk(self, key: str, pcm: bytes) -> None:
+        tmp = self.cache_dir / f"{key}.tmp"
+        tmp.write_bytes(pcm)
+        tmp.replace(self.cache_dir / f"{key}.pcm")
+
     async def render(self, text: str, rate: int) -> bytes:
-        """PCM for one sentence; raises TtsError when espeak-ng fails."""
-        hit = self.cached(text, rate)
+        """PCM for one sentence (memory, then disk, then the worker); raises TtsError when espeak-ng fails.
+        File reads and writes run in a thread: never on the event loop that paces the calls' audio."""
+        key = self._key(text, rate)
+        hit = self._in_memory(key)
         if hit is not None:
             return hit
         loop = asyncio.get_running_loop()
         async with self._lock:  # one sentence at a time through the single worker
-            hit = self.cached(text, rate)
+            hit = self._in_memory(key) or await asyncio.to_thread(self._read_disk, key)
             if hit is not None:
+                self._remember(key, hit)
                 return hit
             try:
                 pcm = await loop.run_in_executor(self._pool, _render, text, rate, self.out_rate)
@@ -134,13 +140,10 @@ class Speaker:
                 raise TtsError("the speech worker died; restarted") from exc
             except (OSError, ValueError) as exc:
                 raise TtsError(f"speech rendering failed: {exc}") from exc
-        if not pcm:
-            raise TtsError("speech rendering produced no audio")
-        key = self._key(text, rate)
-        self._remember(key, pcm)
-        tmp = self.cache_dir / f"{key}.tmp"
-        tmp.write_bytes(pcm)
-        tmp.replace(self.cache_dir / f"{key}.pcm")
+            if not pcm:
+                raise TtsError("speech rendering produced no audio")
+            self._remember(key, pcm)
+        await asyncio.to_thread(self._write_disk, key, pcm)
         return pcm
 
     def close(self) -> None:

@@ -33,10 +33,11 @@ kb: bootstrap
 	@$(PY) -m knowledge build --if-stale
 
 # Production models, where the internet is reachable (never at run time): the Chinese embedding model
-# and the Chinese Vosk model (VOSK_MODEL=vosk-model-cn-0.22 for the large one).
+# the Chinese Vosk model (VOSK_MODEL=vosk-model-cn-0.22 for the large one) and faster-whisper small.
 models: bootstrap
 	HF_HUB_OFFLINE=0 $(PY) -m knowledge.models var/models
 	$(PY) -m voice.models var/models $(VOSK_MODEL)
+	HF_HUB_OFFLINE=0 $(PY) -m voice.models var/models faster-whisper-small
 
 validate: bootstrap
 	$(RASA) data validate $(RASA_ARGS)

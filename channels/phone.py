@@ -10,6 +10,8 @@ limit the recogniser to digits and take keypad digits as the answer.
 The output channel is named ``phone``, so responses with a ``channel: phone`` variant (short
 sentences, keys said aloud) are chosen for callers. A turn that fails gets a short apology, as
 on the rest channel; the caller's words stay in the tracker. Message text is never logged.
+When a call ends the gateway sends ``/restart`` with ``{"call_ended": reason}`` in the metadata:
+Rasa's default restart rule ends any active form, and the tracker shows where the call ended.
 """
 from __future__ import annotations
 
@@ -102,6 +104,8 @@ class PhoneInput(InputChannel):
                 await on_new_message(message)
             except Exception:  # noqa: BLE001 - logged without the caller's words
                 logger.exception("a phone turn failed (call %s)", sender)
+            if (metadata or {}).get("call_ended"):  # the gateway closing the conversation: nobody listens
+                return response.json({"messages": [], "expect": None})
             if not collector.messages:
                 await collector.send_text_message(sender, APOLOGY)
             try:

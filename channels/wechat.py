@@ -85,13 +85,16 @@ class WeChatInput(InputChannel):
             api_base=str(c.get("api_base") or "https://api.weixin.qq.com"), claims=str(c.get("claims") or "var/wechat.db"),
             deadline_s=float(c.get("deadline_s") or 4.0), menu=dict(c.get("menu") or {}),
             asr_url=str(c.get("asr_url") or ""), retry_s=float(c.get("retry_s") or 60),
+            asr_token=str(c.get("asr_token") or ""),
         )
 
     def __init__(self, token: str, encoding_aes_key: str, appid: str, secret: str, mode: str = "safe",
                  api_base: str = "https://api.weixin.qq.com", claims: str = "var/wechat.db", deadline_s: float = 4.0,
-                 menu: Optional[Dict[str, str]] = None, asr_url: str = "", retry_s: float = 60) -> None:
+                 menu: Optional[Dict[str, str]] = None, asr_url: str = "", retry_s: float = 60,
+                 asr_token: str = "") -> None:
         self.enabled = bool(token and appid)
         self.asr_url = asr_url  # the voice gateway's POST /asr, for voice messages WeChat did not transcribe
+        self.asr_token = asr_token  # its shared secret (VOICE_GATEWAY_TOKEN)
         self.mode = mode
         self.deadline_s = deadline_s
         self.menu = {str(k): str(v) for k, v in (menu or {}).items()}
@@ -209,7 +212,8 @@ class WeChatInput(InputChannel):
             return None
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-                async with session.post(self.asr_url, data=audio, headers={"Content-Type": "audio/amr"}) as resp:
+                headers = {"Content-Type": "audio/amr", "Authorization": f"Bearer {self.asr_token}"}
+                async with session.post(self.asr_url, data=audio, headers=headers) as resp:
                     if resp.status != 200:
                         logger.warning("voice gateway could not transcribe a voice message: HTTP %s", resp.status)
                         return None

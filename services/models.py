@@ -163,10 +163,11 @@ class PhoneCall(Base):
     caller: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    # hangup | handoff | silence | error | caller_hangup
+    # caller_hangup | handoff | silence | error (a malformed frame or 0xff from the PBX) | busy (refused)
     end_reason: Mapped[str | None] = mapped_column(String(20))
     next_step: Mapped[str] = mapped_column(String(10), default="hangup")  # human | hangup
     recording: Mapped[str | None] = mapped_column(String(255))
+    unknown_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # skipped, not fatal
     turns: Mapped[list["PhoneTurn"]] = relationship(back_populates="call", order_by="PhoneTurn.seq")
 
 

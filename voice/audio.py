@@ -79,6 +79,15 @@ class StreamResampler:
         return np.clip(np.round(out), -32768, 32767).astype("<i2").tobytes()
 
 
+def wav_rate(data: bytes) -> int:
+    """The sample rate a WAV header claims, read without decoding; ValueError when it is no WAV."""
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            return int(w.getframerate())
+    except (wave.Error, EOFError, RuntimeError) as exc:
+        raise ValueError(f"not a PCM WAV file: {exc}") from exc
+
+
 def read_wav(data: bytes) -> tuple[bytes, int]:
     """(PCM, sample rate) of a 16-bit WAV; stereo is mixed down. Raises ValueError otherwise."""
     try:

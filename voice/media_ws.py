@@ -6,6 +6,10 @@ frames of 16-bit little-endian PCM. DTMF comes as a text frame ``{"event": "dtmf
 (jambonz: ``{"type": "dtmf", "dtmf": "5"}``). The gateway answers with binary PCM frames at the
 same rate, paced at 20 ms, ``{"type": "killAudio"}`` to stop what is playing (barge-in), and
 ``{"type": "disconnect", "next": "human"|"hangup"}`` before it closes the socket.
+
+The PBX authenticates with the gateway's shared secret (VOICE_GATEWAY_TOKEN): ``Authorization:
+Bearer <token>`` or ``?token=<token>`` on the URL (mod_audio_fork cannot set headers). Only then is
+the caller number in the metadata believed; a call id is accepted once.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from voice.call import PROMPTS, Call, Gateway, normalise_caller, valid_call_id
+from voice.call import Call, Gateway, normalise_caller, valid_call_id
+from voice.wording import PROMPTS
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ def dtmf_of(text: str) -> str | None:
 
 
 class WebSocketTransport:
+    keepalive = False  # FreeSWITCH and jambonz keep the call up without our frames
+
     def __init__(self, ws: WebSocket, rate: int) -> None:
         self.ws, self.in_rate, self.out_rate = ws, rate, rate
         self.closed = False
@@ -105,7 +112,7 @@ async def media_endpoint(gw: Gateway, ws: WebSocket) -> None:
             raise MediaError("the first frame must be the call's JSON metadata")
         call_id, caller, rate = parse_start(first["text"])
         transport.in_rate = transport.out_rate = rate
-        refused = gw.refusal(call_id)
+        refused = await gw.admit(call_id)
         if refused == "busy":
             await transport.send_json({"type": "disconnect", "next": "hangup", "reason": "busy"})
             return
@@ -144,10 +151,10 @@ async def _read_loop(ws: WebSocket, call: Call) -> None:
             raise MediaError("text frame too long")
         key = dtmf_of(text)
         if key:
-            call.dtmf(key)
+            call.key(key)
         elif '"hangup"' in text or '"stop"' in text:
             call.hangup()
             return
 
 
-__all__ = ["media_endpoint", "parse_start", "dtmf_of", "PROMPTS"]
+__all__ = ["media_endpoint", "parse_start", "dtmf_of"]

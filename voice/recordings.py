@@ -20,7 +20,13 @@ class WavRecording:
         self._wav.setframerate(rate)
 
     def write(self, pcm: bytes) -> None:
+        self.written = True
         self._wav.writeframes(pcm)
+
+    def set_rate(self, rate: int) -> None:
+        """The PBX's audio turned out to be at another rate; only before anything was written."""
+        if not getattr(self, "written", False):
+            self._wav.setframerate(rate)
 
     def close(self) -> str:
         self._wav.close()

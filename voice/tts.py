@@ -5,7 +5,13 @@ a time; a crash there cannot take the gateway down, and the event loop never wai
 pyttsx3 2.98's ``runAndWait`` renders only once per engine on Linux, so the worker asks the
 espeak driver to write the file and waits with ``espeak_Synchronize``; the driver leaves the last
 audio block of each sentence in its buffer, which the worker puts back where it belongs. Rendered prompts are kept
-in memory (LRU) and on disk, keyed by voice, rate and text."""
+in memory (LRU) and on disk, keyed by voice, rate and text.
+
+The voice is chosen by what it does, not by its name: on Debian 12's espeak-ng 1.51 the voice
+``cmn`` is "Chinese (Mandarin, latin as English)" and reads every character after the first as
+English pinyin ("yao four"), while ``cmn-latn-pinyin`` speaks Mandarin. :func:`choose_voice` asks
+espeak-ng for the phonemes of a probe sentence and takes the first Mandarin voice whose phonemes
+never switch language (``(en)`` in ``espeak-ng -x``)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +19,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import re
+import subprocess
 import tempfile
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
@@ -29,12 +35,46 @@ _engine: Any = None
 _tmpdir: str = ""
 
 
+PROBE = "您好，请问您要办什么事？查办件进度请按1，转人工请按星号键。"
+MANDARIN_VOICES = ("cmn-latn-pinyin", "cmn", "zh")
+
+
+def phonemes(voice: str, text: str) -> str:
+    """espeak-ng's phoneme transcription of ``text`` in ``voice`` ('' when espeak-ng refuses it)."""
+    try:
+        out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, text], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout if out.returncode == 0 else ""
+
+
+def speaks_mandarin(voice: str, text: str = PROBE) -> bool:
+    """True when ``voice`` reads ``text`` without switching to another language."""
+    ph = phonemes(voice, text)
+    return bool(ph.strip()) and "(" not in ph
+
+
+def choose_voice(configured: str = "") -> str:
+    """The espeak-ng voice to speak with: the configured one if it speaks Mandarin, else the first
+    of MANDARIN_VOICES that does. Raises RuntimeError when none does (espeak-ng missing?)."""
+    tried = [v for v in (configured, *MANDARIN_VOICES) if v]
+    for voice in dict.fromkeys(tried):
+        if speaks_mandarin(voice):
+            if configured and voice != configured:
+                logger.warning("espeak-ng voice %r does not speak Mandarin; using %r", configured, voice)
+            return voice
+    raise RuntimeError(f"no espeak-ng voice speaks Mandarin (tried {', '.join(tried)}); is espeak-ng-data installed?")
+
+
 def _init_worker(voice: str) -> None:
     global _engine, _tmpdir
     import pyttsx3
 
     _engine = pyttsx3.init("espeak")
-    _engine.setProperty("voice", voice)
+    # pyttsx3 names voices by their display name; the language code is what espeak-ng -v takes.
+    match = next((v.id for v in _engine.getProperty("voices") if voice in (v.languages or []) or v.id == voice), voice)
+    _engine.setProperty("voice", match)
     _tmpdir = tempfile.mkdtemp(prefix="heze-tts-")
 
 
@@ -61,24 +101,6 @@ def _render(text: str, rate: int, out_rate: int) -> bytes:
 
 class TtsError(RuntimeError):
     pass
-
-
-_URL = re.compile(r"https?://\S+")
-_MARKUP = re.compile(r"[*#>`_\[\]{}|<]")
-
-
-def speakable(text: str) -> str:
-    """What can be said: no links or markup; line breaks become pauses."""
-    text = _URL.sub("", text)
-    text = _MARKUP.sub("", text)
-    text = re.sub(r"\s*\n+\s*", "。", text)
-    return re.sub(r"。{2,}", "。", text).strip(" 。")
-
-
-def sentences(text: str) -> list[str]:
-    """Split at sentence ends so the first sentence can play while the next renders."""
-    parts = [p.strip() for p in re.split(r"(?<=[。！？!?；;])", text) if p.strip(" 。！？!?；;")]
-    return [p if p[-1] in "。！？!?；;" else p + "。" for p in parts]
 
 
 class Speaker:

@@ -11,7 +11,7 @@ import pytest
 from voice.asr import clean_transcript, model_sample_rate
 from voice.audio import StreamResampler, read_wav, resample, trim_silence, write_wav
 from voice.recordings import Recorder
-from voice.tts import sentences, speakable
+from voice.wording import sentences, speakable
 
 
 def tone(rate: int, seconds: float = 1.0) -> bytes:
@@ -77,16 +77,28 @@ def test_prompts_start_at_once() -> None:
     assert trim_silence(bytes(800), 8000) == bytes(800)
 
 
-def test_voice_activity_marks_the_start_and_the_trailing_quiet() -> None:
-    from voice.asr import VoiceActivity
+def fixture(name: str) -> bytes:
+    return read_wav((Path(__file__).parents[1] / "fixtures" / "speech" / "zh" / f"{name}.wav").read_bytes())[0]
 
-    vad = VoiceActivity(8000, threshold_rms=600, start_ms=160)
-    loud, quiet = tone(8000, 0.02), bytes(320)
-    assert not any(vad.push(loud) for _ in range(7))  # 140 ms: a click or a cough is not speech yet
-    assert vad.push(loud)  # the 8th loud frame (160 ms)
-    assert not vad.push(loud)  # reported once per utterance
-    for _ in range(25):
-        vad.push(quiet)
-    assert vad.quiet_s == 0.5
-    vad.utterance_done()
-    assert not vad.push(quiet) and not any(vad.push(loud) for _ in range(7)) and vad.push(loud)
+
+def test_silero_finds_the_speech_and_not_the_silence_or_a_tone() -> None:
+    from voice.vad import Endpointer, SileroModel
+
+    model = SileroModel()
+    speech = fixture("progress_001")
+    ep = Endpointer(model.detector(8000), 8000, start_ms=160, endpoint_s=0.5)
+    results = [ep.push(c) for c in (bytes(16000), tone(8000, 1.0), speech, bytes(16000))]
+    assert not results[0].started and not results[1].started  # silence, then a steady 440 Hz tone
+    assert results[2].started and not results[2].ended
+    assert results[3].ended
+    heard = b"".join(results[2].audio + results[3].audio)
+    # the utterance keeps its first syllable (pre-roll) and about the endpoint delay after the speech
+    assert len(speech) <= len(heard) <= len(speech) + 2 * 8000 * 2 * 0.9
+
+
+def test_an_utterance_also_ends_when_the_frames_stop() -> None:
+    from voice.vad import Endpointer, SileroModel
+
+    ep = Endpointer(SileroModel().detector(8000), 8000)
+    assert ep.push(fixture("human_001")).started and ep.in_speech
+    assert ep.frames_stopped().ended and not ep.in_speech

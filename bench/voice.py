@@ -1,183 +1,232 @@
 """Voice gateway benchmark: ``python -m bench.voice`` (``make bench-voice``; results into bench/RESULTS.md by hand).
 
-1. ASR: real-time factor of one Vosk stream, and how many simultaneous calls the decoding pool keeps
-   faster than real time (streams fed at telephone pace; a stream keeps up when its backlog at the
-   end is under one chunk).
+1. Recognition, per recogniser (Vosk, faster-whisper): every Mandarin fixture utterance
+   (tests/fixtures/speech, 134 of them) through the gateway's own path, 20 ms telephone frames ->
+   silero-vad endpointer -> recogniser stream -> numeral normalisation -> Rasa ``/model/parse``:
+   character error rate, intent accuracy by voice, and decoding time per utterance.
 2. TTS: render time per sentence through the espeak-ng worker, and a cache hit.
-3. Whole stack (Rasa, action server, voice gateway; AudioSocket telephone stand-ins with espeak-ng
-   speech): connect -> first greeting audio; speech onset -> prompt stops (barge-in); end of speech
-   -> first audio of the answer; key -> first audio.
+3. Whole stack (Rasa, action server, voice gateway; AudioSocket telephone stand-ins that send no
+   frames while quiet, as Asterisk's Local channels do): at one call, end of speech -> first audio
+   of the answer, barge-in delay, greeting; then N simultaneous calls whose callers speak about
+   20 % of the time, end of speech -> first answer audio p50/p95 per N, per recogniser.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from bench.run import pct, write_results
 from tests.conftest import make_settings
 from tests.sandbox import free_port, start_stack, voice_settings
 from tests.voice.phone_client import PhoneClient
-from tests.voice.speech import spoken
-from voice.asr import Recogniser
-from voice.audio import trim_silence
+from tests.voice.speech import transcripts, utterance
+from voice.asr import Final, open_recogniser
+from voice.clock import LoopClock
+from voice.listening import Heard, Listener
 from voice.settings import VoiceSettings
-from voice.tts import Speaker
+from voice.tts import Speaker, choose_voice
+from voice.vad import Endpointer, SileroModel
 
-UTTERANCES = ["我要查办件进度", "我想交水费", "反映一个问题", "办身份证要带什么", "转人工"]
-SENTENCES = ["您好，这里是菏泽市民政务助手。", "请说受理编号，是回执上的14位数字。", "工单幺零零零，零零零幺：正在处理。",
+SENTENCES = ["您好，菏泽政务热线。", "请说受理编号，是回执上的14位数字。", "工单幺零零零，零零零幺：正在处理。",
              "好的，正在为您转人工。", "请给这次服务打个分。"]
+SPEECH_LOAD = 0.2  # share of the time each caller speaks in the capacity runs
 
 
-def speech_clip(text: str) -> bytes:
-    return trim_silence(spoken(text), 8000, 0, 0)
+def cer(ref: str, hyp: str) -> tuple[int, int]:
+    """(edit distance, reference length) over characters, punctuation and spaces ignored."""
+    keep = lambda s: [c for c in s if c.isalnum()]  # noqa: E731
+    r, h = keep(ref), keep(hyp)
+    prev = list(range(len(h) + 1))
+    for i, rc in enumerate(r, 1):
+        cur = [i] + [0] * len(h)
+        for j, hc in enumerate(h, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rc != hc))
+        prev = cur
+    return prev[-1], len(r)
 
 
-def call_audio(seconds: float) -> bytes:
-    """``seconds`` of 8 kHz telephone audio: the utterances with half a second of quiet after each."""
-    audio = b"".join(speech_clip(t) + bytes(8000) for t in UTTERANCES)
-    return (audio * int(seconds * 16000 / len(audio) + 1))[:int(seconds * 16000)]
+async def hear(listener_parts: tuple[Endpointer, Any], pcm: bytes) -> tuple[Final | None, float]:
+    """One utterance through the endpointer and the recogniser, as a call's Listener runs them."""
+    endpointer, stream = listener_parts
+    heard: list[Heard] = []
+    listener = Listener(endpointer, stream, LoopClock(), 0.5, lambda e: heard.append(e) if isinstance(e, Heard) else None)
+    task = asyncio.create_task(listener.run())
+    for i in range(0, len(pcm), 320):
+        listener.audio(pcm[i:i + 320])
+    for _ in range(50):  # the caller goes quiet: 1 s of silence frames
+        listener.audio(bytes(320))
+    t0 = time.perf_counter()
+    while not heard and time.perf_counter() - t0 < 60:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    return (heard[0].final if heard else None), time.perf_counter() - t0
 
 
-def asr_single(rec: Recogniser, seconds: float = 20) -> float:
-    """Real-time factor of one stream decoding as fast as it can."""
-    audio = call_audio(seconds)
+def recognition(engine: str, vs: VoiceSettings, rasa_url: str, token: str) -> dict[str, Any]:
+    rec = open_recogniser(engine, vs.model_dir(), vs.voice_asr_workers)
+    vad = SileroModel()
+    rows = transcripts()
 
-    async def run() -> float:
-        stream = rec.stream(8000)
-        t0 = time.perf_counter()
-        for i in range(0, len(audio), 1600):
-            await stream.feed(audio[i:i + 1600])
-        await stream.finish()
-        return (time.perf_counter() - t0) / seconds
+    async def run() -> dict[str, Any]:
+        errors = chars = right = 0
+        times: list[float] = []
+        misses: list[str] = []
+        async with httpx.AsyncClient(timeout=30) as http:
+            for row in rows:
+                final, dt = await hear((Endpointer(vad.detector(8000), 8000), rec.stream(8000)), utterance(row["id"]))
+                text = final.text if final else ""
+                times.append(dt * 1000)
+                e, n = cer(row["text"], text)
+                errors, chars = errors + e, chars + n
+                parsed = (await http.post(f"{rasa_url}/model/parse", params={"token": token},
+                                          json={"text": text or "嗯"})).json()
+                intent = parsed["intent"]["name"]
+                if intent == row["intent"]:
+                    right += 1
+                elif len(misses) < 15:
+                    misses.append(f"{row['id']}: {row['text']} -> {text} ({intent})")
+        return {"utterances": len(rows), "cer": round(errors / chars, 3), "intent_accuracy": round(right / len(rows), 3),
+                "decode_after_end_p50_ms": round(statistics.median(times), 1),
+                "decode_after_end_p95_ms": round(pct(times, 0.95), 1), "some_misses": misses}
 
-    return asyncio.run(run())
-
-
-def asr_paced(rec: Recogniser, calls: int, seconds: float = 20) -> dict[str, float]:
-    """``calls`` streams fed at telephone pace (100 ms every 100 ms); the worst backlog at the end."""
-    audio = call_audio(seconds)
-
-    async def one(offset: float) -> float:
-        stream = rec.stream(8000)
-        await asyncio.sleep(offset)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for n, i in enumerate(range(0, len(audio), 1600)):
-            # A stream is decoded one chunk at a time (a Vosk recogniser is not thread-safe), as in a call.
-            await asyncio.sleep(max(0.0, start + n * 0.1 - loop.time()))
-            await stream.feed(audio[i:i + 1600])
-        return loop.time() - (start + seconds)  # how far behind the end of the audio it finished
-
-    async def run() -> list[float]:
-        return await asyncio.gather(*(one(i * 0.1 / calls) for i in range(calls)))
-
-    lags = asyncio.run(run())
-    return {"calls": calls, "worst_lag_s": round(max(lags), 3), "median_lag_s": round(statistics.median(lags), 3)}
+    try:
+        return asyncio.run(run())
+    finally:
+        rec.close()
 
 
-def tts(settings: VoiceSettings, tmp: Path) -> dict[str, float]:
+def tts(voice: str, rate: int, tmp: Path) -> dict[str, float]:
     async def run() -> dict[str, float]:
-        speaker = Speaker(settings.voice_tts_voice, tmp / "tts-bench")
-        await speaker.render("预热。", settings.voice_tts_rate)
-        renders, hits, audio = [], [], []
+        speaker = Speaker(voice, tmp / "tts-bench")
+        await speaker.render("预热。", rate)
+        renders, hits = [], []
         for _ in range(3):
             for s in SENTENCES:
                 speaker._memory.clear()
                 for f in speaker.cache_dir.glob("*.pcm"):
                     f.unlink()
                 t0 = time.perf_counter()
-                pcm = await speaker.render(s, settings.voice_tts_rate)
+                await speaker.render(s, rate)
                 renders.append((time.perf_counter() - t0) * 1000)
-                audio.append(len(pcm) / 16000)
                 t0 = time.perf_counter()
-                await speaker.render(s, settings.voice_tts_rate)
+                await speaker.render(s, rate)
                 hits.append((time.perf_counter() - t0) * 1000)
         speaker.close()
         return {"render_p50_ms": round(statistics.median(renders), 1), "render_p95_ms": round(pct(renders, 0.95), 1),
-                "audio_s_per_sentence": round(statistics.median(audio), 2),
                 "cache_hit_p50_ms": round(statistics.median(hits), 4)}
 
     return asyncio.run(run())
 
 
-async def one_call(host: str, port: int, text: str) -> dict[str, float]:
-    phone = PhoneClient(host, port)
+SPOKEN = ["human_003", "progress_009", "bill_001", "guide_001", "feedback_001", "ticket_001", "greet_001"]
+
+
+async def caller(host: str, port: int, seconds: float, rng: random.Random, first_only: bool = False) -> dict[str, list[float]]:
+    """A caller on a silent line: listens to the greeting, then speaks (about SPEECH_LOAD of the
+    time), each time waiting for the answer to start; hangs up after ``seconds``."""
+    phone = PhoneClient(host, port, silent_line=True)
+    out: dict[str, list[float]] = {"greeting_ms": [], "speech_to_audio_ms": [], "barge_in_ms": []}
     t0 = time.monotonic()
     await phone.connect()
-    first = await phone.wait_audio_after(t0)
-    await asyncio.sleep(0.5)
-    speech = speech_clip(text)
-    onset = time.monotonic()
-    phone.speak(speech)
-    end = onset + len(speech) / 16000
-    reply = await phone.wait_audio_after(end + 0.02, timeout=20)
-    prompt = [t for t, _ in phone.got.frames if onset <= t <= end]
-    stopped = next((a for a, b in zip(prompt, prompt[1:]) if b - a > 0.1), prompt[-1] if prompt else onset)
-    await phone.wait_quiet(0.3, timeout=60)
-    pressed = time.monotonic()
-    phone.press("0")  # the hand-off: key -> first audio, then the gateway ends the call
-    key = await phone.wait_audio_after(pressed, timeout=20)
-    await asyncio.wait_for(phone.closed.wait(), 60)
-    await phone.close()
-    return {"greeting_ms": (first - t0) * 1000, "barge_in_ms": (stopped - onset) * 1000,
-            "speech_to_audio_ms": (reply - end) * 1000, "key_to_audio_ms": (key - pressed) * 1000}
+    first = await phone.wait_audio_after(t0, timeout=30)
+    out["greeting_ms"].append((first - t0) * 1000)
+    await asyncio.sleep(1.0 + rng.random())
+    end_at = t0 + seconds
+    while time.monotonic() < end_at and not phone.closed.is_set():
+        pcm = utterance(rng.choice(SPOKEN))
+        onset = time.monotonic()
+        phone.speak(pcm)
+        end = onset + len(pcm) / 16000
+        try:
+            reply = await phone.wait_audio_after(end + 0.02, timeout=20)
+        except TimeoutError:
+            break
+        out["speech_to_audio_ms"].append((reply - end) * 1000)
+        prompt = [t for t, _ in phone.got.frames if onset <= t <= end]
+        if prompt:  # the caller spoke over a prompt: when did it stop?
+            gaps = [a for a, b in zip(prompt, prompt[1:]) if b - a > 0.1]
+            out["barge_in_ms"].append(((gaps[0] if gaps else prompt[-1]) - onset) * 1000)
+        if first_only:
+            break
+        # Listen a while (the answer plays or is interrupted by the next utterance), so that the
+        # caller speaks about SPEECH_LOAD of the time.
+        await asyncio.sleep(max(0.5, len(pcm) / 16000 * (1 / SPEECH_LOAD - 1) - 2 + rng.random() * 2))
+    await phone.drop()
+    return out
 
 
-async def calls(host: str, port: int, n: int, concurrent: int) -> list[dict[str, float]]:
-    sem = asyncio.Semaphore(concurrent)
+async def capacity(host: str, port: int, n: int, seconds: float) -> dict[str, Any]:
+    rng = random.Random(n)
+    rows = await asyncio.gather(*(caller(host, port, seconds, random.Random(rng.random())) for _ in range(n)))
+    lat = [x for r in rows for x in r["speech_to_audio_ms"]]
+    return {"calls": n, "answers": len(lat), "speech_to_audio_p50_ms": round(pct(lat, 0.5), 1) if lat else None,
+            "speech_to_audio_p95_ms": round(pct(lat, 0.95), 1) if lat else None}
 
-    async def limited(i: int) -> dict[str, float]:
-        async with sem:
-            return await one_call(host, port, UTTERANCES[i % len(UTTERANCES)])
 
-    return await asyncio.gather(*(limited(i) for i in range(n)))
+def stack_runs(engine: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    vs = voice_settings(tmp / engine, voice_asr_engine=engine, voice_max_calls=64)
+    api_port = free_port()
+    settings = make_settings(rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
+                             public_base_url=f"http://127.0.0.1:{api_port}",
+                             heze_db_url=f"sqlite:///{tmp / engine / 'heze.db'}", tracker_db=str(tmp / engine / "tracker.db"))
+    (tmp / engine).mkdir(exist_ok=True)
+    stack, engine_db = start_stack(settings, tmp / engine, vs)
+    host, port = vs.voice_audiosocket_host, vs.voice_audiosocket_port
+    out: dict[str, Any] = {}
+    try:
+        rasa = f"http://{settings.rasa_host}:{settings.rasa_port}"
+        out["recognition"] = recognition(engine, vs, rasa, settings.rasa_api_token.get_secret_value())
+        print(engine, out["recognition"], flush=True)
+        single: dict[str, list[float]] = {"greeting_ms": [], "speech_to_audio_ms": [], "barge_in_ms": []}
+        for i in range(args.single):
+            row = asyncio.run(caller(host, port, 30, random.Random(i), first_only=True))
+            for k, v in row.items():
+                single[k].extend(v)
+        out["one_call"] = {f"{k}_{q}": round(pct(v, p), 1) for k, v in single.items() if v
+                           for q, p in (("p50", 0.5), ("p95", 0.95))}
+        print(engine, out["one_call"], flush=True)
+        rows = []
+        for n in args.calls:
+            runs = [asyncio.run(capacity(host, port, n, args.seconds)) for _ in range(args.runs)]
+            row = {"calls": n, "answers": sum(r["answers"] for r in runs),
+                   "speech_to_audio_p50_ms": statistics.median(r["speech_to_audio_p50_ms"] or 1e9 for r in runs),
+                   "speech_to_audio_p95_ms": statistics.median(r["speech_to_audio_p95_ms"] or 1e9 for r in runs)}
+            rows.append(row)
+            print(engine, row, flush=True)
+            if row["speech_to_audio_p95_ms"] > 3000:
+                break
+        out["capacity"] = rows
+        out["max_calls_p95_within_1500ms"] = max((r["calls"] for r in rows if r["speech_to_audio_p95_ms"] <= 1500),
+                                                 default=0)
+    finally:
+        stack.stop()
+        engine_db.dispose()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=12)
-    parser.add_argument("--concurrent", type=int, default=3)
-    parser.add_argument("--max-streams", type=int, default=12)
+    parser.add_argument("--engines", nargs="+", default=["vosk", "whisper"])
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 4, 8, 12, 16, 20, 24])
+    parser.add_argument("--seconds", type=float, default=45)
+    parser.add_argument("--single", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="bench/voice-last-run.json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heze-bench-voice-"))
     vs = voice_settings(tmp)
-    results: dict[str, object] = {"model": str(vs.model_dir())}
-    rec = Recogniser(vs.model_dir(), vs.voice_asr_workers)
-    results["asr_rtf_single_stream"] = round(statistics.median(asr_single(rec) for _ in range(args.runs)), 3)
-    paced = []
-    for n in range(2, args.max_streams + 1):
-        row = asr_paced(rec, n)  # one 20 s run per count: the lag either stays near zero or grows
-        paced.append(row)
-        print(row, flush=True)
-        if row["worst_lag_s"] > 0.1:
-            break
-    rec.close()
-    results["asr_paced"] = paced
-    results["asr_max_calls_real_time"] = max((r["calls"] for r in paced if r["worst_lag_s"] <= 0.1), default=0)
-    results["tts"] = tts(vs, tmp)
-    api_port = free_port()
-    settings = make_settings(rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
-                             public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=f"sqlite:///{tmp / 'heze.db'}",
-                             tracker_db=str(tmp / "tracker.db"))
-    stack, engine = start_stack(settings, tmp, vs)
-    try:
-        asyncio.run(calls(vs.voice_audiosocket_host, vs.voice_audiosocket_port, 2, 2))  # warm-up
-        per_run = []
-        for _ in range(args.runs):
-            rows = asyncio.run(calls(vs.voice_audiosocket_host, vs.voice_audiosocket_port, args.calls, args.concurrent))
-            per_run.append({f"{k}_{q}": round(pct([r[k] for r in rows], p), 1)
-                            for k in rows[0] for q, p in (("p50", 0.5), ("p95", 0.95))})
-        results["stack"] = {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
-        results["stack_runs"] = per_run
-    finally:
-        stack.stop()
-        engine.dispose()
+    voice = choose_voice(vs.voice_tts_voice)
+    results: dict[str, Any] = {"voice": voice, "tts": tts(voice, vs.voice_tts_rate, tmp)}
+    for engine in args.engines:
+        results[engine] = stack_runs(engine, tmp, args)
     write_results(results, args)
 
 

@@ -1,6 +1,7 @@
 """A whole stack on free ports for tests and benchmarks: migrated and seeded database, every process."""
 from __future__ import annotations
 
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ def voice_settings(tmp: Path, **overrides: Any) -> VoiceSettings:
     """The voice gateway on free ports with its caches under ``tmp`` (not the checkout's .env)."""
     values: dict[str, Any] = {"heze_env": "test", "voice_http_port": free_port(),
                               "voice_audiosocket_port": free_port(), "voice_tts_cache_dir": str(tmp / "tts"),
-                              **overrides}
+                              "voice_gateway_token": "gateway-" + secrets.token_hex(12), **overrides}
     return VoiceSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 

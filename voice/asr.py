@@ -70,6 +70,7 @@ class Recogniser(Protocol):
     def close(self) -> None: ...
 
 
+_REPEATS = re.compile(r"([^\d])\1{4,}")  # five or more of one character: a decoding loop, not speech (digits repeat)
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff0-9])|(?<=[0-9])\s+(?=[\u3400-\u9fff0-9])")
 
 
@@ -232,11 +233,15 @@ class WhisperRecogniser:
         audio = np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / 32768.0
         if len(audio) < WHISPER_RATE // 5:
             return None
+        # A caller says at most about 6 characters a second; more tokens than that is Whisper
+        # repeating itself ("务务务务..."), which the cap cuts short.
+        cap = int(len(audio) / WHISPER_RATE * 8) + 8
         segments, _ = self.model.transcribe(
             audio, language="zh", beam_size=1, temperature=0.0, condition_on_previous_text=False,
-            without_timestamps=True, vad_filter=False, initial_prompt=WHISPER_PROMPT)
+            without_timestamps=True, vad_filter=False, initial_prompt=WHISPER_PROMPT, max_new_tokens=cap)
         kept = [s for s in segments if s.no_speech_prob < 0.6]
         text = clean_transcript(self.to_simplified.convert("".join(s.text for s in kept)))
+        text = _REPEATS.sub(r"\1", text)
         text = text.strip(" ，。,.!?！？")
         if not text:
             return None

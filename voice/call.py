@@ -7,8 +7,9 @@ one at a time by :meth:`Call.run`: speech started, heard, key, played, timer, hu
 on the injected clock (voice/clock.py), so the unit tests drive a whole call in virtual time.
 
 Keys (voice/wording.py): ``*`` reaches a person from any state, number entry included; ``#``
-ends a keyed number and, with nothing keyed, says the last prompt again; ``1`` hears the next part
-of an answer that was split; in a menu the keys said in the prompt, and ``0`` for a person too.
+ends a keyed number, hears the next part of an answer that was split, and otherwise says the last
+prompt again; in a menu the keys said in the prompt (already while it is being said), and ``0``
+for a person too.
 Silence after a prompt: the prompt again, then "您还在吗", then a goodbye and the end of the call.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from voice.settings import VoiceSettings
 from voice.speaking import Renderer, Speaking, Transport
 from voice.vad import Endpointer, SileroModel
 from voice.wording import (CALL_ENDED_PAYLOAD, END_KEY, GREET_PAYLOAD, HUMAN_KEY, HUMAN_PAYLOAD, MENU_HUMAN_ALIAS,
-                           MORE_KEY, PROMPTS, readback, sentences, split_turns)
+                           PROMPTS, readback, sentences, split_turns)
 
 logger = logging.getLogger(__name__)
 
@@ -264,10 +265,10 @@ class Call:
         elif key == END_KEY:
             if self.digits:
                 await self._submit_digits(at)
+            elif self.parts:
+                self._next_part()
             else:
                 await self._repeat(key)
-        elif self.parts and key == MORE_KEY and not collecting:
-            self._next_part()
         elif collecting and key.isdigit():
             self.digits += key
             self._arm("digits", self.s.voice_digit_timeout_s)
@@ -392,18 +393,15 @@ class Call:
             self.ended = True
 
     def _speak_part(self, lines: list[str]) -> None:
-        """Say one part of an answer; the last part brings the answer's keys and expectations."""
-        pending = self.pending
+        """Say one part of an answer. The answer's keys work from its first part on (a caller who
+        knows the menu need not wait for it); the next part comes on #, on "接着说", or by itself."""
         if self.parts:
-            self.keys, self.expect_digits = {MORE_KEY: "more"}, False
-            self.say([*lines, PROMPTS["more"]])
-            self.last_prompt = [*lines, PROMPTS["more"]]
-            return
+            lines = [*lines, PROMPTS["more"]]
         self.say(lines)
         self.last_prompt = lines
-        if pending is not None:
-            self.keys, self.expect_digits = pending.keys, pending.expect_digits
-            self.listener.limit_to(pending.phrases)
+        if self.pending is not None:
+            self.keys, self.expect_digits = self.pending.keys, self.pending.expect_digits
+            self.listener.limit_to(self.pending.phrases)
 
     def _next_part(self) -> None:
         self._cancel_timer()

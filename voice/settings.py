@@ -55,8 +55,9 @@ class VoiceSettings(BaseSettings):
     # audio must also be louder than echo_ratio x the prompt's level, so the prompt's echo is not speech.
     voice_barge_in_ms: int = Field(default=160, ge=32)
     voice_echo_ratio: float = Field(default=0.3, ge=0)
-    # One turn of speech at most this long; longer answers are split ("接着听请按1").
-    voice_max_turn_s: float = Field(default=15.0, ge=5)
+    # One turn of speech at most about this long; longer answers are split ("接着听，请按井号键").
+    # (The greeting with its four keys and the human key is 15.5 s at the default rate.)
+    voice_max_turn_s: float = Field(default=16.0, ge=5)
 
     # An espeak-ng voice; it is used only if it speaks Mandarin (voice/tts.py choose_voice), else the
     # first Mandarin voice that does (cmn-latn-pinyin on Debian 12; cmn there reads Chinese as English).

@@ -14,8 +14,7 @@ from textnorm.numerals import spell_digits
 # The key scheme (README "电话热线", deploy/asterisk/README.md). One key reaches a person from any
 # state, number entry included, so it cannot be a digit.
 HUMAN_KEY = "*"
-END_KEY = "#"  # ends a keyed number; with nothing keyed, says the last prompt again
-MORE_KEY = "1"  # while an answer is split into parts: the next part now
+END_KEY = "#"  # ends a keyed number; during a split answer, the next part; else says the last prompt again
 MENU_HUMAN_ALIAS = "0"  # in a menu (not while a number is keyed), 0 also reaches a person
 HUMAN_PAYLOAD = "/request_human"
 GREET_PAYLOAD = "/greet"
@@ -29,8 +28,8 @@ PROMPTS = {
     "goodbye_silence": "没有听到您说话，先挂断了。需要时请再打来。再见。",
     "rasa_down": "不好意思，系统有点忙。请稍后再说一遍。",
     "busy": "现在来电的人多，请稍后再打。再见。",
-    "more": "接着听请按1，或者说接着说。",
-    "human_hint": "随时转人工，请按星号键。",
+    "more": "接着听，请按井号键。",
+    "human_hint": "转人工按星号键。",
 }
 
 _URL = re.compile(r"https?://\S+")
@@ -125,8 +124,8 @@ def spoken_choices(buttons: list[dict[str, Any]]) -> tuple[list[str], dict[str, 
     for n, (title, payload) in enumerate(others[:9], start=1):
         key = title[0] if own_digits else str(n)
         keys[key] = payload
-        said.append(f"{''.join(title.split())}请按{key}")
-    per = -(-len(said) // -(-len(said) // 3)) if said else 1  # at most three choices a sentence, evenly
+        said.append(f"{''.join(title.split())}按{key}")
+    per = -(-len(said) // -(-len(said) // 4)) if said else 1  # at most four choices a sentence, evenly
     lines = ["，".join(said[i:i + per]) + "。" for i in range(0, len(said), per)]
     if len(others) < len(usable):
         keys[HUMAN_KEY] = HUMAN_PAYLOAD
@@ -150,7 +149,7 @@ def seconds_of(line: str, rate_wpm: int) -> float:
 def split_turns(lines: list[str], rate_wpm: int, max_s: float = 15.0) -> list[list[str]]:
     """Cut one answer into parts of at most ``max_s`` seconds of speech each (a sentence is never
     cut; one longer than ``max_s`` is a part of its own). The caller hears one part, then
-    PROMPTS["more"], and the next part on MORE_KEY, on "接着说", or after a short silence."""
+    PROMPTS["more"], and the next part on END_KEY, on "接着说", or after a short silence."""
     parts: list[list[str]] = []
     budget = max_s - seconds_of(PROMPTS["more"], rate_wpm)
     current: list[str] = []

@@ -225,14 +225,14 @@ def reply_to(running: Running, citizen: Citizen, resp) -> str:  # type: ignore[n
 
 
 def test_a_voice_message_without_recognition_goes_through_the_voice_gateway(running: Running) -> None:
-    from tests.voice.speech import spoken
+    from tests.voice.speech import utterance
     from voice.audio import write_wav
 
     citizen = Citizen(running)
     # WeChat sends AMR; this machine's ffmpeg decodes AMR but cannot encode it, so the stored file is MP3
     # (the gateway decodes whatever ffmpeg reads; an AMR file is decoded in tests/e2e/test_phone.py).
     mp3 = subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "wav", "-i", "pipe:0", "-f", "mp3", "pipe:1"],
-                         input=write_wav(spoken("我要查办件进度"), 8000), capture_output=True, check=True).stdout
+                         input=write_wav(utterance("progress_009"), 8000), capture_output=True, check=True).stdout
     media_id = "media-" + uuid.uuid4().hex
     running.wechat.media[media_id] = mp3
     fetched = running.wechat.media_fetches

@@ -14,14 +14,16 @@ SILENT_FRAME = bytes(FRAME)
 
 @dataclass
 class Received:
-    frames: list[tuple[float, bytes]] = field(default_factory=list)  # (monotonic time, audio)
+    frames: list[tuple[float, bytes]] = field(default_factory=list)  # (monotonic time, audio) of speech
+    silent_frames: int = 0  # the gateway's keepalive while it has nothing to say
     hangup_at: float | None = None
     other: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class PhoneClient:
-    def __init__(self, host: str, port: int, call_id: str | None = None) -> None:
+    def __init__(self, host: str, port: int, call_id: str | None = None, silent_line: bool = False) -> None:
         self.host, self.port = host, port
+        self.silent_line = silent_line  # like Asterisk's Local channels: no frames while quiet
         self.call_id = call_id or str(uuidlib.uuid4())
         self.got = Received()
         self._reader: asyncio.StreamReader | None = None
@@ -66,6 +68,10 @@ class PhoneClient:
                 frame = self._outgoing.get_nowait()
                 self.last_speech_frame_at = time.monotonic()
             except asyncio.QueueEmpty:
+                if self.silent_line:
+                    t += 0.02
+                    await asyncio.sleep(max(0.0, t - loop.time()))
+                    continue
                 frame = SILENT_FRAME
             try:
                 self.raw(0x10, frame)
@@ -83,8 +89,10 @@ class PhoneClient:
                 head = await self._reader.readexactly(3)
                 kind, n = struct.unpack(">BH", head)
                 payload = await self._reader.readexactly(n) if n else b""
-                if kind == 0x10:
+                if kind == 0x10 and any(payload):
                     self.got.frames.append((time.monotonic(), payload))
+                elif kind == 0x10:
+                    self.got.silent_frames += 1
                 elif kind == 0x00:
                     self.got.hangup_at = time.monotonic()
                 else:
@@ -98,7 +106,7 @@ class PhoneClient:
         return [f for f in self.got.frames if f[0] >= t]
 
     async def wait_quiet(self, quiet_s: float = 0.6, timeout: float = 90) -> None:
-        """Wait until the gateway has sent audio and then nothing for ``quiet_s``."""
+        """Wait until the gateway has spoken and then sent only silence (or nothing) for ``quiet_s``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             last = self.got.frames[-1][0] if self.got.frames else None
@@ -120,6 +128,10 @@ class PhoneClient:
                 break
             await asyncio.sleep(0.01)
         raise TimeoutError("no audio came back")
+
+    async def drop(self) -> None:
+        """Hang up as Asterisk does: close the connection, no 0x00 frame."""
+        await self.close()
 
     async def hang_up(self) -> None:
         if not self.closed.is_set():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voice.asr import clean_transcript, model_sample_rate
+from voice.asr import model_sample_rate
 from voice.audio import StreamResampler, read_wav, resample, trim_silence, write_wav
 from voice.recordings import Recorder
 from voice.wording import sentences, speakable
@@ -35,13 +35,6 @@ def test_wav_round_trip_and_refusal() -> None:
     assert read_wav(write_wav(pcm, 8000)) == (pcm, 8000)
     with pytest.raises(ValueError):
         read_wav(b"RIFF....WAVEnot really")
-
-
-def test_transcripts_are_joined_and_numbers_become_digits() -> None:
-    assert clean_transcript("我 要 查 进度") == "我要查进度"
-    assert clean_transcript("幺 三 八 零 零 零 零 幺 二 三 四") == "13800001234"
-    assert clean_transcript("[unk] 转 人工 [unk]") == "转人工"
-    assert clean_transcript("[unk]") == ""
 
 
 def test_model_sample_rate_is_read_from_its_config(tmp_path: Path) -> None:

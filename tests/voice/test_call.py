@@ -279,13 +279,13 @@ async def test_a_long_answer_comes_in_parts() -> None:
     await h.run(0.5)
     first = h.call.last_prompt
     assert first[0].startswith("这是第一句") and first[-1] == PROMPTS["more"] and len(first) < 7
-    h.call.key("1")  # the caller wants the next part now
+    h.call.key("#")  # the caller wants the next part now
     await h.run(0.5)
     second = h.call.last_prompt
     assert second[0].startswith(f"这是第{numbers[len(first) - 1]}句")
     await h.run(60)  # the caller just listens: the parts follow one another after a short pause
     assert h.call.last_prompt[-1].startswith("这是第六句") and not h.call.parts
-    assert h.texts()[-1] == "/check_progress"  # nothing more went to Rasa
+    assert h.texts()[1:2] == ["/check_progress"] and set(h.texts()[2:]) <= {"/restart"}  # no other turn
     h.call.hangup()
     await h.run(0.1)
 

@@ -65,12 +65,14 @@ def test_choices_say_their_keys_and_the_human_key_is_star() -> None:
         {"title": "查办件进度", "payload": "/check_progress"}, {"title": "缴费", "payload": "/pay_bill"},
         {"title": "反映问题", "payload": "/give_feedback"}, {"title": "查工单", "payload": "/check_ticket"},
         {"title": "转人工", "payload": "/request_human"}])
-    assert lines == ["查办件进度请按1，缴费请按2。", "反映问题请按3，查工单请按4。", "随时转人工，请按星号键。"]
+    assert lines == ["查办件进度按1，缴费按2，反映问题按3，查工单按4。", "转人工按星号键。"]
     assert keys == {"1": "/check_progress", "2": "/pay_bill", "3": "/give_feedback", "4": "/check_ticket",
                     "*": "/request_human"}
     lines, keys = spoken_choices([{"title": f"{n}分 很满意", "payload": f'/rate{{"rating": "{n}"}}'} for n in (5, 4)])
-    assert lines == ["5分很满意请按5，4分很满意请按4。"] and set(keys) == {"5", "4"}
+    assert lines == ["5分很满意按5，4分很满意按4。"] and set(keys) == {"5", "4"}
     assert all(len(line) <= 40 for line in lines)
+    five = [{"title": f"{n}分", "payload": f'/rate{{"rating": "{n}"}}'} for n in range(5, 0, -1)]
+    assert spoken_choices(five)[0] == ["5分按5，4分按4，3分按3。", "2分按2，1分按1。"]
 
 
 def test_long_answers_are_split_into_turns_of_at_most_fifteen_seconds() -> None:

@@ -1,0 +1,139 @@
+"""A real Asterisk 20 for the tests: the build in shared/pbx, the project's own dialplan
+(deploy/asterisk/extensions.conf, included unchanged) and test callers on Local channels.
+
+A test call is a call file: ``Local/s@test-caller`` is the telephone user, who follows a script
+of steps ("wait:3^dtmf:1^play:/abs/fixture^wait:10"), and its other half runs the project's
+``[heze-assistant]`` into the gateway. Over Local channels Asterisk sends no audio frames while the
+caller is quiet, and a caller's hang-up reaches the gateway as a bare TCP close, as on real lines.
+The human branch goes to ``[test-human]``, which logs ``HEZE-HUMAN <uuid>`` in the full log."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.settings import ROOT
+
+PBX_DIR = Path(os.environ.get("HEZE_PBX_DIR", ROOT.parent / "shared" / "pbx"))
+TARBALL = "asterisk-20-debian12-x86_64.tar.xz"
+RUNTIME_PACKAGES = ("libedit2", "libjansson4", "libxml2", "libxslt1.1", "libuuid1", "libsqlite3-0", "libssl3",
+                    "libcurl4", "zlib1g", "libcrypt1")
+
+TEST_DIALPLAN = """
+[general]
+static = yes
+writeprotect = yes
+clearglobalvars = no
+
+#include {project}
+
+; The telephone user: follows CALLER_SCRIPT, steps joined by ^: wait:SECONDS, dtmf:KEYS, play:/abs/path (no .wav).
+[test-caller]
+exten => s,1,Answer()
+ same => n,GotoIf($["${{CALLER_RECORD_DIR}}" = ""]?go)
+ same => n,MixMonitor(${{CALLER_RECORD_DIR}}/${{CALLER_TAG}}.wav,r(${{CALLER_RECORD_DIR}}/${{CALLER_TAG}}-rx.wav))
+ same => n(go),Set(I=1)
+ same => n(next),Set(STEP=${{CUT(CALLER_SCRIPT,^,${{I}})}})
+ same => n,GotoIf($["${{STEP}}" = ""]?done)
+ same => n,Set(KIND=${{CUT(STEP,:,1)}})
+ same => n,Set(ARG=${{CUT(STEP,:,2)}})
+ same => n,ExecIf($["${{KIND}}" = "wait"]?Wait(${{ARG}}))
+ same => n,ExecIf($["${{KIND}}" = "dtmf"]?SendDTMF(${{ARG}}))
+ same => n,ExecIf($["${{KIND}}" = "play"]?Playback(${{ARG}}))
+ same => n,Set(I=$[${{I}} + 1])
+ same => n,Goto(next)
+ same => n(done),Hangup()
+
+; Stands in for the agents' queue.
+[test-human]
+exten => s,1,Verbose(1,HEZE-HUMAN ${{HEZE_UUID}})
+ same => n,Wait(1)
+ same => n,Hangup()
+"""
+
+
+def available() -> str | None:
+    """Why the PBX cannot run here, or None."""
+    if not (PBX_DIR / TARBALL).is_file():
+        return f"no Asterisk build at {PBX_DIR / TARBALL}"
+    return None
+
+
+@dataclass
+class CallResult:
+    tag: str
+    heard: Path | None  # what the caller heard (MixMonitor rx), when recorded
+
+
+class Pbx:
+    def __init__(self, gateway_host: str, http_port: int, audiosocket_port: int, token: str) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="heze-pbx-", dir="/tmp"))  # short: socket paths < 100 chars
+        with tarfile.open(PBX_DIR / TARBALL) as tar:
+            tar.extractall(self.work, filter="fully_trusted")
+        self.ast = self.work / "asterisk-20-debian12-x86_64"
+        self.conf = self.work / "conf"
+        shutil.copytree(PBX_DIR / "conf", self.conf)
+        (self.conf / "extensions.conf").write_text(
+            TEST_DIALPLAN.format(project=ROOT / "deploy" / "asterisk" / "extensions.conf"))
+        self.run_dir = self.work / "run"
+        self.records = self.work / "calls"
+        self.records.mkdir()
+        env = {**os.environ, "HEZE_GATEWAY": gateway_host, "HEZE_HTTP_PORT": str(http_port),
+               "HEZE_AUDIOSOCKET_PORT": str(audiosocket_port), "HEZE_TOKEN": token,
+               "HEZE_HUMAN_CONTEXT": "test-human"}
+        self.proc = subprocess.Popen(["bash", str(PBX_DIR / "run-asterisk.sh"), "fg", str(self.ast), str(self.conf),
+                                      str(self.run_dir)], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not self.cli("core waitfullybooted"):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"Asterisk did not start (see {self.run_dir}/log)")
+            time.sleep(0.3)
+
+    def cli(self, command: str) -> str:
+        out = subprocess.run(["bash", str(PBX_DIR / "run-asterisk.sh"), "cli", str(self.run_dir), command],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout if out.returncode == 0 else ""
+
+    def call(self, script: str, caller: str = "13800000008") -> CallResult:
+        """Place a call from a test caller who follows ``script``; returns at once."""
+        tag = uuid.uuid4().hex[:12]
+        spool = self.run_dir / "spool"
+        (spool / "tmp").mkdir(parents=True, exist_ok=True)
+        (spool / "outgoing").mkdir(parents=True, exist_ok=True)
+        body = (f"Channel: Local/s@test-caller\nCallerID: \"Test\" <{caller}>\nContext: heze-assistant\n"
+                f"Extension: s\nPriority: 1\nSetvar: CALLER_SCRIPT={script}\nSetvar: CALLER_TAG={tag}\n"
+                f"Setvar: CALLER_RECORD_DIR={self.records}\n")
+        tmp = spool / "tmp" / f"{tag}.call"
+        tmp.write_text(body)
+        tmp.replace(spool / "outgoing" / f"{tag}.call")
+        return CallResult(tag, self.records / f"{tag}-rx.wav")
+
+    def log(self) -> str:
+        path = self.run_dir / "log" / "full"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def channels(self) -> int:
+        out = self.cli("core show channels count")
+        for line in out.splitlines():
+            if "active channel" in line:
+                return int(line.split()[0])
+        return -1
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(PBX_DIR / "run-asterisk.sh"), "stop", str(self.run_dir)], capture_output=True,
+                       timeout=30)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.work, ignore_errors=True)

@@ -70,6 +70,8 @@ class Recogniser(Protocol):
     def close(self) -> None: ...
 
 
+_LONE_ZERO = re.compile(r"(?<![0-9０-９])０(?![0-9０-９])")
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 _REPEATS = re.compile(r"([^\d])\1{4,}")  # five or more of one character: a decoding loop, not speech (digits repeat)
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff0-9])|(?<=[0-9])\s+(?=[\u3400-\u9fff0-9])")
 
@@ -240,7 +242,10 @@ class WhisperRecogniser:
             audio, language="zh", beam_size=1, temperature=0.0, condition_on_previous_text=False,
             without_timestamps=True, vad_filter=False, initial_prompt=WHISPER_PROMPT, max_new_tokens=cap)
         kept = [s for s in segments if s.no_speech_prob < 0.6]
-        text = clean_transcript(self.to_simplified.convert("".join(s.text for s in kept)))
+        raw = self.to_simplified.convert("".join(s.text for s in kept))
+        # Whisper base sometimes writes a sentence end as a lone full-width zero ("好了没０").
+        raw = _LONE_ZERO.sub("。", raw).translate(_FULL_WIDTH_DIGITS)
+        text = clean_transcript(raw)
         text = _REPEATS.sub(r"\1", text)
         text = text.strip(" ，。,.!?！？")
         if not text:

@@ -86,11 +86,16 @@ class Speaking:
         return self._first_audio
 
     def echo_rms(self) -> float:
-        """The loudest frame the gateway sent within the echo window (0 when it was silent)."""
+        """How loud the gateway's own speech was within the echo window: the median level of the
+        frames it sent (0 when it was silent). The median, not the peak: a caller talking over a
+        prompt is about as loud as the prompt's ordinary syllables, never its loudest."""
         cutoff = self.clock.now() - ECHO_WINDOW_S
         while self._levels and self._levels[0][0] < cutoff:
             self._levels.popleft()
-        return max((level for _, level in self._levels), default=0.0)
+        if not self._levels:
+            return 0.0
+        levels = sorted(level for _, level in self._levels)
+        return levels[len(levels) // 2]
 
     async def drained(self) -> None:
         """Wait until everything queued has been sent (before hanging up)."""

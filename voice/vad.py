@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-PREROLL_MS = 300
+PREROLL_MS = 500
 THRESHOLD = 0.5
 
 

@@ -150,8 +150,10 @@ def split_turns(lines: list[str], rate_wpm: int, max_s: float = 15.0) -> list[li
     """Cut one answer into parts of at most ``max_s`` seconds of speech each (a sentence is never
     cut; one longer than ``max_s`` is a part of its own). The caller hears one part, then
     PROMPTS["more"], and the next part on END_KEY, on "接着说", or after a short silence."""
+    if sum(seconds_of(line, rate_wpm) for line in lines) <= max_s:
+        return [lines]
     parts: list[list[str]] = []
-    budget = max_s - seconds_of(PROMPTS["more"], rate_wpm)
+    budget = max_s - seconds_of(PROMPTS["more"], rate_wpm)  # each part but the last ends with "接着听"
     current: list[str] = []
     used = 0.0
     for line in lines:

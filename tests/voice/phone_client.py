@@ -16,13 +16,17 @@ SILENT_FRAME = bytes(FRAME)
 class Received:
     frames: list[tuple[float, bytes]] = field(default_factory=list)  # (monotonic time, audio) of speech
     silent_frames: int = 0  # the gateway's keepalive while it has nothing to say
+    times: list[float] = field(default_factory=list)  # arrival of every audio frame, speech or silence
     hangup_at: float | None = None
     other: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class PhoneClient:
-    def __init__(self, host: str, port: int, call_id: str | None = None, silent_line: bool = False) -> None:
+    def __init__(self, host: str, port: int, call_id: str | None = None, silent_line: bool = False,
+                 rate: int = 8000) -> None:
         self.host, self.port = host, port
+        # AudioSocket() sends 0x10 (8 kHz); Dial(AudioSocket/...c(slin16)) sends 0x12 (16 kHz, 640 bytes).
+        self.kind, self.frame = (0x10, FRAME) if rate == 8000 else (0x12, FRAME * 2)
         self.silent_line = silent_line  # like Asterisk's Local channels: no frames while quiet
         self.call_id = call_id or str(uuidlib.uuid4())
         self.got = Received()
@@ -51,8 +55,8 @@ class PhoneClient:
 
     def speak(self, pcm: bytes) -> None:
         """Queue audio to be sent in real time after what is already queued."""
-        for i in range(0, len(pcm), FRAME):
-            self._outgoing.put_nowait(pcm[i:i + FRAME].ljust(FRAME, b"\0"))
+        for i in range(0, len(pcm), self.frame):
+            self._outgoing.put_nowait(pcm[i:i + self.frame].ljust(self.frame, b"\0"))
 
     def press(self, keys: str) -> None:
         for k in keys:
@@ -72,9 +76,9 @@ class PhoneClient:
                     t += 0.02
                     await asyncio.sleep(max(0.0, t - loop.time()))
                     continue
-                frame = SILENT_FRAME
+                frame = bytes(self.frame)
             try:
-                self.raw(0x10, frame)
+                self.raw(self.kind, frame)
                 assert self._writer is not None
                 await self._writer.drain()
             except (ConnectionError, AssertionError):
@@ -89,6 +93,8 @@ class PhoneClient:
                 head = await self._reader.readexactly(3)
                 kind, n = struct.unpack(">BH", head)
                 payload = await self._reader.readexactly(n) if n else b""
+                if kind == 0x10:
+                    self.got.times.append(time.monotonic())
                 if kind == 0x10 and any(payload):
                     self.got.frames.append((time.monotonic(), payload))
                 elif kind == 0x10:

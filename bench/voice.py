@@ -133,7 +133,7 @@ async def caller(host: str, port: int, seconds: float, rng: random.Random, first
     """A caller on a silent line: listens to the greeting, then speaks (about SPEECH_LOAD of the
     time), each time waiting for the answer to start; hangs up after ``seconds``."""
     phone = PhoneClient(host, port, silent_line=True)
-    out: dict[str, list[float]] = {"greeting_ms": [], "speech_to_audio_ms": [], "barge_in_ms": []}
+    out: dict[str, list[float]] = {"greeting_ms": [], "speech_to_audio_ms": [], "barge_in_ms": [], "frame_gap_ms": []}
     t0 = time.monotonic()
     await phone.connect()
     first = await phone.wait_audio_after(t0, timeout=30)
@@ -159,6 +159,8 @@ async def caller(host: str, port: int, seconds: float, rng: random.Random, first
         # Listen a while (the answer plays or is interrupted by the next utterance), so that the
         # caller speaks about SPEECH_LOAD of the time.
         await asyncio.sleep(max(0.5, len(pcm) / 16000 * (1 / SPEECH_LOAD - 1) - 2 + rng.random() * 2))
+    times = phone.got.times
+    out["frame_gap_ms"].append(max((b - a for a, b in zip(times, times[1:])), default=0) * 1000)
     await phone.drop()
     return out
 
@@ -167,8 +169,10 @@ async def capacity(host: str, port: int, n: int, seconds: float) -> dict[str, An
     rng = random.Random(n)
     rows = await asyncio.gather(*(caller(host, port, seconds, random.Random(rng.random())) for _ in range(n)))
     lat = [x for r in rows for x in r["speech_to_audio_ms"]]
+    gaps = [x for r in rows for x in r["frame_gap_ms"]]
     return {"calls": n, "answers": len(lat), "speech_to_audio_p50_ms": round(pct(lat, 0.5), 1) if lat else None,
-            "speech_to_audio_p95_ms": round(pct(lat, 0.95), 1) if lat else None}
+            "speech_to_audio_p95_ms": round(pct(lat, 0.95), 1) if lat else None,
+            "worst_frame_gap_ms": round(max(gaps), 1) if gaps else None}
 
 
 def stack_runs(engine: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -185,20 +189,22 @@ def stack_runs(engine: str, tmp: Path, args: argparse.Namespace) -> dict[str, An
         rasa = f"http://{settings.rasa_host}:{settings.rasa_port}"
         out["recognition"] = recognition(engine, vs, rasa, settings.rasa_api_token.get_secret_value())
         print(engine, out["recognition"], flush=True)
-        single: dict[str, list[float]] = {"greeting_ms": [], "speech_to_audio_ms": [], "barge_in_ms": []}
+        single: dict[str, list[float]] = {"greeting_ms": [], "speech_to_audio_ms": [], "barge_in_ms": [],
+                                          "frame_gap_ms": []}
         for i in range(args.single):
-            row = asyncio.run(caller(host, port, 30, random.Random(i), first_only=True))
-            for k, v in row.items():
+            one = asyncio.run(caller(host, port, 30, random.Random(i), first_only=True))
+            for k, v in one.items():
                 single[k].extend(v)
         out["one_call"] = {f"{k}_{q}": round(pct(v, p), 1) for k, v in single.items() if v
                            for q, p in (("p50", 0.5), ("p95", 0.95))}
         print(engine, out["one_call"], flush=True)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for n in args.calls:
             runs = [asyncio.run(capacity(host, port, n, args.seconds)) for _ in range(args.runs)]
-            row = {"calls": n, "answers": sum(r["answers"] for r in runs),
+            row: dict[str, Any] = {"calls": n, "answers": sum(r["answers"] for r in runs),
                    "speech_to_audio_p50_ms": statistics.median(r["speech_to_audio_p50_ms"] or 1e9 for r in runs),
-                   "speech_to_audio_p95_ms": statistics.median(r["speech_to_audio_p95_ms"] or 1e9 for r in runs)}
+                   "speech_to_audio_p95_ms": statistics.median(r["speech_to_audio_p95_ms"] or 1e9 for r in runs),
+                   "worst_frame_gap_ms": statistics.median(r["worst_frame_gap_ms"] or 0 for r in runs)}
             rows.append(row)
             print(engine, row, flush=True)
             if row["speech_to_audio_p95_ms"] > 3000:

@@ -81,8 +81,10 @@ if [ ! -f .env ]; then
   # Empty secrets get random values; nothing secret is ever committed.
   token=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
   paysecret=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+  gateway=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
   sed -e "s/^RASA_API_TOKEN=\$/RASA_API_TOKEN=$token/" \
-      -e "s/^PAYMENT_SANDBOX_SECRET=\$/PAYMENT_SANDBOX_SECRET=$paysecret/" .env.example >.env.tmp
+      -e "s/^PAYMENT_SANDBOX_SECRET=\$/PAYMENT_SANDBOX_SECRET=$paysecret/" \
+      -e "s/^VOICE_GATEWAY_TOKEN=\$/VOICE_GATEWAY_TOKEN=$gateway/" .env.example >.env.tmp
   mv .env.tmp .env
   say "created .env from .env.example (random secrets filled in)"
 fi

@@ -38,8 +38,11 @@ def main() -> int:
         print(f"  {channel + ' channel':<14} POST http://{settings.rasa_host}:{settings.rasa_port}/webhooks/{channel}/webhook"
               f"  [{state}]")
     voice = get_voice_settings()
+    token = "VOICE_GATEWAY_TOKEN from .env" if voice.voice_gateway_token.get_secret_value() else \
+        "a token made for this run only: set VOICE_GATEWAY_TOKEN in .env for a PBX"
     print(f"  {'phone line':<14} AudioSocket {voice.voice_audiosocket_host}:{voice.voice_audiosocket_port}, "
-          f"WebSocket ws://{voice.voice_host}:{voice.voice_http_port}/media  (deploy/asterisk/)")
+          f"WebSocket ws://{voice.voice_host}:{voice.voice_http_port}/media, {voice.voice_asr_engine} "
+          f"[{token}]  (deploy/asterisk/)")
     print("  console: first admin with `.venv/bin/python -m console create-user --username <name>`")
     print("  logs: var/log/   按 Ctrl-C 停止 / Ctrl-C stops everything\n", flush=True)
     while not stopping:

@@ -98,8 +98,8 @@ class WebSocketTransport:
             self.closed = True
             try:
                 await self.ws.close(1000)
-            except RuntimeError:
-                pass
+            except (WebSocketDisconnect, RuntimeError):
+                pass  # the PBX has already gone
 
 
 async def media_endpoint(gw: Gateway, ws: WebSocket) -> None:

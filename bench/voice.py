@@ -176,7 +176,7 @@ async def capacity(host: str, port: int, n: int, seconds: float) -> dict[str, An
 
 
 def stack_runs(engine: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    vs = voice_settings(tmp / engine, voice_asr_engine=engine, voice_max_calls=64)
+    vs = voice_settings(tmp / engine, voice_asr_engine=engine, voice_max_calls=64, voice_endpoint_s=args.endpoint)
     api_port = free_port()
     settings = make_settings(rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
                              public_base_url=f"http://127.0.0.1:{api_port}",
@@ -187,8 +187,9 @@ def stack_runs(engine: str, tmp: Path, args: argparse.Namespace) -> dict[str, An
     out: dict[str, Any] = {}
     try:
         rasa = f"http://{settings.rasa_host}:{settings.rasa_port}"
-        out["recognition"] = recognition(engine, vs, rasa, settings.rasa_api_token.get_secret_value())
-        print(engine, out["recognition"], flush=True)
+        if not args.skip_recognition:
+            out["recognition"] = recognition(engine, vs, rasa, settings.rasa_api_token.get_secret_value())
+            print(engine, out["recognition"], flush=True)
         single: dict[str, list[float]] = {"greeting_ms": [], "speech_to_audio_ms": [], "barge_in_ms": [],
                                           "frame_gap_ms": []}
         for i in range(args.single):
@@ -225,12 +226,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=45)
     parser.add_argument("--single", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--endpoint", type=float, default=0.5, help="VOICE_ENDPOINT_S for the stack")
+    parser.add_argument("--skip-recognition", action="store_true")
     parser.add_argument("--out", default="bench/voice-last-run.json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heze-bench-voice-"))
     vs = voice_settings(tmp)
     voice = choose_voice(vs.voice_tts_voice)
-    results: dict[str, Any] = {"voice": voice, "tts": tts(voice, vs.voice_tts_rate, tmp)}
+    results: dict[str, Any] = {"voice": voice, "endpoint_s": args.endpoint, "tts": tts(voice, vs.voice_tts_rate, tmp)}
     for engine in args.engines:
         results[engine] = stack_runs(engine, tmp, args)
     write_results(results, args)

@@ -174,7 +174,7 @@ class Call:
     # ---- input from the transport (never blocks) ------------------------------------------
     def audio(self, pcm: bytes) -> None:
         if not self.ended:
-            self.listener.audio(pcm, self.mouth.echo_rms())
+            self.listener.audio(pcm, self.mouth.echo_reference())
 
     def key(self, digit: str) -> None:
         if not self.ended:

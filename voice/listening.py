@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from voice.asr import AsrStream, Final
 from voice.audio import StreamResampler
 from voice.clock import Clock
-from voice.vad import Endpointer, Utterance
+from voice.vad import EchoReference, Endpointer, Utterance
 
 logger = logging.getLogger(__name__)
 
 GAP_CHECK_S = 0.05
+MIN_FEED_CHUNKS = 3  # about 100 ms of speech per recogniser call while the caller talks (a 32 ms
+FEED_WAIT_S = 0.06  # chunk per call costs Vosk several times its real-time factor)
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class Listener:
         self.endpointer, self.stream, self.clock = endpointer, stream, clock
         self.endpoint_s, self.emit, self.recording = endpoint_s, emit, recording
         self.resampler = resampler  # for PBX rates the VAD does not take (24, 32, 48 kHz ...)
-        self._work: asyncio.Queue[bytes | float] = asyncio.Queue()  # audio, or the speech end time
+        # Speech to decode, in order, and the end time of each utterance after its audio.
+        self._work: deque[bytes | float] = deque()
+        self._ready = asyncio.Event()
         self._last_frame_at: float | None = None
         self._last_speech_at = 0.0
 
-    def audio(self, pcm: bytes, echo_rms: float = 0.0) -> None:
+    def audio(self, pcm: bytes, echo: EchoReference | None = None) -> None:
         """The caller's audio as it arrives."""
         now = self.clock.now()
         self._last_frame_at = now
@@ -54,7 +59,7 @@ class Listener:
             self.recording.write(pcm)  # type: ignore[attr-defined]
         if self.resampler is not None:
             pcm = self.resampler.feed(pcm)
-        self._take(self.endpointer.push(pcm, echo_rms), now)
+        self._take(self.endpointer.push(pcm, echo), now)
 
     def reconfigure(self, endpointer: Endpointer, stream: AsrStream, resampler: StreamResampler | None) -> None:
         """Listen at another rate (the PBX's first audio frame said which); before any speech."""
@@ -70,28 +75,42 @@ class Listener:
     def _take(self, u: Utterance, now: float) -> None:
         if u.started:
             self.emit(SpeechStarted(now))
-        for chunk in u.audio:
-            self._work.put_nowait(chunk)
+        self._work.extend(u.audio)
         if u.speech:
             self._last_speech_at = now
         if u.ended:
-            self._work.put_nowait(self._last_speech_at or now)
+            self._work.append(self._last_speech_at or now)
+        if self._work:
+            self._ready.set()
 
     async def run(self) -> None:
         await asyncio.gather(self._decode(), self._watch_gaps())
 
     async def _decode(self) -> None:
         while True:
-            item = await self._work.get()
-            if isinstance(item, bytes):
-                await self.stream.feed(item)
+            await self._ready.wait()
+            if self.endpointer.in_speech and len(self._work) < MIN_FEED_CHUNKS:
+                await self.clock.sleep(FEED_WAIT_S)  # let a few more chunks arrive: fewer, larger calls
+            chunks: list[bytes] = []
+            end: float | None = None
+            while self._work and end is None:
+                item = self._work.popleft()
+                if isinstance(item, bytes):
+                    chunks.append(item)
+                else:
+                    end = item
+            if not self._work:
+                self._ready.clear()
+            if chunks:
+                await self.stream.feed(b"".join(chunks))
+            if end is None:
                 continue
             try:
                 final = await self.stream.finish()
             except Exception:  # noqa: BLE001 - a recogniser failure loses one utterance, not the call
                 logger.exception("recognition failed")
                 final = None
-            self.emit(Heard(final, item))
+            self.emit(Heard(final, end))
 
     async def _watch_gaps(self) -> None:
         while True:

@@ -52,9 +52,10 @@ class VoiceSettings(BaseSettings):
     voice_endpoint_s: float = Field(default=0.5, gt=0)
     voice_max_utterance_s: float = Field(default=15.0, gt=1)
     # Barge-in: this much speech (silero-vad) stops the prompt. While the gateway speaks, the caller's
-    # audio must also be louder than echo_ratio x the prompt's level, so the prompt's echo is not speech.
+    # audio must also be louder than echo_ratio x the prompt's level and must not be a copy of the
+    # prompt, so the prompt's echo is not speech (voice/vad.py).
     voice_barge_in_ms: int = Field(default=160, ge=32)
-    voice_echo_ratio: float = Field(default=0.3, ge=0)
+    voice_echo_ratio: float = Field(default=0.2, ge=0)
     # One turn of speech at most about this long; longer answers are split ("接着听，请按井号键").
     # (The greeting with its four keys and the human key is 15.5 s at the default rate.)
     voice_max_turn_s: float = Field(default=16.0, ge=5)

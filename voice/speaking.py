@@ -9,8 +9,8 @@ at once.
 Transports that need it (AudioSocket) get silence frames whenever nothing is being said: Asterisk
 ends an AudioSocket call after 2 s without a frame in either direction, and a caller on a Local
 channel or a silence-suppressed line sends no frames while quiet (shared/pbx/README.md, items 4
-and 8). The player also keeps the level of what it sent in the last ``ECHO_WINDOW_S``, which the
-endpointer uses to tell the caller's voice from the prompt's echo."""
+and 8). The player also keeps what it sent in the last ``ECHO_WINDOW_S``, which the
+endpointer uses to tell the caller's voice from the prompt's echo (voice/vad.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -23,10 +23,12 @@ import numpy as np
 from voice.audio import FRAME_MS, frame_bytes
 from voice.clock import Clock
 from voice.tts import TtsError
+from voice.vad import EchoReference
 
 logger = logging.getLogger(__name__)
 
 ECHO_WINDOW_S = 0.4  # the line's echo comes back within this (round trip plus the echo path)
+ECHO_LEVEL_S = 0.2  # the loudest frame this recent sets the level an echo could have
 
 
 class Transport(Protocol):
@@ -56,7 +58,7 @@ class Speaking:
         self._play: asyncio.Queue[tuple[int, bytes | None]] = asyncio.Queue()
         self._outstanding = 0  # prompts queued and not yet fully played
         self._first_audio: asyncio.Future[float] | None = None
-        self._levels: deque[tuple[float, float]] = deque()  # (time sent, RMS) of loud frames
+        self._sent: deque[tuple[float, float, np.ndarray]] = deque()  # (time, RMS, samples) of speech frames
 
     @property
     def speaking(self) -> bool:
@@ -85,17 +87,15 @@ class Speaking:
         self._first_audio = asyncio.get_running_loop().create_future()
         return self._first_audio
 
-    def echo_rms(self) -> float:
-        """How loud the gateway's own speech was within the echo window: the median level of the
-        frames it sent (0 when it was silent). The median, not the peak: a caller talking over a
-        prompt is about as loud as the prompt's ordinary syllables, never its loudest."""
-        cutoff = self.clock.now() - ECHO_WINDOW_S
-        while self._levels and self._levels[0][0] < cutoff:
-            self._levels.popleft()
-        if not self._levels:
-            return 0.0
-        levels = sorted(level for _, level in self._levels)
-        return levels[len(levels) // 2]
+    def echo_reference(self) -> EchoReference | None:
+        """What the gateway sent within the echo window, for the endpointer (None: it was silent)."""
+        now = self.clock.now()
+        while self._sent and self._sent[0][0] < now - ECHO_WINDOW_S:
+            self._sent.popleft()
+        if not self._sent:
+            return None
+        level = max((rms for t, rms, _ in self._sent if t >= now - ECHO_LEVEL_S), default=0.0)
+        return EchoReference(np.concatenate([x for _, _, x in self._sent]), level, self.transport.out_rate)
 
     async def drained(self) -> None:
         """Wait until everything queued has been sent (before hanging up)."""
@@ -175,6 +175,4 @@ class Speaking:
 
     def _note_level(self, frame: bytes) -> None:
         x = np.frombuffer(frame, dtype="<i2").astype(np.float32)
-        rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
-        if rms > 0:
-            self._levels.append((self.clock.now(), rms))
+        self._sent.append((self.clock.now(), float(np.sqrt(np.mean(x * x))) if len(x) else 0.0, x))

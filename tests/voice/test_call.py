@@ -29,6 +29,12 @@ def tone(seconds: float, amplitude: float = 6000) -> bytes:
     return (amplitude * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
 
 
+def voice(seconds: float, amplitude: float = 6000) -> bytes:
+    """A stand-in for a caller's voice: loud noise, unlike the prompt's tone."""
+    x = np.random.default_rng(7).normal(0, amplitude, int(RATE * seconds))
+    return np.clip(x, -32768, 32767).astype("<i2").tobytes()
+
+
 class LoudnessDetector:
     """Stands in for silero-vad: a chunk is speech when it is loud."""
 
@@ -138,10 +144,18 @@ class Harness:
         await self.clock.advance(seconds)
 
     async def talk(self, seconds: float, amplitude: float = 6000) -> None:
-        """Send 20 ms frames of speech in step with the clock, then stop sending (a Local channel)."""
-        pcm = tone(seconds, amplitude)
+        """Send 20 ms frames of a voice in step with the clock, then stop sending (a Local channel)."""
+        pcm = voice(seconds, amplitude)
         for i in range(0, len(pcm), FRAME):
             self.call.audio(pcm[i:i + FRAME])
+            await self.clock.advance(0.02)
+
+    async def echo(self, seconds: float, gain: float, delay_frames: int = 2) -> None:
+        """The line sends back what the gateway says, ``gain`` times as loud, a little later."""
+        for _ in range(int(seconds / 0.02)):
+            sent = self.line.sent[-1 - delay_frames][1] if len(self.line.sent) > delay_frames else bytes(FRAME)
+            x = np.frombuffer(sent, dtype="<i2").astype(np.float32) * gain
+            self.call.audio(x.astype("<i2").tobytes())
             await self.clock.advance(0.02)
 
     def texts(self) -> list[str]:
@@ -293,10 +307,10 @@ async def test_a_long_answer_comes_in_parts() -> None:
 async def test_the_prompts_echo_does_not_barge_in_but_the_caller_does() -> None:
     h = await start_call(lambda m: menu("您好，这里是菏泽市民政务助手，请直接说要办的事，也可以按键。"))
     await h.run(0.5)
-    # Echo: the prompt comes back 12 dB down (a quarter of its level) while it plays.
-    await h.talk(1.0, amplitude=8000 * 0.707 * 0.25)
+    for gain in (1.0, 0.5, 0.25, 0.1):  # the prompt's echo, from as loud as the prompt to 20 dB down
+        await h.echo(1.0, gain)
     assert h.line.stops == 0 and h.call.mouth.speaking
-    await h.talk(0.4, amplitude=6000)  # the caller talks over the prompt
+    await h.talk(0.4, amplitude=3000)  # the caller talks over the prompt (quieter than it)
     assert h.line.stops == 1
     h.call.hangup()
     await h.run(0.1)

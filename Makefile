@@ -53,6 +53,7 @@ bench-wechat: bootstrap train
 
 bench-voice: bootstrap train
 	$(PY) -m bench.voice
+	$(PY) -m bench.echo
 
 bench-console: bootstrap
 	$(PY) -m bench.console

@@ -40,10 +40,11 @@ FFMPEG_TIMEOUT_S = 20
 WAV_RATES = (8000, 48000)  # the rates POST /asr takes in a WAV header
 
 
-async def decode_audio(data: bytes, rate: int) -> bytes:
-    """Any audio ffmpeg reads (AMR from WeChat, MP3, WAV...) -> 16-bit mono PCM at ``rate``."""
+async def decode_audio(data: bytes, rate: int, max_s: float) -> bytes:
+    """Any audio ffmpeg reads (AMR from WeChat, MP3, WAV...) -> 16-bit mono PCM at ``rate``; at most
+    a little more than ``max_s`` seconds of it, however long the file claims to be (memory stays bounded)."""
     proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-t", str(max_s + 1),
         "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(rate), "pipe:1",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
@@ -176,7 +177,7 @@ def create_app(settings: VoiceSettings) -> FastAPI:
                     raise HTTPException(413, f"audio longer than {settings.voice_asr_max_s} s")
                 pcm = await asyncio.to_thread(resample, pcm, src, rate)
             else:
-                pcm = await decode_audio(body, rate)
+                pcm = await decode_audio(body, rate, settings.voice_asr_max_s)
         except ValueError as exc:
             raise HTTPException(400, f"cannot decode the audio: {exc}") from None
         if len(pcm) > rate * 2 * settings.voice_asr_max_s:

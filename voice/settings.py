@@ -55,7 +55,7 @@ class VoiceSettings(BaseSettings):
     # audio must also be louder than echo_ratio x the prompt's level and must not be a copy of the
     # prompt, so the prompt's echo is not speech (voice/vad.py).
     voice_barge_in_ms: int = Field(default=160, ge=32)
-    voice_echo_ratio: float = Field(default=0.2, ge=0)
+    voice_echo_ratio: float = Field(default=0.1, ge=0)
     # One turn of speech at most about this long; longer answers are split ("接着听，请按井号键").
     # (The greeting with its four keys and the human key is 15.5 s at the default rate.)
     voice_max_turn_s: float = Field(default=16.0, ge=5)

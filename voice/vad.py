@@ -15,12 +15,12 @@ SIP line is quiet: the call's listener checks that on the wall clock).
 
 The prompt's own echo on the line is speech too, so while the gateway speaks a speech chunk is
 taken as the caller only when it is (a) louder than ``echo_ratio`` times the loudest frame the
-gateway sent in the last 0.2 s (a weak echo, 14 dB or more down, fails this) and (b) not a copy of
+gateway sent in the last 0.2 s (a weak echo, 20 dB or more down, fails this) and (b) not a copy of
 what the gateway sent: its normalised cross-correlation with the last 0.4 s of outgoing audio stays
 under ``ECHO_NCC`` (a strong echo, whatever its delay and through a short echo path, correlates
 above 0.9; a caller talking over the prompt stays under 0.5). Simulated with the fixtures over a
 prompt whose echo came back filtered, delayed 40 ms, at 0-15 dB down in line noise: no echo-only
-barge-in, and callers were heard after 0.22 s (median; bench/RESULTS.md)."""
+barge-in, and callers were heard after 0.22 s (median; `python -m bench.echo`, bench/RESULTS.md)."""
 from __future__ import annotations
 
 import importlib.util
@@ -128,7 +128,7 @@ class Endpointer:
     """Speech start and end for one call's audio (see the module docstring)."""
 
     def __init__(self, detector: SpeechDetector, rate: int, start_ms: int = 160, endpoint_s: float = 0.5,
-                 max_utterance_s: float = 15.0, echo_ratio: float = 0.2) -> None:
+                 max_utterance_s: float = 15.0, echo_ratio: float = 0.1) -> None:
         self.detector, self.rate = detector, rate
         self.chunk = detector.chunk
         chunk_s = self.chunk / rate

@@ -244,7 +244,7 @@ class WhisperRecogniser:
         kept = [s for s in segments if s.no_speech_prob < 0.6]
         raw = self.to_simplified.convert("".join(s.text for s in kept))
         # Whisper base sometimes writes a sentence end as a lone full-width zero ("好了没０").
-        raw = _LONE_ZERO.sub("。", raw).translate(_FULL_WIDTH_DIGITS)
+        raw = _LONE_ZERO.sub("。", raw).translate(_FULL_WIDTH_DIGITS).replace("\ufffd", "")  # and broken bytes
         text = clean_transcript(raw)
         text = _REPEATS.sub(r"\1", text)
         text = text.strip(" ，。,.!?！？")

@@ -242,16 +242,15 @@ class Call:
             await self._timeout(event.kind)
 
     async def _heard(self, event: Heard) -> None:
-        text = event.final.text if event.final else ""
-        if not text:  # a noise that was no words: wait again
+        final = event.final
+        if final is None:  # a noise that was no words: wait again
             self._arm_after_prompt()
             return
-        if self.parts and any(w in text for w in MORE_WORDS):
+        if self.parts and any(w in final.text for w in MORE_WORDS):
             self._next_part()
             return
-        await self._turn(text, TurnRecord(kind="speech", transcript=text, asr_confidence=event.final.confidence
-                                          if event.final else None),
-                         started=event.speech_end, asr_confidence=event.final.confidence if event.final else None)
+        await self._turn(final.text, TurnRecord(kind="speech", transcript=final.text, asr_confidence=final.confidence),
+                         started=event.speech_end, asr_confidence=final.confidence)
 
     # ---- keys: one table of what each key does -------------------------------------------
     async def _key(self, key: str, at: float) -> None:

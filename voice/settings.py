@@ -31,9 +31,10 @@ class VoiceSettings(BaseSettings):
     # Asterisk connects here; use 0.0.0.0 (with a firewall) when the PBX is on another host.
     voice_audiosocket_host: str = "127.0.0.1"
     voice_audiosocket_port: int = 9092
-    # Calls taken at once; one more hears the busy prompt. The default is what 2 cores served with every
-    # caller's answer starting within 1.5 s (bench/RESULTS.md, `make bench-voice`): measure your own.
-    voice_max_calls: int = Field(default=12, ge=1)
+    # Calls taken at once; one more hears the busy prompt. The default is what this 2-core machine served
+    # with the packaged models before the line's audio stuttered (8 calls: 247 ms gaps; bench/RESULTS.md).
+    # Measure yours with the production model: `make bench-voice`.
+    voice_max_calls: int = Field(default=4, ge=1)
     # Shared secret for POST /asr, the /media WebSocket and /calls/*: the dialplan (CURLOPT httpheader),
     # FreeSWITCH (?token= on the WebSocket URL) and the WeChat channel send it. Empty: `make run` makes one.
     voice_gateway_token: SecretStr = SecretStr("")

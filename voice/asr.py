@@ -165,6 +165,7 @@ class VoskStream:
         self._wanted: list[str] | None = None
         # Made in the pool on first use: a recogniser takes ~55 ms to build, too long for the event loop.
         self._kaldi: Any = None
+        self._in_utterance = False  # a new phrase list applies from the next utterance, never inside one
 
     def limit_to(self, phrases: Iterable[str] | None) -> None:
         """Listen only for these phrases from the next utterance on (None: free speech).
@@ -178,7 +179,7 @@ class VoskStream:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._finish)
 
     def _ready(self) -> Any:
-        if self._kaldi is None or self._wanted != self.grammar:
+        if self._kaldi is None or (self._wanted != self.grammar and not self._in_utterance):
             self.grammar = self._wanted
             self._kaldi = self.rec.recogniser(self.grammar)
         return self._kaldi
@@ -186,10 +187,13 @@ class VoskStream:
     def _feed(self, pcm: bytes) -> None:
         data = self.resampler.feed(pcm)
         if data:
-            self._ready().AcceptWaveform(data)
+            kaldi = self._ready()
+            self._in_utterance = True
+            kaldi.AcceptWaveform(data)
 
     def _finish(self) -> Final | None:
         kaldi = self._ready()
+        self._in_utterance = False
         tail = self.resampler.flush()
         if tail:
             kaldi.AcceptWaveform(tail)

@@ -114,7 +114,8 @@ class AudioSocketTransport:
     async def stop_playback(self) -> None:
         """Nothing to tell Asterisk: audio it has not received is simply not sent."""
 
-    async def close(self) -> None:
+    async def close(self, next_step: str | None = None) -> None:
+        """0x00 and close: Asterisk's AudioSocket() returns and the dialplan asks /calls/{uuid}/next."""
         if self.closed:
             return
         self.closed = True

@@ -76,19 +76,23 @@ class Gateway:
     calls: dict[str, "Call"] = field(default_factory=dict)
     callers: dict[str, tuple[str, float]] = field(default_factory=dict)  # uuid -> (caller id, when)
     recorder: Callable[[str, int], Any] | None = None
+    admitting: set[str] = field(default_factory=set)  # admitted, not yet attended
 
     async def admit(self, call_id: str) -> str | None:
         """Why a new call cannot be taken, or None. One place, one policy: 'duplicate' (that call id
         is connected now), 'reused' (that call id was used before: ids are accepted once), 'busy'
-        (VOICE_MAX_CALLS reached; the caller hears PROMPTS['busy'])."""
-        if call_id in self.calls:
+        (VOICE_MAX_CALLS reached; the caller hears PROMPTS['busy']). The place is held from here on
+        (before anything is awaited), so two calls arriving together cannot both take the last one."""
+        if call_id in self.calls or call_id in self.admitting:
             return "duplicate"
-        if await self.records.known(call_id):
-            return "reused"
-        if len(self.calls) >= self.settings.voice_max_calls:
+        if len(self.calls) + len(self.admitting) >= self.settings.voice_max_calls:
             logger.warning("%d calls already, refusing %s", len(self.calls), call_id)
             await self.records.refused(call_id, "busy")
             return "busy"
+        self.admitting.add(call_id)
+        if await self.records.known(call_id):
+            self.admitting.discard(call_id)
+            return "reused"
         return None
 
     async def attend(self, call: "Call", reading: Awaitable[None]) -> bool:
@@ -96,6 +100,7 @@ class Gateway:
         the call (goodbye, silence, hand-off), False when the caller hung up. When the reader
         fails (malformed input), the call is ended with reason "error" and the error re-raised."""
         self.calls[call.call_id] = call
+        self.admitting.discard(call.call_id)
         runner = asyncio.create_task(call.run())
         reader = asyncio.ensure_future(reading)
         try:
@@ -170,6 +175,8 @@ class Call:
         self.unknown_frames = 0
         self._timer: asyncio.Task[None] | None = None
         self._timer_token = 0
+        self._reply_at = 0.0  # when the current answer started: speech that began before it is stale
+        self._writing: set[asyncio.Task[None]] = set()  # turn records waiting for their first audio
 
     # ---- input from the transport (never blocks) ------------------------------------------
     def audio(self, pcm: bytes) -> None:
@@ -208,6 +215,8 @@ class Call:
         await self.gw.records.start(self.call_id, self.kind, self.caller)
         logger.info("call %s started (%s, caller %s)", self.call_id, self.kind, log_caller(self.caller))
         tasks = [asyncio.create_task(t) for t in (self.listener.run(), self.mouth.run())]
+        for task in tasks:
+            task.add_done_callback(self._part_ended)
         try:
             await self._turn(GREET_PAYLOAD, TurnRecord(kind="start"), started=self.clock.now())
             while not self.ended:
@@ -218,6 +227,12 @@ class Call:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # First the PBX: it asks /calls/{uuid}/next at once, and a silent line without our
+            # frames is hung up by Asterisk after 2 s, before the dialplan could reach a person.
+            self.gw.records.decided(self.call_id, self.next_step)
+            gateway_ended = self.end_reason not in ("caller_hangup", "error")
+            await self.transport.close(self.next_step if gateway_ended else None)
+            await asyncio.gather(*self._writing, return_exceptions=True)
             path = self.recording.close() if self.recording else None
             await self.gw.records.end(self.call_id, self.end_reason, self.next_step, path, self.unknown_frames)
             # Rasa is told the call is over, so no form is left waiting in the tracker.
@@ -225,10 +240,20 @@ class Call:
                                    {"call_id": self.call_id, "call_ended": self.end_reason})
             logger.info("call %s ended: %s -> %s", self.call_id, self.end_reason, self.next_step)
 
+    def _part_ended(self, task: "asyncio.Task[None]") -> None:
+        """The listener or the speaking pipeline stopped by itself: the call cannot go on."""
+        if task.cancelled() or self.ended:
+            return
+        logger.error("call %s: %s stopped", self.call_id, task.get_coro().__qualname__,  # type: ignore[union-attr]
+                     exc_info=task.exception())
+        self.hangup("error")
+
     async def _handle(self, event: object) -> None:
         if isinstance(event, HungUp):
             self.end_reason, self.ended = event.reason, True
         elif isinstance(event, SpeechStarted):
+            if event.at < self._reply_at:
+                return  # the caller spoke while the answer was being prepared: it must not cut it off
             self.silences = 0
             self._cancel_timer()
             await self._barge_in()
@@ -243,8 +268,12 @@ class Call:
 
     async def _heard(self, event: Heard) -> None:
         final = event.final
-        if final is None:  # a noise that was no words: wait again
-            self._arm_after_prompt()
+        if final is None:  # a noise that was no words
+            if self.barged and self.last_prompt:  # ... that stopped the prompt: say it again at once
+                self.barged = False
+                self.say(self.last_prompt)
+            else:
+                self._arm_after_prompt()
             return
         if self.parts and any(w in final.text for w in MORE_WORDS):
             self._next_part()
@@ -273,7 +302,7 @@ class Call:
             self._arm("digits", self.s.voice_digit_timeout_s)
         elif key in self.keys:
             await self._turn(self.keys[key], TurnRecord(kind="dtmf", dtmf=key), started=at)
-        elif key == MENU_HUMAN_ALIAS:
+        elif key == MENU_HUMAN_ALIAS and self.keys:
             await self._turn(HUMAN_PAYLOAD, TurnRecord(kind="dtmf", dtmf=key), started=at)
         elif key.isdigit():  # a number keyed without being asked for: taken as one
             self.digits += key
@@ -367,29 +396,45 @@ class Call:
         t0 = self.clock.now()
         reply = read_reply(await self.gw.ask_rasa(self.call_id, text, metadata))
         record.rasa_ms = int((self.clock.now() - t0) * 1000)
-        if reply is None or not reply.lines:
+        if (reply is None or not reply.lines) and text == HUMAN_PAYLOAD:
+            reply = Reply(lines=sentences(PROMPTS["to_human"]), handoff=True)  # a person, even without Rasa
+        elif reply is None or not reply.lines:
             reply = Reply(lines=sentences(PROMPTS["rasa_down"]))
         if reply.slow:
             self.slow = True
-        parts = split_turns(reply.lines, self._rate(), self.s.voice_max_turn_s)
         record.reply = "".join([readback or "", *reply.lines])
         if reply.handoff:
             self.next_step, self.end_reason = "human", "handoff"
+            parts = [reply.lines]  # said whole: no "接着听" when nothing follows
+        else:
+            parts = split_turns(reply.lines, self._rate(), self.s.voice_max_turn_s)
         self.parts, self.pending = parts[1:], reply
+        self._reply_at = self.clock.now()
         self._speak_part(parts[0])
-        try:
-            heard = await asyncio.wait_for(asyncio.shield(first), 10)
-            record.latency_ms = int((heard - started) * 1000)
-            if not readback:
-                record.tts_ms = max(0, int((heard - t0) * 1000) - record.rasa_ms)
-        except asyncio.TimeoutError:
-            pass
-        await self._record(record)
+        self._record_when_heard(record, first, started, t0, readback is not None)
         if reply.handoff:
-            while self.parts:
-                self._next_part()
             await self.mouth.drained()
             self.ended = True
+
+    def _record_when_heard(self, record: TurnRecord, first: "asyncio.Future[float]", started: float, t0: float,
+                           readback: bool) -> None:
+        """Write the turn once its first audio went out (latency), without holding up the call."""
+        self.seq += 1
+        seq = self.seq
+
+        async def write() -> None:
+            try:
+                heard = await asyncio.wait_for(asyncio.shield(first), 10)
+                record.latency_ms = int((heard - started) * 1000)
+                if not readback:
+                    record.tts_ms = max(0, int((heard - t0) * 1000) - (record.rasa_ms or 0))
+            except asyncio.TimeoutError:
+                pass
+            await self.gw.records.turn(self.call_id, seq, record)
+
+        task = asyncio.create_task(write())
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
     def _speak_part(self, lines: list[str]) -> None:
         """Say one part of an answer. The answer's keys work from its first part on (a caller who

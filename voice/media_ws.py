@@ -93,7 +93,10 @@ class WebSocketTransport:
     async def stop_playback(self) -> None:
         await self.send_json({"type": "killAudio"})
 
-    async def close(self) -> None:
+    async def close(self, next_step: str | None = None) -> None:
+        """``{"type": "disconnect", "next": ...}`` (when the gateway ends the call), then close."""
+        if next_step is not None:
+            await self.send_json({"type": "disconnect", "next": next_step})
         if not self.closed:
             self.closed = True
             try:
@@ -119,8 +122,7 @@ async def media_endpoint(gw: Gateway, ws: WebSocket) -> None:
         if refused:
             raise MediaError("this call id is already connected")
         call = Call(gw, call_id, transport, "websocket", caller or gw.caller_for(call_id))
-        if await gw.attend(call, _read_loop(ws, call)):
-            await transport.send_json({"type": "disconnect", "next": call.next_step})
+        await gw.attend(call, _read_loop(ws, call))  # the call closes the transport itself
     except (MediaError, asyncio.TimeoutError) as exc:
         reason = str(exc) or "no metadata within 5 s"
         logger.warning("media call %s ended: %s", call_id, reason)

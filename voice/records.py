@@ -47,10 +47,14 @@ class CallRecords:
     async def turn(self, call_id: str, seq: int, record: TurnRecord) -> None:
         await self._run(self._turn, call_id, seq, record)
 
-    async def end(self, call_id: str, reason: str, next_step: str, recording: str | None,
-                  unknown_frames: int = 0) -> None:
+    def decided(self, call_id: str, next_step: str) -> None:
+        """What the PBX gets from /calls/{uuid}/next, known before the gateway hangs up (it asks at once)."""
         self._next[call_id] = (next_step, time.monotonic())
         self._forget_old()
+
+    async def end(self, call_id: str, reason: str, next_step: str, recording: str | None,
+                  unknown_frames: int = 0) -> None:
+        self.decided(call_id, next_step)
         await self._run(self._end, call_id, reason, next_step, recording, unknown_frames)
 
     async def known(self, call_id: str) -> bool:

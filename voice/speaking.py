@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from voice.audio import FRAME_MS, frame_bytes
+from voice.audio import FRAME_MS, frame_bytes, resample
 from voice.clock import Clock
 from voice.tts import TtsError
 from voice.vad import EchoReference
@@ -39,10 +39,12 @@ class Transport(Protocol):
 
     async def send_audio(self, frame: bytes) -> None: ...
     async def stop_playback(self) -> None: ...
-    async def close(self) -> None: ...
+    async def close(self, next_step: str | None = None) -> None: ...  # None: the caller has gone
 
 
 class Renderer(Protocol):
+    out_rate: int
+
     async def render(self, text: str, rate: int) -> bytes: ...
 
 
@@ -58,7 +60,7 @@ class Speaking:
         self._play: asyncio.Queue[tuple[int, bytes | None]] = asyncio.Queue()
         self._outstanding = 0  # prompts queued and not yet fully played
         self._first_audio: asyncio.Future[float] | None = None
-        self._sent: deque[tuple[float, float, np.ndarray]] = deque()  # (time, RMS, samples) of speech frames
+        self._sent: deque[tuple[float, float, np.ndarray]] = deque()  # (time, RMS, int16 samples) sent lately
 
     @property
     def speaking(self) -> bool:
@@ -87,11 +89,14 @@ class Speaking:
         self._first_audio = asyncio.get_running_loop().create_future()
         return self._first_audio
 
+    def _forget_old(self, now: float) -> None:
+        while self._sent and self._sent[0][0] < now - ECHO_WINDOW_S:
+            self._sent.popleft()
+
     def echo_reference(self) -> EchoReference | None:
         """What the gateway sent within the echo window, for the endpointer (None: it was silent)."""
         now = self.clock.now()
-        while self._sent and self._sent[0][0] < now - ECHO_WINDOW_S:
-            self._sent.popleft()
+        self._forget_old(now)
         if not self._sent:
             return None
         level = max((rms for t, rms, _ in self._sent if t >= now - ECHO_LEVEL_S), default=0.0)
@@ -115,7 +120,9 @@ class Speaking:
                 continue
             try:
                 pcm = await self.speaker.render(line, self.rate())
-            except TtsError:
+                if self.speaker.out_rate != self.transport.out_rate:  # a 16 kHz WebSocket line
+                    pcm = await asyncio.to_thread(resample, pcm, self.speaker.out_rate, self.transport.out_rate)
+            except (TtsError, OSError, ValueError):  # one sentence is lost, not the call's voice
                 logger.exception("call %s: a sentence could not be rendered", self.call_id)
                 continue
             if gen == self._gen:
@@ -174,5 +181,7 @@ class Speaking:
             self._play.put_nowait(item)
 
     def _note_level(self, frame: bytes) -> None:
-        x = np.frombuffer(frame, dtype="<i2").astype(np.float32)
-        self._sent.append((self.clock.now(), float(np.sqrt(np.mean(x * x))) if len(x) else 0.0, x))
+        x = np.frombuffer(frame, dtype="<i2")
+        now = self.clock.now()
+        self._forget_old(now)
+        self._sent.append((now, float(np.sqrt(np.mean(x.astype(np.float32) ** 2))) if len(x) else 0.0, x))

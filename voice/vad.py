@@ -40,7 +40,7 @@ ECHO_NCC = 0.75
 class EchoReference:
     """What the gateway sent lately: its audio (the last 0.4 s) and its loudest recent frame."""
 
-    audio: np.ndarray  # float32 samples at ``rate``
+    audio: np.ndarray  # samples at ``rate``
     level: float
     rate: int
 
@@ -164,7 +164,13 @@ class Endpointer:
         rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)))
         if rms <= self.echo_ratio * echo.level:
             return True
-        return echo.rate == self.rate and echo.correlation(samples) > ECHO_NCC
+        if echo.rate != self.rate:  # a 16 kHz caller on a line the gateway speaks to at 8 kHz
+            from scipy.signal import resample_poly
+
+            g = np.gcd(self.rate, echo.rate)
+            echo = EchoReference(resample_poly(echo.audio.astype(np.float32), self.rate // g, echo.rate // g),
+                                 echo.level, self.rate)
+        return echo.correlation(samples) > ECHO_NCC
 
     def _step(self, chunk: bytes, speech: bool, result: Utterance) -> None:
         if speech:

@@ -24,9 +24,10 @@ CALL_ENDED_PAYLOAD = "/restart"
 
 # What the gateway itself says (everything else comes from Rasa). Short, one idea per sentence.
 PROMPTS = {
-    "still_there": "您还在吗？需要帮忙，请直接说，或者按键。",
+    "still_there": "您还在吗？需要帮忙请直接说，转人工按星号键。",
     "goodbye_silence": "没有听到您说话，先挂断了。需要时请再打来。再见。",
-    "rasa_down": "不好意思，系统有点忙。请稍后再说一遍。",
+    "rasa_down": "不好意思，系统有点忙。请稍后再说一遍，或者按星号键转人工。",
+    "to_human": "好的，马上为您转人工，请稍等。",
     "busy": "现在来电的人多，请稍后再打。再见。",
     "more": "接着听，请按井号键。",
     "human_hint": "转人工按星号键。",

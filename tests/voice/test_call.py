@@ -77,6 +77,8 @@ class ScriptedRecogniser:
 class Speaker:
     """0.25 s of a loud tone per character: long enough to barge in on, quick to make."""
 
+    out_rate = RATE
+
     async def render(self, text: str, rate: int) -> bytes:
         return tone(0.25 * len(text), 8000)
 
@@ -96,8 +98,9 @@ class Line:
     async def stop_playback(self) -> None:
         self.stops += 1
 
-    async def close(self) -> None:
+    async def close(self, next_step: str | None = None) -> None:
         self.closed = True
+        self.next_step = next_step
 
     def speech_since(self, t: float) -> int:
         return sum(1 for when, f in self.sent if when >= t and any(f))
@@ -109,6 +112,9 @@ class MemoryRecords:
         self.ended: tuple[str, str] | None = None
 
     async def start(self, *args: Any) -> None: ...
+
+    def decided(self, call_id: str, next_step: str) -> None:
+        self.next_step = next_step
     async def turn(self, call_id: str, seq: int, record: Any) -> None:
         self.turns.append(record)
 
@@ -170,7 +176,10 @@ async def start_call(replies: Callable[[str], dict[str, Any]], script: list[str]
     def rasa(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         said.append(body)
-        return httpx.Response(200, json=replies(body["message"]))
+        try:
+            return httpx.Response(200, json=replies(body["message"]))
+        except ConnectionError:
+            return httpx.Response(502)
 
     values: dict[str, Any] = {"heze_env": "test", "voice_silence_timeout_s": 4.0, "voice_digit_timeout_s": 3.0,
                               "voice_endpoint_s": 0.5, **settings}
@@ -254,6 +263,21 @@ async def test_star_reaches_a_person_even_while_a_number_is_keyed() -> None:
     assert h.texts()[:2] == ["/greet", "/request_human"]
     assert h.records.ended == ("handoff", "human")
     assert h.records.turns[1].dtmf == "*"
+    await asyncio.wait_for(h.task, 1)
+    assert h.line.closed and h.line.next_step == "human"  # the PBX is told before anything else
+
+
+async def test_star_reaches_a_person_even_when_rasa_is_down() -> None:
+    def replies(message: str) -> dict[str, Any]:
+        if message == "/greet":
+            return menu("您好。")
+        raise ConnectionError("Rasa is down")
+
+    h = await start_call(replies)
+    await h.run(3.0)
+    h.call.key("*")
+    await h.run(8.0)
+    assert h.records.ended == ("handoff", "human") and PROMPTS["to_human"] in h.records.turns[-1].reply
     await asyncio.wait_for(h.task, 1)
 
 

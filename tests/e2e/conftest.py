@@ -100,6 +100,7 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
         # here; Vosk's packaged model is Korean and is tested on its own in tests/voice).
         voice = voice_settings(tmp, voice_silence_timeout_s=3.0, voice_digit_timeout_s=3.0,
                                voice_record_audio=True, voice_recordings_dir=str(tmp / "recordings"),
+                               voice_max_calls=12,  # the ten-call test; the busy policy is tested on its own
                                voice_asr_engine="whisper", voice_whisper_model=str(packaged_whisper_dir(tmp)))
         yield from _running(settings, voice, packaged_model_dir, tmp, account, fake, mini_account, mini)
 

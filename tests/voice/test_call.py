@@ -110,6 +110,8 @@ class MemoryRecords:
     def __init__(self) -> None:
         self.turns: list[Any] = []
         self.ended: tuple[str, str] | None = None
+        self.used: set[str] = set()
+        self.refusals: list[tuple[str, str]] = []
 
     async def start(self, *args: Any) -> None: ...
 
@@ -122,9 +124,10 @@ class MemoryRecords:
         self.ended = (reason, next_step)
 
     async def known(self, call_id: str) -> bool:
-        return False
+        return call_id in self.used
 
-    async def refused(self, call_id: str, reason: str) -> None: ...
+    async def refused(self, call_id: str, reason: str) -> None:
+        self.refusals.append((call_id, reason))
 
 
 def menu(text: str = "请说要办的事。", expect: str | None = None, buttons: bool = True,
@@ -346,5 +349,19 @@ async def test_a_stray_key_is_recorded_and_ignored() -> None:
     h.call.key("A")
     await h.run(0.2)
     assert h.records.turns[-1].dtmf == "A" and h.texts() == ["/greet"]
+    h.call.hangup()
+    await h.run(0.1)
+
+
+async def test_admission_one_place_one_policy() -> None:
+    h = await start_call(greeting, voice_max_calls=2)  # call-1 runs in the harness, but not through admit
+    gw = h.call.gw
+    h.records.used.add("old-call")
+    assert await gw.admit("old-call") == "reused"  # a call id is accepted once
+    assert await gw.admit("a") is None  # holds the place at once ...
+    assert await gw.admit("a") == "duplicate"
+    assert await gw.admit("b") is None
+    assert await gw.admit("c") == "busy"  # ... so the third caller hears the busy prompt
+    assert h.records.refusals == [("c", "busy")]
     h.call.hangup()
     await h.run(0.1)

@@ -32,7 +32,7 @@ from voice.settings import VoiceSettings
 from voice.speaking import Renderer, Speaking, Transport
 from voice.vad import Endpointer, SileroModel
 from voice.wording import (CALL_ENDED_PAYLOAD, END_KEY, GREET_PAYLOAD, HUMAN_KEY, HUMAN_PAYLOAD, MENU_HUMAN_ALIAS,
-                           PROMPTS, readback, sentences, split_turns)
+                           PROMPTS, readback, seconds_of, sentences, split_turns)
 
 logger = logging.getLogger(__name__)
 
@@ -407,7 +407,8 @@ class Call:
             self.next_step, self.end_reason = "human", "handoff"
             parts = [reply.lines]  # said whole: no "接着听" when nothing follows
         else:
-            parts = split_turns(reply.lines, self._rate(), self.s.voice_max_turn_s)
+            parts = split_turns(reply.lines, self._rate(), self.s.voice_max_turn_s,
+                                lead_s=seconds_of(readback, self._rate()) if readback else 0.0)
         self.parts, self.pending = parts[1:], reply
         self._reply_at = self.clock.now()
         self._speak_part(parts[0])

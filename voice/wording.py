@@ -147,16 +147,17 @@ def seconds_of(line: str, rate_wpm: int) -> float:
     return ((chars - pauses) * 0.32 + pauses * 0.3) * 150 / rate_wpm
 
 
-def split_turns(lines: list[str], rate_wpm: int, max_s: float = 15.0) -> list[list[str]]:
+def split_turns(lines: list[str], rate_wpm: int, max_s: float = 15.0, lead_s: float = 0.0) -> list[list[str]]:
     """Cut one answer into parts of at most ``max_s`` seconds of speech each (a sentence is never
     cut; one longer than ``max_s`` is a part of its own). The caller hears one part, then
-    PROMPTS["more"], and the next part on END_KEY, on "接着说", or after a short silence."""
-    if sum(seconds_of(line, rate_wpm) for line in lines) <= max_s:
+    PROMPTS["more"], and the next part on END_KEY, on "接着说", or after a short silence.
+    ``lead_s``: speech already said before the first part in the same breath (a keyed number's read-back)."""
+    if lead_s + sum(seconds_of(line, rate_wpm) for line in lines) <= max_s:
         return [lines]
     parts: list[list[str]] = []
     budget = max_s - seconds_of(PROMPTS["more"], rate_wpm)  # each part but the last ends with "接着听"
     current: list[str] = []
-    used = 0.0
+    used = lead_s
     for line in lines:
         s = seconds_of(line, rate_wpm)
         if current and used + s > budget:

@@ -84,3 +84,7 @@ def test_long_answers_are_split_into_turns_of_at_most_fifteen_seconds() -> None:
     more = seconds_of(PROMPTS["more"], 150)
     assert all(sum(seconds_of(line, 150) for line in p) + more <= 15.0 for p in parts)
     assert split_turns(["好的。"], 150) == [["好的。"]]
+    # A keyed number's read-back is said first, in the same breath: it counts against the first part.
+    status = sentences("您办的“居民身份证换领”：审核中。现在到了“材料审核”这一步。预计12月5日办完。")
+    assert split_turns(status, 150, 15.0) == [status]
+    assert len(split_turns(status, 150, 15.0, lead_s=seconds_of("您输入的是：二零二六，幺幺零幺，零零零零，零幺。", 150))) == 2

@@ -230,8 +230,8 @@ class Call:
             # First the PBX: it asks /calls/{uuid}/next at once, and a silent line without our
             # frames is hung up by Asterisk after 2 s, before the dialplan could reach a person.
             self.gw.records.decided(self.call_id, self.next_step)
-            gateway_ended = self.end_reason not in ("caller_hangup", "error")
-            await self.transport.close(self.next_step if gateway_ended else None)
+            if self.end_reason not in ("caller_hangup", "error"):  # (after an error the transport reports it)
+                await self.transport.close(self.next_step)
             await asyncio.gather(*self._writing, return_exceptions=True)
             path = self.recording.close() if self.recording else None
             await self.gw.records.end(self.call_id, self.end_reason, self.next_step, path, self.unknown_frames)

@@ -151,6 +151,7 @@ async def handle_connection(gw: Gateway, reader: asyncio.StreamReader, writer: a
     except Exception:  # noqa: BLE001 - one call's failure stays with that call
         logger.exception("AudioSocket connection failed")
     finally:
+        gw.admitting.discard(call_id)  # a call admitted but never attended gives its place back
         await transport.close()
 
 

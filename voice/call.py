@@ -123,6 +123,7 @@ class Gateway:
             raise
         finally:
             self.calls.pop(call.call_id, None)
+            self.admitting.discard(call.call_id)
 
     def caller_for(self, call_id: str) -> str | None:
         """The caller number the dialplan registered for this call (POST /calls/{uuid}/start)."""
@@ -232,6 +233,7 @@ class Call:
             self.gw.records.decided(self.call_id, self.next_step)
             if self.end_reason not in ("caller_hangup", "error"):  # (after an error the transport reports it)
                 await self.transport.close(self.next_step)
+            self.mouth.abandon()  # no first audio is coming now: pending turn records are written without it
             await asyncio.gather(*self._writing, return_exceptions=True)
             path = self.recording.close() if self.recording else None
             await self.gw.records.end(self.call_id, self.end_reason, self.next_step, path, self.unknown_frames)
@@ -429,7 +431,7 @@ class Call:
                 record.latency_ms = int((heard - started) * 1000)
                 if not readback:
                     record.tts_ms = max(0, int((heard - t0) * 1000) - (record.rasa_ms or 0))
-            except asyncio.TimeoutError:
+            except (asyncio.TimeoutError, asyncio.CancelledError):  # none came, or the call ended first
                 pass
             await self.gw.records.turn(self.call_id, seq, record)
 

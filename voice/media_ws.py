@@ -132,6 +132,7 @@ async def media_endpoint(gw: Gateway, ws: WebSocket) -> None:
     except Exception:  # noqa: BLE001 - one call's failure stays with that call
         logger.exception("media call failed")
     finally:
+        gw.admitting.discard(call_id)  # a call admitted but never attended gives its place back
         await transport.close()
 
 

@@ -84,6 +84,11 @@ class Speaking:
         await self.transport.stop_playback()
         return True
 
+    def abandon(self) -> None:
+        """The call is over: whoever waits for the first audio stops waiting."""
+        if self._first_audio is not None and not self._first_audio.done():
+            self._first_audio.cancel()
+
     def expect_first_audio(self) -> "asyncio.Future[float]":
         """A future that gets the time of the next audio frame of speech."""
         self._first_audio = asyncio.get_running_loop().create_future()

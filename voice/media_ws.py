@@ -22,7 +22,6 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 
 from voice.call import Call, Gateway, normalise_caller, valid_call_id
-from voice.wording import PROMPTS
 
 logger = logging.getLogger(__name__)
 

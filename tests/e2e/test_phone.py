@@ -19,7 +19,7 @@ from services.models import Handoff, PhoneCall, PhoneTurn
 from tests.e2e.conftest import Running
 from tests.voice.phone_client import FRAME, PhoneClient
 from tests.voice.speech import utterance
-from voice.audio import read_wav, trim_silence
+from voice.audio import read_wav
 
 pytestmark = pytest.mark.e2e
 

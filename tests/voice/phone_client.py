@@ -9,7 +9,6 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 
 FRAME = 320  # 20 ms of 8 kHz 16-bit mono
-SILENT_FRAME = bytes(FRAME)
 
 
 @dataclass

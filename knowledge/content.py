@@ -9,12 +9,15 @@ from typing import Any
 
 import yaml
 
-from knowledge.text import SECTIONS
+from knowledge.text import OVERVIEW, SECTIONS
 
 UNSET_LOCAL = "以当地政务服务中心公布为准"
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _PLACEHOLDER = re.compile(r"\{\{\s*local\.(\w+)\s*\}\}")
 LOCAL_FIELDS = ("name", "address", "hours", "phone", "website")
+# Said after a guide's overview, so the citizen knows what else to ask (one short sentence).
+OFFER_SECTIONS = "可以接着问：条件、材料、流程、地点、时限、收费、电话。"
+_FIRST_SENTENCE = re.compile(r"^.*?(?:[。！？；;]|$)", re.S)
 
 
 class ContentError(ValueError):
@@ -40,10 +43,36 @@ class Topic:
     sections: dict[str, str] = field(default_factory=dict)
 
     def section(self, name: str) -> Section:
+        """One section by name; ``概述`` (OVERVIEW) is the guide in short, made by ``overview``."""
+        if name == OVERVIEW:
+            return Section(self.slug, self.title, OVERVIEW, overview(self))
         return Section(self.slug, self.title, name, self.sections[name])
 
     def all_sections(self) -> list[Section]:
         return [self.section(name) for name in SECTIONS if name in self.sections]
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence or list item of a section, list marker and emphasis removed, ending in 。;
+    a line that introduces a list ("有下列情形之一的，…：") keeps the list's first item."""
+    lines = [re.sub(r"^\s*(?:[-*]|\d+[.、)])\s*", "", ln).replace("**", "").strip() for ln in text.split("\n")]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    m = _FIRST_SENTENCE.match(lines[0])
+    sentence = (m.group(0) if m else lines[0]).strip()
+    if sentence.endswith(("：", ":")) and len(lines) > 1:
+        sentence += _FIRST_SENTENCE.match(lines[1]).group(0).strip()  # type: ignore[union-attr]
+    sentence = sentence.rstrip("；;，,：:")
+    return sentence if sentence.endswith(("。", "！", "？")) else sentence + "。"
+
+
+def overview(topic: Topic) -> str:
+    """The guide in short, for a question that names no aspect ("俺想办个护照"): who it is for
+    (the first sentence of 办理条件), where to start (the first step of 办理流程), then the offer of
+    the sections. Made from the guide itself, so it never says what the guide does not."""
+    parts = [_first_sentence(topic.sections.get(name, "")) for name in ("办理条件", "办理流程")]
+    return "".join(p for p in parts if p) + OFFER_SECTIONS
 
 
 def parse_topic(text: str, origin: str = "<text>") -> Topic:

@@ -1,4 +1,5 @@
-"""Retrieval quality on ``question<TAB>slug`` files: top-1, top-3, MRR; 'none' lines test refusals."""
+"""Retrieval quality on ``question<TAB>slug`` files (top-1, top-3, MRR; 'none' lines test refusals)
+and on ``question<TAB>slug<TAB>section`` files (the guide and the section)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ from pathlib import Path
 from knowledge.answer import answer
 from knowledge.content import ContentError
 from knowledge.index import KnowledgeBase, Mode
+from knowledge.text import OVERVIEW, SECTIONS
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,50 @@ def evaluate(kb: KnowledgeBase, pairs: list[Pair], mode: Mode = "hybrid") -> dic
         result["none_questions"] = float(len(refusals))
         result["none_refused"] = refused / len(refusals)
     return result
+
+
+@dataclass(frozen=True)
+class SectionCase:
+    question: str
+    slug: str
+    section: str  # one of SECTIONS, or OVERVIEW when the question names no aspect
+
+
+def read_section_cases(path: Path) -> list[SectionCase]:
+    """``question<TAB>slug<TAB>section`` lines; an empty section or 概述 means "names no aspect"."""
+    cases = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) == 2:
+            parts.append("")
+        section = parts[2] if len(parts) == 3 and parts[2] and parts[2].lower() != "none" else OVERVIEW
+        if len(parts) != 3 or not parts[0] or not parts[1] or section not in (*SECTIONS, OVERVIEW):
+            raise ContentError(f"{path}:{number}: expected 'question<TAB>slug<TAB>section'")
+        cases.append(SectionCase(parts[0], parts[1], section))
+    return cases
+
+
+def evaluate_sections(kb: KnowledgeBase, cases: list[SectionCase], mode: Mode = "hybrid") -> dict[str, float]:
+    """Guide and section quality: ``top1``/``mrr`` rank the guides; ``section`` is the share whose
+    first guide is answered from the labelled section (right or wrong guide); ``guide_and_section``
+    needs both; ``answered_right`` is what the assistant says (an answer, not choices)."""
+    unknown = sorted({c.slug for c in cases if c.slug not in kb.topics})
+    if unknown:
+        raise ContentError(f"slugs not in the knowledge base: {', '.join(unknown)}")
+    top1 = rr = section = both = answered = 0.0
+    for case in cases:
+        ranked = [h.slug for h in kb.search(case.question, k=len(kb.topics), mode=mode)]
+        rank = ranked.index(case.slug) + 1 if case.slug in ranked else 0
+        top1 += rank == 1
+        rr += 1 / rank if rank else 0.0
+        chosen = kb.section_for(case.question, ranked[0]) if ranked else None
+        section += chosen == case.section
+        both += rank == 1 and chosen == case.section
+        reply = answer(kb, case.question, mode=mode)
+        answered += (reply.kind == "answer" and reply.hit is not None
+                     and (reply.hit.slug, reply.hit.section) == (case.slug, case.section))
+    n = max(len(cases), 1)
+    return {"questions": float(len(cases)), "top1": top1 / n, "mrr": rr / n, "section": section / n,
+            "guide_and_section": both / n, "answered_right": answered / n}

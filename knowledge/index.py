@@ -1,4 +1,5 @@
-"""The search index: BM25 over jieba tokens and dense vectors, one entry per guide section.
+"""The search index: BM25 over jieba tokens, BM25 over their pinyin, and dense vectors, one entry per
+guide section, fused by reciprocal rank.
 
 Built by ``python -m knowledge build`` into ``var/kb/``; a fingerprint of the content, local
 details, model and index version tells when it is stale."""
@@ -17,23 +18,29 @@ from typing import Literal
 
 import bm25s
 import numpy as np
+import pypinyin
 from tqdm import tqdm
 
 from knowledge.config import KnowledgeSettings
 from knowledge.content import Section, Topic, load_topics
 from knowledge.embed import Encoder, load_encoder
 from knowledge import text as text_module
-from knowledge.text import Tokenizer, aspect_of, strip_aspect
+from knowledge.text import HOURS, OVERVIEW, SECTIONS, Tokenizer, asked_aspect, hours_section, strip_aspect, syllables
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)
-INDEX_VERSION = 1
-Mode = Literal["hybrid", "bm25", "dense"]
+INDEX_VERSION = 2
+# bm25: characters' words; pinyin: their sounds; lexical: both fused; dense: the embedding model;
+# hybrid: all three fused (lexical when there is no model).
+Mode = Literal["hybrid", "lexical", "bm25", "pinyin", "dense"]
+MODES: tuple[Mode, ...] = ("bm25", "pinyin", "lexical", "dense", "hybrid")
 
-# Reciprocal rank fusion: score = sum of w / (RRF_K + rank). Weights measured on the dev split
-# (bench/RESULTS.md); the dense list only counts its top DENSE_DEPTH sections.
+# Reciprocal rank fusion: score = sum of w / (RRF_K + rank), over the sections each list matched.
+# Weights measured on the dev splits (bench/RESULTS.md). Only ranks are fused, never raw scores:
+# e5's cosines sit near 0.8 even for unrelated text. The dense list counts its top DENSE_DEPTH.
 RRF_K = 60
 BM25_WEIGHT = 1.0
+PINYIN_WEIGHT = 1.5
 DENSE_WEIGHT = 0.1
 DENSE_DEPTH = 50
 
@@ -58,6 +65,7 @@ def section_document(topic: Topic, section: Section) -> str:
 def fingerprint(settings: KnowledgeSettings, encoder: Encoder | None) -> str:
     digest = hashlib.sha256(f"v{INDEX_VERSION}".encode())
     digest.update(Path(text_module.__file__ or "").read_bytes())  # tokenisation and stopwords
+    digest.update(f"pypinyin\0{pypinyin.__version__}".encode())
     for path in sorted(settings.resolve(settings.content_dir).glob("*.md")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     local = settings.resolve(settings.local_file)
@@ -79,10 +87,13 @@ class KnowledgeBase:
         words = [w for t in topics for w in (t.title, *t.aliases)]
         self.tokenizer = Tokenizer(words)
         self.bm25 = bm25s.BM25()
+        self.pinyin = bm25s.BM25()
         self.dense: np.ndarray | None = None
         self._section_tokens: list[list[str]] = []
+        self._section_pinyin: list[list[str]] = []
         self.idf: dict[str, float] = {}
         self.topic_vocab: dict[str, set[str]] = {}
+        self.topic_sounds: dict[str, set[str]] = {}
 
     # -- building and loading ------------------------------------------------------------
     def _tokenize_sections(self, progress: bool = False) -> None:
@@ -95,13 +106,19 @@ class KnowledgeBase:
         # "刚生" or "岁数" should not outweigh 户口 or 结婚 when they sit beside them.
         self._idf_unknown = float(np.median(list(self.idf.values()))) if self.idf else 1.0
         self.topic_vocab = {}
+        self.topic_sounds = {}
         for section, tokens in zip(self.sections, self._section_tokens):
             self.topic_vocab.setdefault(section.slug, set()).update(tokens)
+            self.topic_sounds.setdefault(section.slug, set()).update(p for t in tokens for p in _sound_pairs(t))
+        self._section_pinyin = [self.tokenizer.pinyin_tokens(section_document(self.topics[s.slug], s))
+                                for s in self.sections]
 
     def build(self, progress: bool = False) -> "KnowledgeBase":
         self._tokenize_sections(progress)
         self.bm25 = bm25s.BM25()
         self.bm25.index(self._section_tokens, show_progress=False)
+        self.pinyin = bm25s.BM25()
+        self.pinyin.index(self._section_pinyin, show_progress=False)
         if self.encoder:
             texts = [section_document(self.topics[s.slug], s) for s in self.sections]
             self.dense = self.encoder.documents(texts, progress=progress)
@@ -112,12 +129,13 @@ class KnowledgeBase:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.bm25.save(str(tmp / "bm25"))
+        self.pinyin.save(str(tmp / "pinyin"))
         if self.dense is not None:
             np.save(tmp / "dense.npy", self.dense)
         manifest = {
             "version": INDEX_VERSION, "fingerprint": fingerprint_value, "built_at": time.time(),
             "sections": [[s.slug, s.name] for s in self.sections],
-            "model": str(self.encoder.model_dir) if self.encoder else None,
+            "model": self.encoder.description if self.encoder else None,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
         old = directory.with_name(directory.name + ".old")
@@ -135,10 +153,11 @@ class KnowledgeBase:
             return False
         if manifest.get("sections") != [[s.slug, s.name] for s in self.sections]:
             return False
-        if self.encoder is not None and not (directory / "dense.npy").exists():
+        if self.encoder is not None and not (directory / "dense.npy").exists() or not (directory / "pinyin").exists():
             return False
         self._tokenize_sections()
         self.bm25 = bm25s.BM25.load(str(directory / "bm25"))
+        self.pinyin = bm25s.BM25.load(str(directory / "pinyin"))
         if self.encoder is not None:
             self.dense = np.load(directory / "dense.npy")
         return True
@@ -147,29 +166,36 @@ class KnowledgeBase:
     def section_scores(self, query: str, mode: Mode = "hybrid") -> np.ndarray:
         """A score per section (higher is better); zero means no evidence."""
         n = len(self.sections)
-        tokens = self.tokenizer.tokens(query)
-        bm = self.bm25.get_scores(tokens) if tokens else np.zeros(n)
-        if mode == "bm25" or self.encoder is None or self.dense is None:
+        if mode == "dense" and (self.encoder is None or self.dense is None):
+            raise RuntimeError("dense search needs an embedding model")
+        words = self.topic_part(query)
+        tokens = self.tokenizer.tokens(words) if mode != "pinyin" and mode != "dense" else []
+        bm = np.asarray(self.bm25.get_scores(tokens), dtype=np.float64) if tokens else np.zeros(n)
+        if mode == "bm25":
+            return bm
+        sounds = self.tokenizer.pinyin_tokens(words) if mode != "dense" else []
+        py = np.asarray(self.pinyin.get_scores(sounds), dtype=np.float64) if sounds else np.zeros(n)
+        if mode == "pinyin":
+            return py
+        dense = None
+        if mode in ("dense", "hybrid") and self.encoder is not None and self.dense is not None:
+            dense = np.asarray(self.dense @ self.encoder.query(query), dtype=np.float64)
             if mode == "dense":
-                raise RuntimeError("dense search needs an embedding model")
-            return np.asarray(bm, dtype=np.float64)
-        dense = self.dense @ self.encoder.query(query)
-        if mode == "dense":
-            return np.asarray(dense, dtype=np.float64)
+                return dense
         fused = np.zeros(n)
-        order = np.argsort(-bm, kind="stable")
-        matched = order[bm[order] > 0]
-        fused[matched] += BM25_WEIGHT / (RRF_K + 1 + np.arange(len(matched)))
-        top = np.argsort(-dense, kind="stable")[:DENSE_DEPTH]
-        fused[top] += self.dense_weight / (RRF_K + 1 + np.arange(len(top)))
+        _add_ranks(fused, bm, BM25_WEIGHT)
+        _add_ranks(fused, py, PINYIN_WEIGHT)
+        if dense is not None:
+            top = np.argsort(-dense, kind="stable")[:DENSE_DEPTH]
+            fused[top] += self.dense_weight / (RRF_K + 1 + np.arange(len(top)))
         return fused
 
     def search(self, query: str, k: int = 3, mode: Mode = "hybrid", per_topic: bool = True) -> list[Hit]:
         """The best ``k`` sections, best first; with ``per_topic``, one section per topic, the
-        section the question asks for (by its aspect words) when it names one."""
+        section the question asks for (``section_for``) when it names one."""
         scores = self.section_scores(query, mode)
         order = np.argsort(-scores, kind="stable")
-        aspect = aspect_of(query)
+        asked = asked_aspect(query)
         hits: list[Hit] = []
         seen: set[str] = set()
         for i in order:
@@ -180,12 +206,29 @@ class KnowledgeBase:
                 if section.slug in seen:
                     continue
                 seen.add(section.slug)
-                if aspect:
-                    section = self.topics[section.slug].section(aspect)
+                if asked:
+                    section = self.topics[section.slug].section(self.section_for(query, section.slug, asked))
             hits.append(Hit(section.slug, section.title, section.name, float(scores[i]), section.text))
             if len(hits) >= k:
                 break
         return hits
+
+    def topic_part(self, query: str) -> str:
+        """What the words search for: the question without its aspect cues when something is left
+        ("补身份证得多少钱" -> "补身份证得"), so that 多少钱 picks the section, not the guide whose fee
+        section says the most about money. A question made of cues only ("几点上班") is kept whole."""
+        stripped = strip_aspect(query)
+        return stripped if self.topic_tokens(query) else query
+
+    def section_for(self, query: str, slug: str, asked: str | None = "") -> str:
+        """The section of guide ``slug`` that answers ``query``: the aspect it asks for (office
+        hours: wherever this guide keeps them), or OVERVIEW when it names none."""
+        aspect = asked_aspect(query) if asked == "" else asked
+        if aspect is None:
+            return OVERVIEW
+        if aspect == HOURS:
+            return hours_section(self.topics[slug].sections)
+        return aspect if aspect in SECTIONS else OVERVIEW
 
     def coverage(self, query: str, slug: str) -> float:
         """How much of the question's topic words (aspect words and stopwords aside) the topic
@@ -194,18 +237,41 @@ class KnowledgeBase:
         if not tokens:
             return 0.0
         vocab = self.topic_vocab.get(slug, set())
+        sounds = self.topic_sounds.get(slug, set())
         total = sum(self.idf.get(t, self._idf_unknown) for t in tokens)
-        found = sum(self.idf.get(t, self._idf_unknown) for t in tokens if t in vocab)
+        # A word the guide holds, or one that sounds like a word it holds (宜宝 for 医保): a phone
+        # recogniser's homophone is as good as the word, since only pinyin found the guide.
+        found = sum(self.idf.get(t, self._idf_unknown) for t in tokens
+                    if t in vocab or len(t) > 1 and set(_sound_pairs(t)) <= sounds)
         return found / total if total else 0.0
 
     def topic_tokens(self, query: str) -> set[str]:
         """The words of a question that can name a topic: no aspect words, no stopwords, and no
-        single characters (after stopwords those are verbs and particles far more often than topics)."""
-        return {t for t in self.tokenizer.tokens(strip_aspect(query)) if len(t) > 1 or t.isdigit()}
+        single characters (after stopwords those are verbs and particles far more often than topics),
+        no numbers written in Chinese numerals."""
+        return {t for t in self.tokenizer.tokens(strip_aspect(query))
+                if (len(t) > 1 or t.isdigit()) and not all(c in _NUMERALS for c in t)}
 
     def names_a_topic(self, query: str) -> bool:
         """False for a question that is only aspect words ("在哪办", "要多少钱"): a follow-up."""
         return bool(self.topic_tokens(query))
+
+
+_NUMERALS = frozenset("零〇一二两三四五六七八九十百千万")  # "七十九" is an age, never a topic
+
+
+def _sound_pairs(word: str) -> list[str]:
+    """Neighbouring syllable pairs inside one word ("公积金" -> gong_ji, ji_jin), as pinyin_tokens
+    writes them: a misheard word (公鸡) sounds like a guide's word when all its pairs are there."""
+    sounds = syllables(word)
+    return [f"{a}_{b}" for a, b in zip(sounds, sounds[1:])]
+
+
+def _add_ranks(fused: np.ndarray, scores: np.ndarray, weight: float) -> None:
+    """Reciprocal-rank points for the sections a list matched (score above zero)."""
+    order = np.argsort(-scores, kind="stable")
+    matched = order[scores[order] > 0]
+    fused[matched] += weight / (RRF_K + 1 + np.arange(len(matched)))
 
 
 def open_knowledge_base(settings: KnowledgeSettings | None = None, build_if_stale: bool = True,
@@ -213,7 +279,7 @@ def open_knowledge_base(settings: KnowledgeSettings | None = None, build_if_stal
     """The knowledge base of these settings: the saved index when it is current (and ``force`` is
     not set), else built (and saved when ``build_if_stale``). ``built_now`` tells which happened."""
     settings = settings or KnowledgeSettings()
-    encoder = load_encoder(settings.model_path, settings.query_instruction)
+    encoder = load_encoder(settings.model_path, settings.query_instruction, settings.embedding_fallback)
     topics = load_topics(settings.resolve(settings.content_dir), settings.resolve(settings.local_file))
     kb = KnowledgeBase(topics, encoder, settings.dense_weight)
     index_dir = settings.resolve(settings.index_dir)

@@ -28,6 +28,10 @@ def test_tokens_drop_fillers_and_keep_service_words() -> None:
 @pytest.mark.parametrize(("question", "section"), [
     ("办身份证要带啥", "所需材料"), ("在哪办", "办理地点"), ("要多少钱", "收费标准"), ("几天能拿到", "办理时限"),
     ("电话是多少", "咨询方式"), ("有什么条件", "办理条件"), ("怎么申请", "办理流程"), ("身份证", None),
+    # Two cues: the one that asks wins, not the first of the table.
+    ("领证当天能拿到不", "办理时限"), ("要交钱不", "收费标准"), ("补办要带啥手续", "所需材料"),
+    ("办营业执照的手续费", "收费标准"), ("俺娘七十九了能领不", "办理条件"), ("找谁问问", "咨询方式"),
+    ("户口从外县迁过来咋弄", "办理流程"), ("几点开门", "办理地点"), ("俺在外地上班 能在老家交不", "办理条件"),
 ])
 def test_aspect_of_a_question(question: str, section: str | None) -> None:
     assert aspect_of(question) == section
@@ -109,7 +113,7 @@ def test_cli_build_search_eval_and_staleness(tmp_path: Path) -> None:
            "HF_HUB_OFFLINE": "1"}
     built = _cli("build", env=env)
     assert built.returncode == 0, built.stderr
-    assert "30 guides, 210 sections" in built.stdout and "BM25 only" in built.stdout
+    assert "30 guides, 210 sections" in built.stdout and "BM25 and pinyin only" in built.stdout
     assert "no embedding model" in built.stderr  # said once, in the log
     assert "current" in _cli("build", "--if-stale", env=env).stdout
     local.write_text("service_center: {hours: '工作日 9:00-17:00'}\n", encoding="utf-8")
@@ -122,7 +126,9 @@ def test_cli_build_search_eval_and_staleness(tmp_path: Path) -> None:
     assert place[0]["slug"] == "service-center-hours"
     ev = _cli("eval", str(EVAL / "test.tsv"), env=env)  # no model: the default hybrid runs on BM25
     assert ev.returncode == 0 and "top-1" in ev.stdout and "top-3" in ev.stdout and "MRR" in ev.stdout
-    assert "BM25 alone" in ev.stderr
+    assert "BM25 and pinyin alone" in ev.stderr
+    sections = _cli("eval", str(EVAL / "sections-test.tsv"), "--mode", "lexical", env=env)
+    assert sections.returncode == 0 and "section" in sections.stdout and "guide and section" in sections.stdout
     bad = tmp_path / "bad.tsv"
     bad.write_text("只有问题没有答案\n", encoding="utf-8")
     refused = _cli("eval", str(bad), env=env)
@@ -143,7 +149,7 @@ def test_no_model_means_bm25_and_one_warning(caplog: pytest.LogCaptureFixture, t
     caplog.set_level(logging.WARNING)
     for _ in range(2):
         assert load_encoder(str(tmp_path / "no-such-model")) is None
-    assert sum("BM25 alone" in r.getMessage() for r in caplog.records) == 1
+    assert sum("BM25 and pinyin alone" in r.getMessage() for r in caplog.records) == 1
     with pytest.raises(RuntimeError, match="embedding model"):
         KnowledgeBase(list(open_knowledge_base(KnowledgeSettings(
             embedding_model="", index_dir=tmp_path / "kb")).topics.values())).build().section_scores("护照", "dense")

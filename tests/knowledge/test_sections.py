@@ -67,8 +67,9 @@ def test_no_aspect_gets_the_overview_and_the_offer_of_the_sections(knowledge: Kn
     assert reply.hit.text.endswith(OFFER_SECTIONS) and reply.sections == SECTIONS
     assert topic.section(OVERVIEW).text == reply.hit.text
     # A follow-up with no topic and no aspect stays on the topic and gets its overview too.
-    follow = answer(knowledge, "嗯", context_slug="passport")
-    assert not follow.followup or (follow.hit and follow.hit.section == OVERVIEW)
+    follow = answer(knowledge, "那这个呢", context_slug="passport")
+    assert follow.followup and follow.hit is not None and (follow.hit.slug, follow.hit.section) == ("passport", OVERVIEW)
+    assert follow.sections == SECTIONS
 
 
 def test_every_overview_is_short_plain_and_from_the_guide(knowledge: KnowledgeBase) -> None:

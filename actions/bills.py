@@ -10,8 +10,9 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
 from services.billing import BILL_TYPES, ID_NUMBER_BILLS, format_yuan
-from textnorm.ids import is_valid_id_number, is_valid_mobile
+from textnorm.ids import is_valid_mobile
 from textnorm.keywords import first_match
+from textnorm.numbers import ID_NUMBER, SPOKEN_NAME, kind_of
 from textnorm.numerals import digits_only
 
 # Words citizens use for each bill type, looked for in free text.
@@ -28,6 +29,17 @@ def bill_type_from_text(text: str) -> str | None:
     return text if text in BILL_TYPES else first_match(text, _TYPE_WORDS)
 
 
+def previous_value(tracker: Tracker, slot: str) -> Any:
+    """The value a slot had before the latest user message."""
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            seen_user = True
+        elif seen_user and event.get("event") == "slot" and event.get("name") == slot:
+            return event.get("value")
+    return None
+
+
 class ValidateBillForm(FlowValidation):
     def name(self) -> str:
         return "validate_bill_form"
@@ -38,20 +50,44 @@ class ValidateBillForm(FlowValidation):
         bill_type = bill_type_from_text(str(value))
         if bill_type is None:
             return self.failed(dispatcher, tracker, "bill_type", "目前能交水费、电费、燃气费、医保和养老保险。")
-        return {"bill_type": bill_type, "failed_attempts": 0}
+        result: dict[str, Any] = {"bill_type": bill_type, "failed_attempts": 0}
+        before = previous_value(tracker, "bill_type")
+        account = tracker.get_slot("bill_account")
+        if before and before != bill_type:
+            # "不对，是电费": another bill, so the account and the amount read out no longer apply.
+            result.update(bill_account=None, bill_id=None, bill_confirm=None)
+        elif account and not tracker.get_slot("bill_id") and previous_value(tracker, "bill_account") == account:
+            # The account came before the type ("1000000001" out of the blue): check it now.
+            result.update(self._check_account(dispatcher, tracker, bill_type, str(account)))
+        return result
 
     def validate_bill_account(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
         bill_type = tracker.get_slot("bill_type")
         if bill_type not in BILL_TYPES:
-            return {"bill_account": None}
-        account = digits_only(str(value))
+            return {"bill_account": digits_only(str(value)) or None}  # kept until the type is known
+        result = self._check_account(dispatcher, tracker, bill_type, str(value))
+        if tracker.get_slot("bill_confirm") is not None and result.get("bill_id"):
+            result["bill_confirm"] = None  # a corrected account: confirm the new amount
+        return result
+
+    def _check_account(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, bill_type: str, value: str
+    ) -> dict[str, Any]:
+        account = digits_only(value)
+        kind = kind_of(account)
         if bill_type in ID_NUMBER_BILLS:
-            if not is_valid_id_number(account):
+            if len(account) == 18 and kind != ID_NUMBER:
                 return self.failed(dispatcher, tracker, "bill_account", "身份证号不对，请核对后再说一遍。")
+            if kind != ID_NUMBER:
+                said = f"这是{SPOKEN_NAME[kind]}。" if kind in SPOKEN_NAME else ""
+                return self.failed(dispatcher, tracker, "bill_account",
+                                   f"{said}{BILL_TYPES[bill_type]}要说参保人的身份证号，是18位。")
         elif not re.fullmatch(r"\d{10}", account):
-            return self.failed(dispatcher, tracker, "bill_account", "户号是10位数字，我没听清。")
+            said = f"这是{SPOKEN_NAME[kind]}。" if kind in SPOKEN_NAME else ""
+            return self.failed(dispatcher, tracker, "bill_account",
+                               f"{said}交{BILL_TYPES[bill_type]}要说户号，是缴费单上的10位数字。")
         billing = self.services.billing
         if not billing.account_exists(bill_type, account):
             return self.failed(dispatcher, tracker, "bill_account", f"没有查到这个{BILL_TYPES[bill_type]}账户。")
@@ -72,6 +108,8 @@ class ValidateBillForm(FlowValidation):
             return {"bill_confirm": True, "failed_attempts": 0}
         if value is False:
             return self.stop(dispatcher, "bill_confirm", False, "好的，先不交。需要时再找我。")
+        if any(next(tracker.get_latest_entity_values(e), None) for e in ("account_number", "id_number", "bill_type")):
+            return {"bill_confirm": None}  # "不对，是…": the account or type was corrected, not answered
         return self.failed(dispatcher, tracker, "bill_confirm", "现在交请说“确认”，不交请说“不交”。")
 
 
@@ -105,4 +143,4 @@ class ActionPayBill(ServiceAction):
                 dispatcher.utter_message(text=f"{intro}请到村里的便民服务站缴费，说出您的户号就行。")
         else:
             dispatcher.utter_message(text=f"{intro}金额{amount}元，请点链接付款：{url}")
-        return reset_flow() + ask_rating(dispatcher, "bill")
+        return reset_flow() + ask_rating(dispatcher, "bill", tracker)

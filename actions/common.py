@@ -21,6 +21,15 @@ FLOW_SLOTS: dict[str, Any] = {
     "ticket_number": None, "failed_attempts": 0, "flow_stopped": None,
 }
 
+# Requests a flow's end can offer when the citizen asked for two things at once, as the question
+# that offers them ("还要交费吗？") and the form that serves them.
+OFFERS: dict[str, tuple[str, str]] = {
+    "check_progress": ("还要查办件进度吗？", "progress_form"),
+    "pay_bill": ("还要交费吗？", "bill_form"),
+    "give_feedback": ("还要反映问题吗？", "feedback_form"),
+    "check_ticket": ("还要查工单吗？", "ticket_form"),
+}
+
 HANDOFF_TEXT = {
     "requested": "好的，正在为您转人工。请稍等，工作人员会接着帮您。",
     "failed_attempts": "这件事我没能帮您办好，现在为您转人工。请稍等。",
@@ -66,11 +75,47 @@ def hand_off(services: Services, dispatcher: CollectingDispatcher, tracker: Trac
     return handoff_id
 
 
-def ask_rating(dispatcher: CollectingDispatcher, flow: str) -> list[EventType]:
-    """The one-question satisfaction rating at the end of a completed flow."""
+def ask_rating(dispatcher: CollectingDispatcher, flow: str, tracker: Tracker) -> list[EventType]:
+    """The end of a completed flow: the second request the citizen made in the same message, if
+    any ("还要交费吗？"), else the one-question satisfaction rating."""
+    pending = tracker.get_slot("pending_request")
+    if pending in OFFERS:
+        question, _ = OFFERS[pending]
+        dispatcher.utter_message(text=question, buttons=[
+            {"title": "好", "payload": f"/{pending}"}, {"title": "不用了", "payload": "/deny"}])
+        return [SlotSet("pending_request", None), SlotSet("offered_request", pending)]
     dispatcher.utter_message(response="utter_ask_rating")
-    return [SlotSet("awaiting_rating", flow)]
+    return [SlotSet("awaiting_rating", flow), SlotSet("pending_request", None), SlotSet("offered_request", None)]
 
+
+def bot_turn(tracker: Tracker) -> list[dict[str, Any]]:
+    """What the bot said right before the latest user message (its last turn)."""
+    said: list[dict[str, Any]] = []
+    seen_user = False
+    for event in reversed(tracker.events):
+        kind = event.get("event")
+        if kind == "user":
+            if seen_user:
+                break
+            seen_user = True
+        elif kind == "bot" and seen_user:
+            said.append(event)
+    return list(reversed(said))
+
+
+CHOICES_QUESTION = "您想问的是哪一项？"  # how numbered guide choices begin (actions/guide.py)
+
+
+def said_last(tracker: Tracker, *beginnings: str) -> bool:
+    """True when a message of the bot's last turn begins with one of ``beginnings``."""
+    return any(str(e.get("text") or "").startswith(beginnings) for e in bot_turn(tracker))
+
+
+def asked_last(tracker: Tracker, domain: dict[str, Any], response: str) -> bool:
+    """True when the bot's last turn asked the question of ``response`` (any of its variants):
+    an answer such as "2" means something only to the question that was just asked."""
+    texts = {v.get("text") for v in (domain.get("responses") or {}).get(response) or [] if v.get("text")}
+    return any(e.get("text") in texts for e in bot_turn(tracker))
 
 class ServiceAction(Action):
     """An action with access to the service backends."""

@@ -8,7 +8,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import ServiceAction, channel_of, hand_off, reset_flow
+from actions.common import CHOICES_QUESTION, OFFERS, ServiceAction, asked_last, said_last, channel_of, hand_off, reset_flow
 from knowledge.answer import answer
 from textnorm.numerals import normalize_numbers
 
@@ -172,6 +172,9 @@ class ActionCancelFlow(Action):
 
 
 class ActionStoreRating(ServiceAction):
+    """A score, but only as the answer to the rating question just asked: a bare "2" after any
+    other question (a menu, a yes/no, a number) is not a rating."""
+
     def name(self) -> str:
         return "action_store_rating"
 
@@ -179,16 +182,32 @@ class ActionStoreRating(ServiceAction):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
         flow = tracker.get_slot("awaiting_rating")
+        if tracker.get_slot("guide_choices") and said_last(tracker, CHOICES_QUESTION):
+            return [FollowupAction("action_answer_guide")]  # "2" picks one of the guides just offered
+        if not flow or not asked_last(tracker, domain, "utter_ask_rating"):
+            dispatcher.utter_message(response="utter_ask_rephrase")
+            return [SlotSet("awaiting_rating", None), SlotSet("rating", None)]
         text = (tracker.latest_message or {}).get("text") or ""
         score = parse_rating(text, next(tracker.get_latest_entity_values("rating"), None))
-        if not flow and tracker.get_slot("guide_choices"):
-            return [FollowupAction("action_answer_guide")]  # "2" picks one of the offered guides
-        if not flow:
-            dispatcher.utter_message(response="utter_anything_else")
-            return []
         if score is None:
             dispatcher.utter_message(text="请说1到5分，5分最满意。")
             return []
         self.services.ratings.record(sender_id=tracker.sender_id, channel=channel_of(tracker), flow=flow, score=score)
         dispatcher.utter_message(response="utter_thanks_for_rating")
         return [SlotSet("awaiting_rating", None), SlotSet("rating", None)]
+
+
+class ActionAcceptOffer(Action):
+    """"好" outside a form: starts the request the last answer offered ("还要交费吗？"), else the menu."""
+
+    def name(self) -> str:
+        return "action_accept_offer"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        offered = tracker.get_slot("offered_request")
+        if offered in OFFERS and said_last(tracker, OFFERS[offered][0]):
+            return [SlotSet("offered_request", None), FollowupAction(OFFERS[offered][1])]
+        dispatcher.utter_message(response="utter_menu")
+        return [SlotSet("offered_request", None)]

@@ -13,6 +13,7 @@ from actions.common import FlowValidation, ServiceAction, ask_rating, caller_num
 from services.tickets import CATEGORIES
 from textnorm.ids import is_valid_mobile
 from textnorm.keywords import first_match
+from textnorm.numbers import PHONE, only_number
 from textnorm.numerals import digits_only, spell_digits
 
 ANONYMOUS = "anonymous"
@@ -81,6 +82,13 @@ class ValidateFeedbackForm(FlowValidation):
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
         text = str(value).strip()
+        number = only_number(text)
+        if number is not None and number.kind == PHONE:
+            # A phone number where the place was asked: it is the contact; the place is still to come.
+            dispatcher.utter_message(text="手机号我记下了。")
+            return {"feedback_location": None, "feedback_contact": number.value}
+        if number is not None:
+            return self.failed(dispatcher, tracker, "feedback_location", "请说地点，比如哪个县区、哪条路，不用说号码。")
         if len(text) < 2:
             return self.failed(dispatcher, tracker, "feedback_location", "请说清楚地点，比如哪个县区、哪条路。")
         return {"feedback_location": text[:200], "failed_attempts": 0}
@@ -126,7 +134,7 @@ class ActionSubmitFeedback(ServiceAction):
         dispatcher.utter_message(text=f"已受理。工单号：{number}。已转给{ticket.department}，{due}前答复您。")
         if phone:
             self.services.sms.send(phone, f"【菏泽政务】您反映的问题已受理，工单号{ticket.number}，{due}前答复。")
-        return reset_flow() + ask_rating(dispatcher, "feedback")
+        return reset_flow() + ask_rating(dispatcher, "feedback", tracker)
 
 
 class ValidateTicketForm(FlowValidation):
@@ -161,4 +169,4 @@ class ActionAnswerTicket(ServiceAction):
         else:
             text += f"{ticket.due_date.month}月{ticket.due_date.day}日前答复。"
         dispatcher.utter_message(text=text)
-        return reset_flow() + ask_rating(dispatcher, "ticket")
+        return reset_flow() + ask_rating(dispatcher, "ticket", tracker)

@@ -8,7 +8,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import ServiceAction, caller_number, channel_of
+from actions.common import CHOICES_QUESTION, ServiceAction, caller_number, channel_of, said_last
 from knowledge.answer import Answer, answer, pick, sentences, spoken
 from knowledge.index import Hit
 from knowledge.text import aspect_of
@@ -53,7 +53,9 @@ class ActionAnswerGuide(ServiceAction):
             dispatcher.utter_message(text=UNAVAILABLE)
             return [SlotSet("guide_offer", "human")]
         text = (tracker.latest_message or {}).get("text") or ""
-        choices: list[str] = [c for c in (tracker.get_slot("guide_choices") or []) if c in kb.topics]
+        # Numbered choices answer only the question that offered them.
+        offered = said_last(tracker, CHOICES_QUESTION)
+        choices: list[str] = [c for c in (tracker.get_slot("guide_choices") or []) if c in kb.topics] if offered else []
         if choices:
             chosen = pick(choices, next(tracker.get_latest_entity_values("guide_choice"), None) or text)
             if chosen:
@@ -61,6 +63,10 @@ class ActionAnswerGuide(ServiceAction):
                 topic = kb.topics[chosen]
                 s = topic.section(section)
                 return self._say(dispatcher, tracker, Hit(s.slug, s.title, s.name, 1.0, s.text))
+        elif ((tracker.latest_message or {}).get("intent") or {}).get("name") == "choose":
+            # "2" with no choices just offered: it answers nothing we asked.
+            dispatcher.utter_message(response="utter_ask_rephrase")
+            return [SlotSet("guide_choices", None)]
         reply = answer(kb, text, context_slug=tracker.get_slot("guide_topic"))
         return self._reply(dispatcher, tracker, reply, text)
 
@@ -70,7 +76,7 @@ class ActionAnswerGuide(ServiceAction):
         if reply.kind == "choices":
             lines = [f"{n}. {hit.title}" for n, hit in enumerate(reply.choices, start=1)]
             dispatcher.utter_message(
-                text="您想问的是哪一项？\n" + "\n".join(lines) + "\n请回复或说出 1、2、3。",
+                text=CHOICES_QUESTION + "\n" + "\n".join(lines) + "\n请回复或说出 1、2、3。",
                 buttons=[{"title": f"{n}. {hit.title}", "payload": f'/choose{{"guide_choice": "{n}"}}'}
                          for n, hit in enumerate(reply.choices, start=1)],
             )

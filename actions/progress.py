@@ -11,6 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, reset_flow
 from services.applications import ApplicationView
 from textnorm.ids import is_valid_mobile
+from textnorm.numbers import APPLICATION, PHONE, SPOKEN_NAME, kind_of
 from textnorm.numerals import digits_only
 
 NO_NUMBER = "none"
@@ -51,6 +52,8 @@ class ValidateProgressForm(FlowValidation):
     ) -> list[str]:
         if tracker.slots.get("application_number") not in (None, NO_NUMBER):
             return ["application_number"]
+        if tracker.slots.get("application_number") is None and tracker.slots.get("lookup_phone"):
+            return ["lookup_phone", "id_last4"]  # a phone number came first: check by phone
         return domain_slots
 
     def validate_application_number(
@@ -65,8 +68,12 @@ class ValidateProgressForm(FlowValidation):
                 dispatcher.utter_message(text="好的，用您来电的手机号查。")
                 result["lookup_phone"] = caller
             return result
+        kind = kind_of(number)
+        if kind == PHONE:  # a phone number where the application number was asked: check by phone
+            return {"application_number": NO_NUMBER, "lookup_phone": number, "failed_attempts": 0}
         if not _APPLICATION_NUMBER.fullmatch(number):
-            return self.failed(dispatcher, tracker, "application_number", "受理编号是14位数字，我没听清。")
+            said = f"这是{SPOKEN_NAME[kind]}。" if kind in SPOKEN_NAME else ""
+            return self.failed(dispatcher, tracker, "application_number", f"{said}受理编号是14位数字，我没听清。")
         if self.services.applications.by_number(number) is None:
             return self.failed(dispatcher, tracker, "application_number", "没有查到这个编号。")
         return {"application_number": number, "failed_attempts": 0}
@@ -75,6 +82,8 @@ class ValidateProgressForm(FlowValidation):
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
         phone = digits_only(str(value))
+        if kind_of(phone) == APPLICATION:  # the application number after all: its own slot checks it
+            return {"lookup_phone": None}
         if not is_valid_mobile(phone):
             return self.failed(dispatcher, tracker, "lookup_phone", "手机号是11位数字，我没听清。")
         return {"lookup_phone": phone, "failed_attempts": 0}
@@ -111,4 +120,4 @@ class ActionAnswerProgress(ServiceAction):
             dispatcher.utter_message(text="没有查到您的办件。")
             return reset_flow()
         dispatcher.utter_message(text=describe(found[0]) if len(found) == 1 else describe_brief(found))
-        return reset_flow() + ask_rating(dispatcher, "progress")
+        return reset_flow() + ask_rating(dispatcher, "progress", tracker)

@@ -5,6 +5,7 @@ from rasa_sdk import Action
 
 from actions.bills import ActionPayBill, ValidateBillForm
 from actions.conversation import (
+    ActionAcceptOffer,
     ActionCancelFlow,
     ActionFallback,
     ActionHandoff,
@@ -25,7 +26,7 @@ _WITH_SERVICES = (
     ActionHandoff, ActionStoreRating, ActionAnswerGuide, ActionGuideOfferAccepted, ActionFallback,
     ActionOutOfScope,
 )
-_PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow)
+_PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow, ActionAcceptOffer)
 
 
 def build_actions(services: Services) -> list[Action]:

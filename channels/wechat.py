@@ -58,7 +58,8 @@ def render(messages: List[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
             lines = []
             for n, button in enumerate(buttons, start=len(payloads) + 1):
                 title = str(button.get("title") or "")
-                lines.append(title if re.match(rf"^{n}[.、]", title) else f"{n}. {title}")
+                # A title that begins with its own number ("1. …", or "5分 很满意" as choice 5) stays as it is.
+                lines.append(title if re.match(rf"^{n}(?:[.、]|分)", title) else f"{n}. {title}")
                 payloads.append(str(button["payload"]))
             if not all(line in text for line in lines):
                 text = (text + "\n" if text else "") + "\n".join(lines) + "\n请回复数字选择。"
@@ -249,7 +250,9 @@ class WeChatInput(InputChannel):
         except Exception:  # noqa: BLE001 - logged without the message text
             logger.exception("a %s turn failed (sender %s)", self.name(), sender)
         texts, payloads = render(collector.messages)
-        if payloads:
+        if texts or payloads:
+            # Numbered choices answer only the question that offered them: a reply without choices
+            # (the next question) clears the last ones, so "2" to "请说户号" is not "缴费" from a menu.
             await self._store(self.claims.set_choices, sender, payloads)
         return texts or None
 

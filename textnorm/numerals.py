@@ -41,8 +41,8 @@ def _convert(run: str) -> str | None:
     tail = "X" if run[-1] in _CHECK_X else ""
     has_ascii = any(c in "0123456789０１２３４５６７８９" for c in run)
     has_chinese = any(c in DIGITS and c not in "0123456789０１２３４５６７８９" for c in run)
-    if tail and len(digits) != 17:
-        return None  # only an ID card number ends with X
+    if tail and len(digits) not in (3, 17):
+        return None  # only an ID card number (or its last four) ends with X
     if len(digits) >= MIN_RUN or (has_ascii and has_chinese) or (has_ascii and len(digits) >= 2):
         return "".join(digits) + tail
     return None

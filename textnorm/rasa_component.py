@@ -16,13 +16,14 @@ from rasa.shared.nlu.constants import TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from nlu import CodeFingerprint
 from textnorm.numerals import normalize_numbers
 
 
 @DefaultV1Recipe.register(
     [DefaultV1Recipe.ComponentType.MESSAGE_TOKENIZER], is_trainable=False
 )
-class ChineseNumeralNormalizer(GraphComponent):
+class ChineseNumeralNormalizer(CodeFingerprint, GraphComponent):
     """Rewrites digit runs said in Chinese ("幺三八", "二〇二六") as ASCII digits."""
 
     @classmethod

@@ -73,3 +73,11 @@ def texts(messages: list[dict[str, Any]]) -> str:
 
 def slot_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {e["name"]: e["value"] for e in events if e.get("event") == "slot"}
+
+
+def bot_said(*texts_: str) -> list[dict[str, Any]]:
+    """Bot events for ``extra_events``: what the bot said right before the latest user message."""
+    return [{"event": "bot", "text": t, "timestamp": 1800000099.0 + i / 10} for i, t in enumerate(texts_)]
+
+
+RATING_QUESTION = DOMAIN["responses"]["utter_ask_rating"][0]["text"]

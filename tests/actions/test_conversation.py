@@ -2,6 +2,7 @@ import pytest
 from sqlalchemy import select
 
 from actions.conversation import (
+    ActionAcceptOffer,
     ActionFallback,
     ActionHandoff,
     ActionRepeat,
@@ -11,7 +12,7 @@ from actions.conversation import (
 )
 from services.container import Services
 from services.models import Handoff, Rating
-from tests.actions.helpers import run, slot_events, texts, tracker
+from tests.actions.helpers import RATING_QUESTION, bot_said, run, slot_events, texts, tracker
 
 
 @pytest.mark.parametrize(("said", "score"), [
@@ -23,7 +24,8 @@ def test_parse_rating(said: str, score: int | None) -> None:
 
 def test_rating_is_stored_for_the_flow_just_finished(seeded: Services) -> None:
     msgs, events = run(ActionStoreRating(seeded), tracker(text="很满意", intent="rate", channel="rest",
-                                                          slots={"awaiting_rating": "bill"}))
+                                                          slots={"awaiting_rating": "bill"},
+                                                          extra_events=bot_said("已生成缴费订单。", RATING_QUESTION)))
     assert slot_events(events)["awaiting_rating"] is None
     assert any(m.get("response") == "utter_thanks_for_rating" for m in msgs)
     with seeded.sessions() as s:
@@ -35,6 +37,37 @@ def test_rating_without_a_question_is_not_stored(seeded: Services) -> None:
     run(ActionStoreRating(seeded), tracker(text="5", intent="rate"))
     with seeded.sessions() as s:
         assert s.scalars(select(Rating)).all() == []
+
+
+@pytest.mark.parametrize("question", ["要把完整的办事指南用短信发给您吗？", "请问您要办什么事？", "请说缴费户号，是10位数字。"])
+def test_a_bare_number_after_another_question_is_not_a_rating(seeded: Services, question: str) -> None:
+    # The rating question was asked two turns ago and lapsed: "2" now answers the newer question.
+    msgs, events = run(ActionStoreRating(seeded), tracker(text="2", intent="rate", slots={"awaiting_rating": "progress"},
+                                                          extra_events=bot_said(question)))
+    assert any(m.get("response") == "utter_ask_rephrase" for m in msgs)
+    assert slot_events(events)["awaiting_rating"] is None
+    with seeded.sessions() as s:
+        assert s.scalars(select(Rating)).all() == []
+
+
+@pytest.mark.parametrize(("said", "score"), [("5", 5), ("1", 1), ("五分", 5), ("很不满意", 1), ("4", 4)])
+def test_the_number_said_for_a_rating_is_the_score(seeded: Services, said: str, score: int) -> None:
+    run(ActionStoreRating(seeded), tracker(text=said, intent="rate", slots={"awaiting_rating": "ticket"},
+                                           extra_events=bot_said(RATING_QUESTION)))
+    with seeded.sessions() as s:
+        (r,) = s.scalars(select(Rating)).all()
+    assert r.score == score
+
+
+def test_yes_to_an_offered_second_request_starts_its_form() -> None:
+    _, events = run(ActionAcceptOffer(), tracker(text="好", intent="affirm", slots={"offered_request": "pay_bill"},
+                                                 extra_events=bot_said("还要交费吗？")))
+    assert {"event": "followup", "name": "bill_form", "timestamp": None} in events
+    # The same "好" when the offer was not the last question: the menu, nothing started.
+    msgs, events = run(ActionAcceptOffer(), tracker(text="好", intent="affirm", slots={"offered_request": "pay_bill"},
+                                                    extra_events=bot_said("请问您要办什么事？")))
+    assert not [e for e in events if e.get("event") == "followup"]
+    assert any(m.get("response") == "utter_menu" for m in msgs)
 
 
 def test_handoff_on_the_phone_emits_a_payload(seeded: Services) -> None:

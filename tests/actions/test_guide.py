@@ -4,7 +4,7 @@ from actions.conversation import ActionFallback, ActionOutOfScope, ActionStoreRa
 from actions.guide import ActionAnswerGuide, ActionGuideOfferAccepted
 from services.container import Services
 from services.models import SmsOutbox
-from tests.actions.helpers import run, slot_events, texts, tracker
+from tests.actions.helpers import bot_said, run, slot_events, texts, tracker
 
 PHONE = {"channel": "phone", "caller": "13800000001"}
 
@@ -51,11 +51,24 @@ def test_weak_match_offers_three_numbered_choices_then_takes_the_pick(guided: Se
     slots = slot_events(events)
     choices = slots["guide_choices"]
     assert len(choices) == 3 and slots["guide_section"] == "办理流程"
-    msgs, events = run(ActionAnswerGuide(guided), tracker(text="第二个", intent="choose", slots=slots))
+    offered = bot_said(msgs[0]["text"])
+    msgs, events = run(ActionAnswerGuide(guided), tracker(text="第二个", intent="choose", slots=slots,
+                                                          extra_events=offered))
     assert slot_events(events)["guide_topic"] == choices[1] and "办理流程" in texts(msgs)
-    # A bare "2" is read as a rating by the NLU: with choices open and no rating asked, it picks.
-    _, events = run(ActionStoreRating(guided), tracker(text="2", intent="rate", slots=slots))
+    # A bare "2" is read as a rating by the NLU: with choices just offered and no rating asked, it picks.
+    _, events = run(ActionStoreRating(guided), tracker(text="2", intent="rate", slots=slots, extra_events=offered))
     assert events == [{"event": "followup", "name": "action_answer_guide", "timestamp": None}]
+
+
+def test_numbered_choices_lapse_when_another_question_follows(guided: Services) -> None:
+    msgs, events = run(ActionAnswerGuide(guided), tracker(text="补贴", intent="ask_guide"))
+    slots = slot_events(events)
+    later = bot_said("请说缴费户号，是10位数字。")  # the citizen went on to pay a bill
+    msgs, events = run(ActionAnswerGuide(guided), tracker(text="2", intent="choose", slots=slots, extra_events=later))
+    assert "guide_topic" not in slot_events(events) and slot_events(events)["guide_choices"] is None
+    assert any(m.get("response") == "utter_ask_rephrase" for m in msgs)
+    _, events = run(ActionStoreRating(guided), tracker(text="2", intent="rate", slots=slots, extra_events=later))
+    assert not [e for e in events if e.get("event") == "followup"]
 
 
 def test_nothing_fits_offers_a_human_and_yes_hands_over(guided: Services) -> None:

@@ -179,10 +179,25 @@ def test_feedback_ticket_lookup_and_hand_off_through_wechat(running: Running) ->
     answer = citizen.say("匿名")
     number = re.search(r"工单号：(\d{8})", answer)
     assert number and "生态环境" in answer, answer
-    citizen.say("5")  # the rating question
+    rating = citizen.say("5")  # the rating question: its choices are numbered in score order
+    assert "谢谢您的评价" in rating
+    from sqlalchemy import select
+
+    from services.models import Rating
+    with running.services.sessions() as s:
+        scores = [r.score for r in s.scalars(select(Rating).where(Rating.sender_id == citizen.openid))]
+    assert scores == [5]  # "5" is 5 points, not the fifth choice of a list that began with 5分
     citizen.say("查工单")
     assert "已受理" in citizen.say(number.group(1))
     assert "转人工" in Citizen(running).say("转人工")
+
+
+def test_numbered_choices_answer_only_the_question_that_offered_them(running: Running) -> None:
+    citizen = Citizen(running)
+    assert "2. 缴费" in citizen.say("你好")
+    assert "工单号" in citizen.say("查工单")  # a question with no choices: the menu's numbers lapse
+    reply = citizen.say("2")
+    assert "8位数字" in reply and "交什么费" not in reply, reply
 
 
 def test_a_shared_location_becomes_the_tickets_location(running: Running) -> None:

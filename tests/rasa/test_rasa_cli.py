@@ -57,6 +57,45 @@ def test_stories_all_pass(rasa_model: Path, tmp_path: Path) -> None:
     assert report["conversation_accuracy"]["accuracy"] == 1.0, (tmp_path / "failed_test_stories.yml").read_text()
 
 
+def evaluate(model: Path, rows: list[dict[str, str]], tmp_path: Path, name: str) -> dict:  # type: ignore[type-arg]
+    """Intent accuracy as the conversation acts on it (nlu/evaluate.py: nlu_fallback is a miss)."""
+    import csv
+
+    tsv = tmp_path / f"{name}.tsv"
+    with tsv.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["intent", "text"], delimiter="\t", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / f"{name}.json"
+    python = str(ROOT / ".venv-rasa" / "bin" / "python")
+    result = subprocess.run([python, "-m", "nlu.evaluate", str(tsv), "--model", str(model), "--out", str(out)],
+                            cwd=ROOT, env={**os.environ, **RASA_ENV}, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _story_messages() -> list[dict[str, str]]:
+    """Every user message of the test stories with its labelled intent, annotations removed."""
+    rows = []
+    for path in sorted((ROOT / "tests" / "stories").glob("test_*.yml")):
+        for story in yaml.safe_load(path.read_text(encoding="utf-8"))["stories"]:
+            for step in story["steps"]:
+                if "user" in step:
+                    text = re.sub(r"\[([^\]]*)\](?:\([^)]*\)|\{[^}]*\})", r"\1", step["user"]).strip()
+                    row = {"text": text, "intent": step["intent"]}
+                    if row not in rows:
+                        rows.append(row)
+    return rows
+
+
+def test_story_messages_are_understood(rasa_model: Path, tmp_path: Path) -> None:
+    """The test stories' user messages through the NLU: `rasa test core` takes the labelled intents as
+    given, so this holds the NLU to the same labels (entities are checked by the e2e tests)."""
+    rows = _story_messages()
+    report = evaluate(rasa_model, rows, tmp_path, "stories")
+    assert report["n"] == len(rows) and report["misses"] == []
+
+
 # Rasa draws the folds from numpy's global random state (StratifiedKFold with no seed): fixing it
 # makes the gate repeatable. Unseeded runs scatter by about +-0.005 (bench/RESULTS.md).
 FOLD_SEED = 0
@@ -79,3 +118,22 @@ def test_nlu_cross_validation_macro_f1(tmp_path: Path) -> None:
     f1 = report["macro avg"]["f1-score"]
     weak = {k: round(v["f1-score"], 3) for k, v in report.items() if isinstance(v, dict) and v.get("f1-score", 1) < 0.9}
     assert f1 >= MIN_INTENT_MACRO_F1, f"intent macro-F1 {f1:.3f} < {MIN_INTENT_MACRO_F1}; weak intents: {weak}"
+
+
+# Intent accuracy on what a phone recogniser really writes: the held-out caller utterances of
+# tests/fixtures/speech, transcribed by the packaged Whisper base (tests/fixtures/asr_nlu/test.tsv).
+MIN_ASR_INTENT_ACCURACY = 0.90
+ASR_TEST_SET = ROOT / "tests" / "fixtures" / "asr_nlu" / "test.tsv"
+
+
+def test_intent_accuracy_on_asr_noised_speech(rasa_model: Path, tmp_path: Path) -> None:
+    import csv
+
+    with ASR_TEST_SET.open(encoding="utf-8") as f:
+        rows = [{"intent": r["intent"], "text": r["asr"]} for r in csv.DictReader(f, delimiter="\t")]
+    assert len(rows) >= 100
+    report = evaluate(rasa_model, rows, tmp_path, "asr")
+    dest = ROOT / "bench" / "nlu-asr"
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    assert report["accuracy"] >= MIN_ASR_INTENT_ACCURACY, (report["accuracy"], report["confusions"], report["misses"][:10])

@@ -26,8 +26,13 @@ def test_ordinary_words_stay(text: str) -> None:
     assert normalize_numbers(text) == text
 
 
-def test_x_only_ends_an_id_number() -> None:
-    assert normalize_numbers("幺二三叉") == "123叉"
+def test_x_ends_an_id_number_or_its_last_four_only() -> None:
+    # The last four of an ID number read aloud with 叉 (X) as the check character.
+    assert normalize_numbers("后四位幺二三叉") == "后四位123X"
+    assert digits_only("零零二叉") == "002X"
+    # Anything else keeps its 叉: it is not a check character.
+    assert normalize_numbers("幺二三四叉") == "1234叉"
+    assert normalize_numbers("幺二叉") == "幺二叉"
 
 
 def test_digits_only_keeps_digits_and_id_check_letter() -> None:

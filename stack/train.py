@@ -13,7 +13,9 @@ from services.settings import ROOT
 from stack.processes import RASA_ENV
 
 MODEL_NAME = "heze"
-TRAIN_ARGS = ["--domain", "bot/domain", "--data", "bot/data", "nlu_data", "--config", "config.yml"]
+# nlu_augment/: generated examples (phone transcripts of training sentences, scripts/asr_nlu.py);
+# the NLU cross-validation runs on the curated nlu_data/ alone.
+TRAIN_ARGS = ["--domain", "bot/domain", "--data", "bot/data", "nlu_data", "nlu_augment", "--config", "config.yml"]
 
 
 def train(out_dir: str = "var/models") -> int:

@@ -50,11 +50,11 @@ def test_weak_match_offers_three_numbered_choices_then_takes_the_pick(guided: Se
     assert "请回复或说出 1、2、3" in texts(msgs) and len(msgs[0]["buttons"]) == 3
     slots = slot_events(events)
     choices = slots["guide_choices"]
-    assert len(choices) == 3 and slots["guide_section"] == "办理流程"
+    assert len(choices) == 3 and slots["guide_section"] == "概述"  # "补贴" names no aspect
     offered = bot_said(msgs[0]["text"])
     msgs, events = run(ActionAnswerGuide(guided), tracker(text="第二个", intent="choose", slots=slots,
                                                           extra_events=offered))
-    assert slot_events(events)["guide_topic"] == choices[1] and "办理流程" in texts(msgs)
+    assert slot_events(events)["guide_topic"] == choices[1] and "概述" in texts(msgs) and "可以接着问" in texts(msgs)
     # A bare "2" is read as a rating by the NLU: with choices just offered and no rating asked, it picks.
     _, events = run(ActionStoreRating(guided), tracker(text="2", intent="rate", slots=slots, extra_events=offered))
     assert events == [{"event": "followup", "name": "action_answer_guide", "timestamp": None}]

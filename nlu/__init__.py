@@ -15,7 +15,7 @@ from typing import Any
 
 _ROOT = Path(__file__).resolve().parent.parent
 # The code a trained model depends on beyond its config: a change retrains (GraphComponent.fingerprint_addon).
-SOURCES = ("nlu/phonetic.py", "nlu/pinyin_featurizer.py", "nlu/routing.py", "textnorm/numerals.py",
+SOURCES = ("nlu/phonetic.py", "nlu/pinyin_featurizer.py", "nlu/routing.py", "nlu/signals.py", "textnorm/numerals.py",
            "textnorm/numbers.py", "textnorm/ids.py", "textnorm/rasa_component.py")
 
 

@@ -36,3 +36,13 @@ def syllables(text: str, merge: bool = True) -> list[str]:
 
 def ngrams(items: list[str], n: int) -> list[str]:
     return ["_".join(items[i:i + n]) for i in range(len(items) - n + 1)]
+
+
+def token_features(token_text: str) -> list[str]:
+    sy = syllables(token_text)
+    return [f"t1:{s}" for s in sy] + [f"t2:{g}" for g in ngrams(sy, 2)]
+
+
+def sentence_features(text: str, max_n: int = 3) -> list[str]:
+    sy = syllables(text)
+    return [f"s{n}:{g}" for n in range(1, max_n + 1) for g in ngrams(sy, n)]

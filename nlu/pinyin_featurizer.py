@@ -24,20 +24,10 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu import CodeFingerprint, read_stored, write_stored
-from nlu.phonetic import ngrams, syllables
+from nlu.phonetic import sentence_features, token_features
 
 logger = logging.getLogger(__name__)
 VOCABULARY_FILE = "pinyin_vocabulary.json"
-
-
-def token_features(token_text: str) -> List[str]:
-    sy = syllables(token_text)
-    return [f"t1:{s}" for s in sy] + [f"t2:{g}" for g in ngrams(sy, 2)]
-
-
-def sentence_features(text: str, max_n: int = 3) -> List[str]:
-    sy = syllables(text)
-    return [f"s{n}:{g}" for n in range(1, max_n + 1) for g in ngrams(sy, n)]
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Dict, List, Optional, Text, Tuple, Type
+from typing import Any, Dict, List, Optional, Text, Type
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -29,14 +29,11 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu import CodeFingerprint, read_stored, write_stored
+from nlu.signals import TASKS_OF, known_share, second_request, vocabulary
 from textnorm.numbers import only_number
 
 logger = logging.getLogger(__name__)
 
-_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
-_LATIN_WORD = re.compile(r"[A-Za-z]+")
-# Anything that is neither Chinese, Latin, a digit, space nor punctuation: other scripts, emoji.
-_OTHER = re.compile(r"[^\u4e00-\u9fffA-Za-z0-9\s\u3000-\u303f\uff00-\uffef!-/:-@\[-`{-~]")
 VOCABULARY_FILE = "known_units.json"
 
 
@@ -46,14 +43,6 @@ def _set_intent(message: Message, name: str, confidence: float) -> None:
     top = {"name": name, "confidence": confidence}
     message.set(INTENT, top, add_to_output=True)
     message.set(INTENT_RANKING_KEY, [top, *ranking], add_to_output=True)
-
-
-def units(text: str) -> List[Tuple[str, str]]:
-    """The pieces of a message the guard judges: (kind, piece)."""
-    out: List[Tuple[str, str]] = [("char", c) for run in _HAN_RUN.findall(text) for c in run]
-    out.extend(("latin", w.lower()) for w in _LATIN_WORD.findall(text))
-    out.extend(("other", c) for c in _OTHER.findall(text))
-    return out
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
@@ -85,8 +74,9 @@ class OutOfDomainGuard(CodeFingerprint, GraphComponent, IntentClassifier):
     def train(self, training_data: TrainingData) -> Resource:
         for example in training_data.training_examples:
             text = example.get(TEXT) or ""
-            self.chars.update(c for run in _HAN_RUN.findall(text) for c in run)
-            self.latin.update(w.lower() for w in _LATIN_WORD.findall(text))
+            chars, latin = vocabulary(text)
+            self.chars |= chars
+            self.latin |= latin
         write_stored(self._model_storage, self._resource, VOCABULARY_FILE,
                      {"chars": sorted(self.chars), "latin": sorted(self.latin)})
         return self._resource
@@ -102,12 +92,7 @@ class OutOfDomainGuard(CodeFingerprint, GraphComponent, IntentClassifier):
     def known_share(self, text: str) -> Optional[float]:
         """The share of a message's units the training data knows; None for a message with none
         (only digits or punctuation)."""
-        judged = units(text)
-        if not judged:
-            return None
-        known = sum((piece in self.chars) if kind == "char" else (piece in self.latin) if kind == "latin" else False
-                    for kind, piece in judged)
-        return known / len(judged)
+        return known_share(text, self.chars, self.latin)
 
     def process(self, messages: List[Message]) -> List[Message]:
         if not self.chars:
@@ -142,37 +127,20 @@ class _AfterClassifiers(CodeFingerprint, GraphComponent, IntentClassifier):
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)
 class NumberRouter(_AfterClassifiers):
-    """A message that only gives a number is ``inform`` (with the number's entity from the regexes)."""
+    """A message that only gives a number is ``inform`` (with the number's entity from the regexes),
+    unless the classifier already chose the task that number serves ("查工单10000001" is
+    ``check_ticket``): the rules route both the same way."""
 
     def process(self, messages: List[Message]) -> List[Message]:
         for message in messages:
             text = message.get(TEXT) or ""
             found = only_number(text)
-            if found is not None and found.kind is not None and not text.startswith("/"):
+            if found is None or found.kind is None or text.startswith("/"):
+                continue
+            intent = (message.get(INTENT) or {}).get("name")
+            if intent != "inform" and intent not in TASKS_OF.get(found.kind, ()):
                 _set_intent(message, "inform", 1.0)
         return messages
-
-
-# Requests a later clause can make, by key words, in the order they are tried.
-SECOND_REQUESTS: tuple = (
-    ("check_ticket", ("工单",)),
-    ("check_progress", ("进度", "办件", "办到哪", "办好了没", "批下来", "审批")),
-    ("pay_bill", ("缴费", "交费", "水费", "电费", "燃气费", "交医保", "交养老", "交个费")),
-    ("give_feedback", ("投诉", "举报", "反映个", "反映一下", "提个建议", "求助")),
-)
-_CLAUSE_MARK = re.compile(r"还有|另外|顺便|然后|还要|还想|再帮我|再给我|再帮俺|再查|再交|再问|并且|同时|以及")
-
-
-def second_request(text: str, first_intent: Optional[str]) -> Optional[str]:
-    """The intent of a request made in a later clause of ``text``, when it differs from the first."""
-    parts = _CLAUSE_MARK.split(text, maxsplit=1)
-    if len(parts) < 2:
-        return None
-    later = parts[1]
-    for intent, words in SECOND_REQUESTS:
-        if any(w in later for w in words):
-            return intent if intent != first_intent else None
-    return None
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)

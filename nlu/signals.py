@@ -1,0 +1,64 @@
+"""The plain logic behind the NLU components of ``nlu/routing.py``: no Rasa, so both environments
+import it and the application's tests exercise it directly."""
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Optional, Set, Tuple
+
+_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+# Anything that is neither Chinese, Latin, a digit, space nor punctuation: other scripts, emoji.
+_OTHER = re.compile(r"[^\u4e00-\u9fffA-Za-z0-9\s\u3000-\u303f\uff00-\uffef!-/:-@\[-`{-~]")
+
+
+def units(text: str) -> List[Tuple[str, str]]:
+    """The pieces of a message the guard judges: (kind, piece)."""
+    out: List[Tuple[str, str]] = [("char", c) for run in _HAN_RUN.findall(text) for c in run]
+    out.extend(("latin", w.lower()) for w in _LATIN_WORD.findall(text))
+    out.extend(("other", c) for c in _OTHER.findall(text))
+    return out
+
+
+def vocabulary(text: str) -> Tuple[Set[str], Set[str]]:
+    """What a training example teaches the guard: its Chinese characters and Latin words."""
+    return {c for run in _HAN_RUN.findall(text) for c in run}, {w.lower() for w in _LATIN_WORD.findall(text)}
+
+
+def known_share(text: str, chars: Iterable[str], latin: Iterable[str]) -> Optional[float]:
+    """The share of a message's units the training data knows; None for a message with none
+    (only digits or punctuation)."""
+    judged = units(text)
+    if not judged:
+        return None
+    chars, latin = set(chars), set(latin)
+    known = sum((piece in chars) if kind == "char" else (piece in latin) if kind == "latin" else False
+                for kind, piece in judged)
+    return known / len(judged)
+
+
+# The task a number of each kind serves (textnorm.numbers kinds): a classifier's choice of it stands.
+TASKS_OF: Dict[str, Tuple[str, ...]] = {
+    "application_number": ("check_progress",), "phone_number": ("check_progress",),
+    "ticket_number": ("check_ticket",), "account_number": ("pay_bill",), "id_number": ("pay_bill",),
+}
+
+# Requests a later clause can make, by key words, in the order they are tried.
+SECOND_REQUESTS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("check_ticket", ("工单",)),
+    ("check_progress", ("进度", "办件", "办到哪", "办好了没", "批下来", "审批")),
+    ("pay_bill", ("缴费", "交费", "水费", "电费", "燃气费", "交医保", "交养老", "交个费")),
+    ("give_feedback", ("投诉", "举报", "反映个", "反映一下", "提个建议", "求助")),
+)
+_CLAUSE_MARK = re.compile(r"还有|另外|顺便|然后|还要|还想|再帮我|再给我|再帮俺|再查|再交|再问|并且|同时|以及")
+
+
+def second_request(text: str, first_intent: Optional[str]) -> Optional[str]:
+    """The intent of a request made in a later clause of ``text``, when it differs from the first."""
+    parts = _CLAUSE_MARK.split(text, maxsplit=1)
+    if len(parts) < 2:
+        return None
+    later = parts[1]
+    for intent, words in SECOND_REQUESTS:
+        if any(w in later for w in words):
+            return intent if intent != first_intent else None
+    return None

@@ -19,6 +19,9 @@ FLOW_SLOTS: dict[str, Any] = {
     "bill_type": None, "bill_account": None, "bill_confirm": None, "bill_id": None,
     "feedback_category": None, "feedback_content": None, "feedback_location": None, "feedback_contact": None,
     "ticket_number": None, "failed_attempts": 0, "flow_stopped": None,
+    # A second request is offered when the first flow completes (ask_rating reads it before this
+    # reset lands); a flow that stops, is cancelled or handed off drops it.
+    "pending_request": None,
 }
 
 # Requests a flow's end can offer when the citizen asked for two things at once, as the question
@@ -116,6 +119,7 @@ def asked_last(tracker: Tracker, domain: dict[str, Any], response: str) -> bool:
     an answer such as "2" means something only to the question that was just asked."""
     texts = {v.get("text") for v in (domain.get("responses") or {}).get(response) or [] if v.get("text")}
     return any(e.get("text") in texts for e in bot_turn(tracker))
+
 
 class ServiceAction(Action):
     """An action with access to the service backends."""

@@ -65,3 +65,14 @@ def test_ticket_status(seeded: Services) -> None:
     assert slot_events(ev)["ticket_number"] == "10000001"
     msgs, _ = run(ActionAnswerTicket(seeded), tracker(slots={"ticket_number": "10000001"}))
     assert "正在处理" in texts(msgs) and "城管" in texts(msgs)
+
+
+def test_a_second_request_is_offered_instead_of_the_rating(seeded: Services) -> None:
+    msgs, events = run(ActionAnswerTicket(seeded), tracker(text="10000001", slots={
+        "ticket_number": "10000001", "pending_request": "pay_bill"}))
+    assert "还要交费吗？" in texts(msgs) and not any(m.get("response") == "utter_ask_rating" for m in msgs)
+    offer = next(m for m in msgs if m.get("text") == "还要交费吗？")
+    assert [b["payload"] for b in offer["buttons"]] == ["/pay_bill", "/deny"]
+    slots = slot_events(events)
+    assert slots["offered_request"] == "pay_bill" and slots["pending_request"] is None
+    assert "awaiting_rating" not in slots

@@ -104,12 +104,13 @@ class ValidateBillForm(FlowValidation):
     def validate_bill_confirm(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
+        if any(next(tracker.get_latest_entity_values(e), None) for e in ("account_number", "id_number", "bill_type")):
+            # "不对，是电费" / "不对，是1000000002": a correction (its 不对 reads as no), not an answer.
+            return {"bill_confirm": None}
         if value is True:
             return {"bill_confirm": True, "failed_attempts": 0}
         if value is False:
             return self.stop(dispatcher, "bill_confirm", False, "好的，先不交。需要时再找我。")
-        if any(next(tracker.get_latest_entity_values(e), None) for e in ("account_number", "id_number", "bill_type")):
-            return {"bill_confirm": None}  # "不对，是…": the account or type was corrected, not answered
         return self.failed(dispatcher, tracker, "bill_confirm", "现在交请说“确认”，不交请说“不交”。")
 
 

@@ -13,8 +13,8 @@ from actions.common import FlowValidation, ServiceAction, ask_rating, caller_num
 from services.tickets import CATEGORIES
 from textnorm.ids import is_valid_mobile
 from textnorm.keywords import first_match
-from textnorm.numbers import PHONE, only_number
-from textnorm.numerals import digits_only, spell_digits
+from textnorm.numbers import PHONE, find_numbers, only_number
+from textnorm.numerals import digits_only, normalize_numbers, spell_digits
 
 ANONYMOUS = "anonymous"
 _CATEGORY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -26,6 +26,7 @@ _CATEGORY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Words that only say "I want to give feedback"; what is left after removing them is the matter.
 _TRIGGER = re.compile(r"我要|我想|俺要|俺想|想|要|投诉|举报|建议|意见|求助|反映|问题|情况|一个事|个事|留言|提|一下|点|[\s，。！？,.!?]")
 _ANONYMOUS_WORDS = ("匿名", "不留", "不方便", "不要留", "不想留")
+_PHONE_WORDS = re.compile(r"[，,]?\s*(我的|俺的)?(联系电话|联系方式|手机号码|电话号码|手机号|手机|电话)(是|：|:)?\s*$")
 
 
 def category_from_text(text: str) -> str | None:
@@ -89,6 +90,13 @@ class ValidateFeedbackForm(FlowValidation):
             return {"feedback_location": None, "feedback_contact": number.value}
         if number is not None:
             return self.failed(dispatcher, tracker, "feedback_location", "请说地点，比如哪个县区、哪条路，不用说号码。")
+        phone = next((n for n in find_numbers(text) if n.kind == PHONE), None)
+        if phone is not None:
+            # "东明县城关镇，电话13800000001": the place, and the contact with it.
+            place = _PHONE_WORDS.sub("", normalize_numbers(text)[:phone.start] + normalize_numbers(text)[phone.end:])
+            place = place.strip(" ，,。.:：")
+            if len(place) >= 2:
+                return {"feedback_location": place[:200], "feedback_contact": phone.value, "failed_attempts": 0}
         if len(text) < 2:
             return self.failed(dispatcher, tracker, "feedback_location", "请说清楚地点，比如哪个县区、哪条路。")
         return {"feedback_location": text[:200], "failed_attempts": 0}

@@ -70,7 +70,8 @@ class ActionAnswerGuide(ServiceAction):
             dispatcher.utter_message(response="utter_ask_rephrase")
             return [SlotSet("guide_choices", None)]
         reply = answer(kb, text, context_slug=tracker.get_slot("guide_topic"))
-        return self._reply(dispatcher, tracker, reply, text)
+        # A guide question is no flow: a second request said with it is not kept for a later flow's end.
+        return self._reply(dispatcher, tracker, reply, text) + [SlotSet("pending_request", None)]
 
     def _reply(self, dispatcher: CollectingDispatcher, tracker: Tracker, reply: Answer, text: str) -> list[EventType]:
         if reply.kind == "answer" and reply.hit:

@@ -42,23 +42,29 @@ TASKS_OF: Dict[str, Tuple[str, ...]] = {
     "ticket_number": ("check_ticket",), "account_number": ("pay_bill",), "id_number": ("pay_bill",),
 }
 
-# Requests a later clause can make, by key words, in the order they are tried.
-SECOND_REQUESTS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("check_ticket", ("工单",)),
-    ("check_progress", ("进度", "办件", "办到哪", "办好了没", "批下来", "审批")),
-    ("pay_bill", ("缴费", "交费", "水费", "电费", "燃气费", "交医保", "交养老", "交个费")),
-    ("give_feedback", ("投诉", "举报", "反映个", "反映一下", "提个建议", "求助")),
+# Requests a later clause can make: the clause must ask for the task with a verb near its start
+# ("还有交个水费", "顺便查一下工单"), not merely mention its words ("然后他们还乱收水费", "还有没有别的缴费方式").
+SECOND_REQUESTS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
+    ("check_ticket", re.compile(r"^[^，,。？?]{0,6}查[^，,。？?]{0,4}工单")),
+    ("check_progress", re.compile(r"^[^，,。？?]{0,6}查[^，,。？?]{0,6}(进度|办件|办到哪)")),
+    ("pay_bill", re.compile(r"^[^，,。？?]{0,6}[交缴][^，,。？?]{0,4}(费|医保|养老保险)")),
+    ("give_feedback", re.compile(r"^[^，,。？?]{0,4}(投诉|举报|提个?建议|求助)")),
 )
-_CLAUSE_MARK = re.compile(r"还有|另外|顺便|然后|还要|还想|再帮我|再给我|再帮俺|再查|再交|再问|并且|同时|以及")
+# The tasks that run as a flow whose end can offer the second request (actions/common.py OFFERS).
+FLOW_INTENTS = frozenset(intent for intent, _ in SECOND_REQUESTS)
+_CLAUSE_MARK = re.compile(r"还有|另外|顺便|然后|还要|还想|再帮我|再给我|再帮俺|并且|同时|以及")
+_ASKS_ABOUT = re.compile(r"没有|吗|么|怎么|咋|方式|多少|哪")
 
 
 def second_request(text: str, first_intent: Optional[str]) -> Optional[str]:
-    """The intent of a request made in a later clause of ``text``, when it differs from the first."""
-    parts = _CLAUSE_MARK.split(text, maxsplit=1)
-    if len(parts) < 2:
+    """The task a later clause of ``text`` asks for, when the first is another task."""
+    if first_intent not in FLOW_INTENTS:
         return None
-    later = parts[1]
-    for intent, words in SECOND_REQUESTS:
-        if any(w in later for w in words):
+    parts = _CLAUSE_MARK.split(text, maxsplit=1)
+    if len(parts) < 2 or _ASKS_ABOUT.search(parts[1]):
+        return None
+    later = parts[1].lstrip("，, ")
+    for intent, asks in SECOND_REQUESTS:
+        if asks.search(later):
             return intent if intent != first_intent else None
     return None

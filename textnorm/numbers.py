@@ -36,6 +36,8 @@ _FILLER = re.compile(
         "查一下", "查一查", "查查", "查下", "帮我查", "帮忙查", "给我查", "给俺查", "帮俺查", "麻烦查", "看一下", "看看",
         "我的", "俺的", "俺", "我", "的", "这个", "那个", "号码", "编号", "受理编号", "办件编号", "回执", "工单号", "工单",
         "手机号", "手机", "电话", "电话号码", "身份证号", "身份证", "后四位", "最后四位", "尾号", "户号", "账号", "号",
+        "手机号码", "身份证号码", "号码是", "联系电话", "联系方式", "受理号", "申请编号", "申请号", "缴费户号", "用户号",
+        "单号", "工单编号", "留个", "记一下", "打这个",
         "嗯", "啊", "哦", "呢", "吧", "了", "呀", "一下", "请", "您", "麻烦", "帮忙", "帮我", "好", "吗", "多少", "写的",
         "查", "帮", "给", "看", "这", "那",
     ), key=len, reverse=True))
@@ -87,8 +89,3 @@ def only_number(text: str) -> FoundNumber | None:
     rest = norm[:found[0].start] + " " + norm[found[0].end:]
     rest = _PUNCT.sub("", _FILLER.sub("", rest))
     return found[0] if not rest else None
-
-
-def is_correction(text: str) -> bool:
-    """True when a message revises what the citizen said before ("不对，是…", "说错了")."""
-    return bool(re.match(r"\s*(不对|不是|错了|说错了|我说错了|更正|应该是|改成|换成)", text))

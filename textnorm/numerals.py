@@ -26,8 +26,8 @@ for _digit, _chars in {
         DIGITS[_c] = _digit
 
 # Separators people put inside numbers: spaces (ASR output), hyphens, dots in spoken pauses.
-_SEPARATORS = " \t-－—、，,"
-_CHECK_X = "Xx×叉"
+_SEPARATORS = " \t\u3000-－—、，,"
+_CHECK_X = "XxＸｘ×叉"
 _DIGIT_CLASS = "".join(DIGITS)
 _RUN = re.compile(
     f"[{re.escape(_DIGIT_CLASS)}](?:[{re.escape(_SEPARATORS)}]*[{re.escape(_DIGIT_CLASS)}])*"

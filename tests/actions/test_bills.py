@@ -81,3 +81,19 @@ def test_phone_callers_get_the_link_by_sms(seeded: Services) -> None:
 def test_phone_callers_without_caller_id_go_to_the_service_station(seeded: Services) -> None:
     msgs, _ = run(ActionPayBill(seeded), _confirmed(seeded, metadata={"channel": "phone"}))
     assert "便民服务站" in texts(msgs) and "/pay/" not in texts(msgs)
+
+
+def test_an_id_number_for_a_water_account_is_named(seeded: Services) -> None:
+    msgs, events = validate(seeded, text="371702198001011230", filled={"bill_account": "371702198001011230"},
+                            slots={"bill_type": "water"})
+    assert "这是身份证号" in texts(msgs) and "户号" in texts(msgs)
+    assert slot_events(events)["bill_account"] is None
+
+
+def test_a_correction_at_the_confirmation_is_no_refusal(seeded: Services) -> None:
+    # "不对，是电费" reads as deny (bill_confirm False) and carries a bill type: not "先不交".
+    msgs, events = validate(seeded, intent="deny", text="不对，是电费", filled={"bill_confirm": False},
+                            entities=[{"entity": "bill_type", "value": "electricity"}],
+                            slots={"bill_type": "water", "bill_account": "1000000001", "bill_id": "1"})
+    slots = slot_events(events)
+    assert slots["bill_confirm"] is None and "flow_stopped" not in slots and "先不交" not in texts(msgs)

@@ -76,3 +76,21 @@ def test_a_second_request_is_offered_instead_of_the_rating(seeded: Services) -> 
     slots = slot_events(events)
     assert slots["offered_request"] == "pay_bill" and slots["pending_request"] is None
     assert "awaiting_rating" not in slots
+
+
+def _location(services: Services, said: str):  # type: ignore[no-untyped-def]
+    return run(ValidateFeedbackForm(services), tracker(
+        active_loop="feedback_form", text=said, filled={"feedback_location": said},
+        slots={"feedback_category": "complaint", "feedback_content": "路灯坏了半个月", "requested_slot": "feedback_location"}))
+
+
+def test_a_phone_number_for_the_place_is_the_contact(seeded: Services) -> None:
+    msgs, events = _location(seeded, "我的手机号码是13800000005")
+    slots = slot_events(events)
+    assert slots["feedback_location"] is None and slots["feedback_contact"] == "13800000005"
+    assert "手机号我记下了" in texts(msgs)
+    _, events = _location(seeded, "东明县城关镇，电话13800000006")
+    slots = slot_events(events)
+    assert (slots["feedback_location"], slots["feedback_contact"]) == ("东明县城关镇", "13800000006")
+    _, events = _location(seeded, "巨野县城东")
+    assert slot_events(events)["feedback_location"] == "巨野县城东" and "feedback_contact" not in slot_events(events)

@@ -103,12 +103,43 @@ def test_thanks_and_yes_inside_a_form(running: Running) -> None:
 def test_ratings_count_only_for_the_rating_question(running: Running) -> None:
     assert "打个分" in joined(running.say("u-rate", "查一下10000001"))
     assert "谢谢您的评价" in joined(running.say("u-rate", "5"))
-    # A bare "2" to another question is not a rating.
-    running.say("u-rate", "查进度")
-    answer = joined(running.say("u-rate", "2"))
-    assert "谢谢您的评价" not in answer
+    # The rating question asked, then another question in between: a bare "2" is not a rating.
+    assert "打个分" in joined(running.say("u-rate2", "查一下10000001"))
+    assert "换个说法" in joined(running.say("u-rate2", "阿巴阿巴"))
+    answer = joined(running.say("u-rate2", "2"))
+    assert "谢谢您的评价" not in answer and "换个说法" in answer, answer
     with running.services.sessions() as s:
         assert [r.score for r in s.scalars(select(Rating).where(Rating.sender_id == "u-rate"))] == [5]
+        assert s.scalars(select(Rating).where(Rating.sender_id == "u-rate2")).all() == []
+
+
+def test_a_correction_at_the_confirmation_changes_the_bill(running: Running) -> None:
+    running.say("u-bt", "交水费")
+    assert "应缴56.30元" in joined(running.say("u-bt", "1000000001"))
+    answer = joined(running.say("u-bt", "不对，是电费"))
+    assert "先不交" not in answer and "户号" in answer, answer  # the electricity account is asked for
+    assert "应缴" in joined(running.say("u-bt", "2000000001"))
+    running.say("u-bt", "不交")
+
+
+def test_the_place_and_the_phone_number_in_one_reply(running: Running) -> None:
+    running.say("u-lp", "俺要投诉")
+    running.say("u-lp", "投诉")
+    running.say("u-lp", "村口的路灯坏了半个月了")
+    assert "工单号" in joined(running.say("u-lp", "东明县城关镇，电话13800000006"))
+    with running.services.sessions() as s:
+        ticket = s.scalars(select(FeedbackTicket).where(FeedbackTicket.sender_id == "u-lp")).one()
+    assert ticket.location == "东明县城关镇" and ticket.contact_phone == "13800000006"
+
+
+def test_ok_is_yes(running: Running) -> None:
+    assert parse(running, "OK")["intent"]["name"] == "affirm"
+
+
+def test_a_mention_is_not_a_second_request(running: Running) -> None:
+    answer = joined(running.say("u-men", "我要投诉物业，然后他们还乱收水费"))
+    assert "投诉" in answer or "哪里" in answer or "什么事" in answer
+    assert not [e for e in parse(running, "我要投诉物业，然后他们还乱收水费")["entities"] if e["entity"] == "next_request"]
 
 
 def test_misheard_words_from_a_phone_recogniser(running: Running) -> None:

@@ -46,6 +46,12 @@ def test_numbers_and_punctuation_have_no_units() -> None:
     ("交水费还有电费", "pay_bill", None),            # the same task twice: one flow handles it
     ("俺想查一下办件进度", "check_progress", None),   # one request
     ("查进度，还有别的事吗", "check_progress", None),  # a later clause with no task in it
+    # A later clause that mentions a task's words without asking for it.
+    ("我要投诉物业，然后他们还乱收水费", "give_feedback", None),
+    ("我要反映问题，还有就是电费收得太贵", "give_feedback", None),
+    ("我去办营业执照，然后窗口让我等审批", "check_progress", None),
+    ("交水费，还有没有别的缴费方式", "pay_bill", None),
+    ("低保怎么申请，另外审批要多久", "ask_guide", None),         # the first is no flow
 ])
 def test_second_request(text: str, first: str, second: str | None) -> None:
     assert second_request(text, first) == second

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from textnorm.numbers import ACCOUNT, APPLICATION, ID_LAST4, ID_NUMBER, PHONE, TICKET, is_correction, kind_of, only_number
+from textnorm.numbers import ACCOUNT, APPLICATION, ID_LAST4, ID_NUMBER, PHONE, TICKET, kind_of, only_number
 
 
 @pytest.mark.parametrize(("number", "kind"), [
@@ -33,6 +33,11 @@ def test_kind_of(number: str, kind: str | None) -> None:
     ("工单号10000001", "10000001", TICKET),
     ("后四位是幺二三叉", "123X", ID_LAST4),
     ("371702198001011230", "371702198001011230", ID_NUMBER),
+    ("我的手机号码是13800000001", "13800000001", PHONE),
+    ("联系电话 13800000001", "13800000001", PHONE),
+    ("缴费户号1000000001", "1000000001", ACCOUNT),
+    ("１３８　００００　０００１", "13800000001", PHONE),   # full-width digits and spaces
+    ("１２３Ｘ", "123X", ID_LAST4),
 ])
 def test_only_number(text: str, value: str, kind: str) -> None:
     found = only_number(text)
@@ -47,9 +52,3 @@ def test_only_number(text: str, value: str, kind: str) -> None:
 ])
 def test_not_only_a_number(text: str) -> None:
     assert only_number(text) is None
-
-
-def test_is_correction() -> None:
-    assert is_correction("不对，是20261101000002")
-    assert is_correction("说错了 1000000002")
-    assert not is_correction("20261101000002")

@@ -40,11 +40,11 @@ def test_a_correction_after_an_answer_checks_the_new_number(running: Running) ->
 
 
 def test_a_correction_inside_the_bill_form_reads_the_new_amount(running: Running) -> None:
+    # Water 1000000002 is paid by no test; 1000000001 may be paid already (test_flows pays it).
     running.say("u-bcorr", "交水费")
-    first = joined(running.say("u-bcorr", "1000000001"))
-    assert "应缴56.30元" in first
-    second = joined(running.say("u-bcorr", "不对，是1000000002"))
-    assert "应缴" in second and "56.30" not in second and "确认" not in second.split("应缴")[0], second
+    assert "应缴28.10元" in joined(running.say("u-bcorr", "1000000002"))
+    second = joined(running.say("u-bcorr", "不对，是1000000001"))
+    assert "28.10" not in second and ("应缴56.30元" in second or "已经交清" in second), second
     running.say("u-bcorr", "先不交")
 
 
@@ -66,7 +66,7 @@ def test_an_id_number_where_a_water_account_was_asked(running: Running) -> None:
     running.say("u-idacc", "交水费")
     answer = joined(running.say("u-idacc", "371702198001011230"))
     assert "这是身份证号" in answer and "户号" in answer and "应缴" not in answer, answer
-    assert "应缴56.30元" in joined(running.say("u-idacc", "1000000001"))  # the form goes on
+    assert "应缴28.10元" in joined(running.say("u-idacc", "1000000002"))  # the form goes on
     running.say("u-idacc", "不交")
 
 
@@ -115,10 +115,11 @@ def test_ratings_count_only_for_the_rating_question(running: Running) -> None:
 
 def test_a_correction_at_the_confirmation_changes_the_bill(running: Running) -> None:
     running.say("u-bt", "交水费")
-    assert "应缴56.30元" in joined(running.say("u-bt", "1000000001"))
+    assert "应缴28.10元" in joined(running.say("u-bt", "1000000002"))
     answer = joined(running.say("u-bt", "不对，是电费"))
     assert "先不交" not in answer and "户号" in answer, answer  # the electricity account is asked for
-    assert "应缴" in joined(running.say("u-bt", "2000000001"))
+    reply = joined(running.say("u-bt", "2000000001"))
+    assert "电费" in reply and ("应缴" in reply or "交清" in reply), reply
     running.say("u-bt", "不交")
 
 

@@ -12,7 +12,7 @@ from actions.common import FlowValidation, ServiceAction, ask_rating, caller_num
 from services.billing import BILL_TYPES, ID_NUMBER_BILLS, format_yuan
 from textnorm.ids import is_valid_mobile
 from textnorm.keywords import first_match
-from textnorm.numbers import ID_NUMBER, SPOKEN_NAME, kind_of
+from textnorm.numbers import ID_NUMBER, kind_of, named
 from textnorm.numerals import digits_only
 
 # Words citizens use for each bill type, looked for in free text.
@@ -81,11 +81,11 @@ class ValidateBillForm(FlowValidation):
             if len(account) == 18 and kind != ID_NUMBER:
                 return self.failed(dispatcher, tracker, "bill_account", "身份证号不对，请核对后再说一遍。")
             if kind != ID_NUMBER:
-                said = f"这是{SPOKEN_NAME[kind]}。" if kind in SPOKEN_NAME else ""
+                said = named(kind)
                 return self.failed(dispatcher, tracker, "bill_account",
                                    f"{said}{BILL_TYPES[bill_type]}要说参保人的身份证号，是18位。")
         elif not re.fullmatch(r"\d{10}", account):
-            said = f"这是{SPOKEN_NAME[kind]}。" if kind in SPOKEN_NAME else ""
+            said = named(kind)
             return self.failed(dispatcher, tracker, "bill_account",
                                f"{said}交{BILL_TYPES[bill_type]}要说户号，是缴费单上的10位数字。")
         billing = self.services.billing

@@ -93,7 +93,8 @@ class ValidateFeedbackForm(FlowValidation):
         phone = next((n for n in find_numbers(text) if n.kind == PHONE), None)
         if phone is not None:
             # "东明县城关镇，电话13800000001": the place, and the contact with it.
-            place = _PHONE_WORDS.sub("", normalize_numbers(text)[:phone.start] + normalize_numbers(text)[phone.end:])
+            norm = normalize_numbers(text)  # find_numbers' positions are in the normalised text
+            place = _PHONE_WORDS.sub("", norm[:phone.start] + norm[phone.end:])
             place = place.strip(" ，,。.:：")
             if len(place) >= 2:
                 return {"feedback_location": place[:200], "feedback_contact": phone.value, "failed_attempts": 0}

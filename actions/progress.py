@@ -11,7 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, reset_flow
 from services.applications import ApplicationView
 from textnorm.ids import is_valid_mobile
-from textnorm.numbers import APPLICATION, PHONE, SPOKEN_NAME, kind_of
+from textnorm.numbers import APPLICATION, PHONE, kind_of, named
 from textnorm.numerals import digits_only
 
 NO_NUMBER = "none"
@@ -72,7 +72,7 @@ class ValidateProgressForm(FlowValidation):
         if kind == PHONE:  # a phone number where the application number was asked: check by phone
             return {"application_number": NO_NUMBER, "lookup_phone": number, "failed_attempts": 0}
         if not _APPLICATION_NUMBER.fullmatch(number):
-            said = f"这是{SPOKEN_NAME[kind]}。" if kind in SPOKEN_NAME else ""
+            said = named(kind)
             return self.failed(dispatcher, tracker, "application_number", f"{said}受理编号是14位数字，我没听清。")
         if self.services.applications.by_number(number) is None:
             return self.failed(dispatcher, tracker, "application_number", "没有查到这个编号。")

@@ -8,9 +8,9 @@
   third of the phone transcripts looked unknown (bench/RESULTS.md).
 - ``NumberRouter``: a message that is only a number, with words like "查一下" or "不对，是" around it,
   is ``inform``: the rules then route it by the number's entity, in or out of a form.
-- ``SecondRequest``: "查一下进度，还有交个水费" is handled first as its classified intent; the other
-  request, found by its key words in a later clause, becomes the ``next_request`` entity, which the
-  flow's last action offers ("还要交费吗？").
+- ``SecondRequest``: "查一下进度，还有交个水费" is handled first as its classified intent; a later clause
+  that asks for another task (``nlu.signals.second_request``) becomes the ``next_request`` entity,
+  which the flow's last action offers ("还要交费吗？").
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ import it and the application's tests exercise it directly."""
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import AbstractSet, Dict, List, Optional, Set, Tuple
 
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
@@ -24,13 +24,12 @@ def vocabulary(text: str) -> Tuple[Set[str], Set[str]]:
     return {c for run in _HAN_RUN.findall(text) for c in run}, {w.lower() for w in _LATIN_WORD.findall(text)}
 
 
-def known_share(text: str, chars: Iterable[str], latin: Iterable[str]) -> Optional[float]:
+def known_share(text: str, chars: AbstractSet[str], latin: AbstractSet[str]) -> Optional[float]:
     """The share of a message's units the training data knows; None for a message with none
     (only digits or punctuation)."""
     judged = units(text)
     if not judged:
         return None
-    chars, latin = set(chars), set(latin)
     known = sum((piece in chars) if kind == "char" else (piece in latin) if kind == "latin" else False
                 for kind, piece in judged)
     return known / len(judged)

@@ -26,6 +26,13 @@ SPOKEN_NAME = {
     ID_LAST4: "身份证后4位",
 }
 
+
+
+def named(kind: str | None) -> str:
+    """"这是身份证号。" for a number of a known kind given where another was asked; "" otherwise."""
+    return f"这是{SPOKEN_NAME[kind]}。" if kind in SPOKEN_NAME else ""
+
+
 _NUMBER = re.compile(r"(?<![0-9A-Za-z])[0-9]+[Xx]?(?![0-9A-Za-z])")
 
 # Words around a number that say nothing but "here is my number" (or "no, it is"): what remains of a

@@ -37,4 +37,13 @@ class GuardedRestInput(RestInput):
             if isinstance(out, CollectingOutputChannel) and isinstance(out.messages, list) and not out.messages:
                 await out.send_text_message(message.sender_id, APOLOGY)
 
-        return super().blueprint(guarded)
+        blueprint = super().blueprint(guarded)
+
+        @blueprint.listener("after_server_stop")
+        async def close_sessions(*_: object) -> None:
+            """The action server's keep-alive sessions (rasa_runtime.patches) end with the server."""
+            from rasa_runtime import patches
+
+            await patches.close_sessions()
+
+        return blueprint

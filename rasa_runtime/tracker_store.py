@@ -1,0 +1,226 @@
+"""Rasa's SQL tracker store, minus reloading and replaying a whole conversation on every turn.
+
+Stock ``SQLTrackerStore`` reads every event of the session from the database, deserialises and
+replays them for each message and counts them again on save; every later step of the turn (each
+policy's featurisation, the tracker copy before each action, the tracker sent to the action server)
+walks all of them again, so a turn costs more the longer the conversation (bench/RESULTS.md).
+
+``HezeTrackerStore`` keeps the tracker it last saved for a conversation in memory and, on the next
+message, asks the database one question: is the newest event of this sender still the one we
+saved? If so the kept tracker is used as it is; if other events arrived (another Rasa worker,
+``POST /conversations/<id>/tracker/events``) only those are read and applied; if a new session
+started there, or the kept tracker was changed without being saved, the session is read in full,
+as stock does.
+
+The tracker handed to Rasa holds the last ``window`` user turns of events (at most ``window`` + 2),
+preceded by ``SlotSet`` events that restore every slot to its value where the window starts. A
+window only starts where no form is active and nothing is paused, so the conversation's state is
+exactly the full one's; only history older than the window is left out, which no policy reads
+(memoization looks at 4 states, rules at their own few turns) and no action reads (they look back at
+most two user turns). The database keeps every event: the prefix is never written.
+
+Durability is unchanged: ``save`` writes the new events and commits before it returns, as stock
+does; memory only ever holds what is already on disk. A kept tracker is handed out once (checked
+out) and comes back only through ``save``, so two requests never share one object. The table,
+columns and rows are stock Rasa's; the console, the HTTP API's full tracker and ``rasa export``
+read them as before.
+
+Creating this store installs ``rasa_runtime.patches`` (the documented way they get installed).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import weakref
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Text, Tuple
+
+import sqlalchemy as sa
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.constants import ACTION_LISTEN_NAME
+from rasa.shared.core.events import ActionExecuted, Event, SessionStarted, SlotSet, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker, TrackerEventDiffEngine
+
+from rasa_runtime import patches
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEEP = 10_000  # conversations kept in memory (least recently used dropped first)
+DEFAULT_WINDOW = 4  # user turns of history handed to Rasa
+SLACK = 2  # the window is cut again once it holds this many more turns
+
+
+class _Saved:
+    """What a tracker object has in the database: its first ``count`` events, up to row ``last_id``."""
+
+    __slots__ = ("count", "last_id")
+
+    def __init__(self, count: int, last_id: int) -> None:
+        self.count = count
+        self.last_id = last_id
+
+
+def windowed(tracker: DialogueStateTracker, turns: int) -> DialogueStateTracker:
+    """The same conversation state with only the last ``turns`` user turns of events (or ``tracker``).
+
+    The new tracker's events: one ``SlotSet`` per slot whose value differs from its initial value at
+    the cut, then the events from the ``action_listen`` before the ``turns``-th last user message
+    on. The cut moves to an earlier turn while a form is active or the conversation is paused there;
+    with no such turn, ``tracker`` is returned as it is."""
+    events: List[Event] = list(tracker.events)
+    listens = [i - 1 for i, e in enumerate(events)
+               if isinstance(e, UserUttered) and i > 0 and isinstance(events[i - 1], ActionExecuted)
+               and events[i - 1].action_name == ACTION_LISTEN_NAME]
+    if len(listens) <= turns + SLACK:
+        return tracker
+    candidates = set(listens[:len(listens) - turns + 1])
+    state = tracker.init_copy()
+    cut, values = None, {}
+    for i, event in enumerate(events[:max(candidates) + 1]):
+        if i in candidates and state.active_loop_name is None and not state.is_paused() \
+                and state.followup_action is None:
+            cut, values = i, {name: slot.value for name, slot in state.slots.items()}
+        state.update(event)
+    if cut is None:
+        return tracker
+    at = events[cut].timestamp
+    result = tracker.init_copy()
+    prefix: List[Event] = [SlotSet(name, value, timestamp=at) for name, value in values.items()
+                           if value != result.slots[name].value]
+    for event in prefix + events[cut:]:
+        result.update(event)
+    return result
+
+
+class HezeTrackerStore(SQLTrackerStore):
+    """``SQLTrackerStore`` that keeps each conversation's saved tracker and reads only what changed."""
+
+    def __init__(self, domain: Any = None, keep: int = DEFAULT_KEEP, window: int = DEFAULT_WINDOW,
+                 **kwargs: Any) -> None:
+        patches.install()
+        super().__init__(domain=domain, **kwargs)
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
+            # SQLAlchemy 1.4 opens a new connection to a SQLite file for every use (NullPool): keep a few.
+            url = self.engine.url
+            self.engine.dispose()
+            self.engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, pool_size=2,
+                                           connect_args={"check_same_thread": False})
+            self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+        self.keep = int(keep)
+        self.window = int(window)
+        self._kept: "OrderedDict[Text, DialogueStateTracker]" = OrderedDict()
+        # id(tracker) -> (weak reference, what it has on disk); trackers are unhashable (they define ==).
+        self._saved: Dict[int, Tuple["weakref.ref[DialogueStateTracker]", _Saved]] = {}
+        self.counts = {"kept": 0, "caught_up": 0, "read": 0}
+        # The per-turn statements, in SQLAlchemy Core (the ORM query costs more than the database).
+        events = self.SQLEvent.__table__
+        self._insert = events.insert()
+        self._head_query = (sa.select(sa.func.max(events.c.id))
+                            .where(events.c.sender_id == sa.bindparam("sender_id")))
+        self._after_query = (sa.select(events.c.id, events.c.type_name, events.c.data)
+                             .where(events.c.sender_id == sa.bindparam("sender_id"), events.c.id > sa.bindparam("after"))
+                             .order_by(events.c.id))
+        with self.session_scope():
+            pass  # stock's check that a configured PostgreSQL schema exists, once
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:
+        """The tracker of the latest session: the kept one if the database has nothing newer."""
+        kept = self._kept.pop(sender_id, None)
+        with self.engine.connect() as conn:
+            head = self._head(conn, sender_id)
+            if head is None:
+                return None
+            saved = self._saved_of(kept) if kept is not None else None
+            if kept is not None and saved is not None and len(kept.events) == saved.count:
+                if saved.last_id == head:
+                    self.counts["kept"] += 1
+                    return kept
+                if self._catch_up(conn, kept, saved):
+                    self.counts["caught_up"] += 1
+                    return kept
+        self.counts["read"] += 1
+        with self.session_scope() as session:
+            return self._read(session, sender_id)
+
+    def _head(self, conn: Any, sender_id: Text) -> Optional[int]:
+        """The id of the sender's newest event row (the sender_id index answers it)."""
+        return conn.execute(self._head_query, {"sender_id": sender_id}).scalar()
+
+    def _catch_up(self, conn: Any, tracker: DialogueStateTracker, saved: _Saved) -> bool:
+        """Apply the rows written after ours; False when they start a new session (read in full)."""
+        rows = conn.execute(self._after_query, {"sender_id": tracker.sender_id, "after": saved.last_id}).all()
+        if not rows or any(row.type_name == SessionStarted.type_name for row in rows):
+            return False
+        for row in rows:
+            tracker.update(Event.from_parameters(json.loads(row.data)))
+        saved.count, saved.last_id = len(tracker.events), rows[-1].id
+        return True
+
+    def _read(self, session: Any, sender_id: Text) -> Optional[DialogueStateTracker]:
+        rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).all()
+        if not rows or not self.domain:
+            return None
+        full = DialogueStateTracker.from_dict(sender_id, [json.loads(row.data) for row in rows], self.domain.slots)
+        tracker = windowed(full, self.window)
+        self._mark(tracker, _Saved(len(tracker.events), rows[-1].id))
+        return tracker
+
+    def _saved_of(self, tracker: DialogueStateTracker) -> Optional[_Saved]:
+        entry = self._saved.get(id(tracker))
+        return entry[1] if entry is not None and entry[0]() is tracker else None
+
+    def _mark(self, tracker: DialogueStateTracker, saved: _Saved) -> None:
+        key = id(tracker)
+        self._saved[key] = (weakref.ref(tracker, lambda _: self._saved.pop(key, None)), saved)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Write the events the database does not have yet, commit, then keep the tracker."""
+        saved = self._saved_of(tracker)
+        if saved is None:  # a tracker this store did not read (Rasa's create_tracker, or built elsewhere)
+            with self.engine.connect() as conn:
+                head = self._head(conn, tracker.sender_id)
+            if head is not None:  # the database has some of it: stock counts what is there
+                await super().save(tracker)
+                self._kept.pop(tracker.sender_id, None)
+                return
+            saved = _Saved(0, 0)  # a new conversation: every event is new
+            self._mark(tracker, saved)
+        new = list(itertools.islice(tracker.events, saved.count, None))
+        if self.event_broker is not None:
+            await self._stream_new_events(self.event_broker, new, tracker.sender_id)
+        if new:
+            with self.engine.begin() as conn:  # commits on leaving
+                conn.execute(self._insert, [self._row(tracker.sender_id, e) for e in new])
+                last_id = self._head(conn, tracker.sender_id)  # ours: the conversation's lock is held
+            saved.count, saved.last_id = saved.count + len(new), last_id
+        kept = windowed(tracker, self.window)
+        if kept is not tracker:
+            self._mark(kept, _Saved(len(kept.events), saved.last_id))
+        self._keep(kept)
+
+    @staticmethod
+    def _row(sender_id: Text, event: Event) -> Dict[Text, Any]:
+        """One ``events`` row, with the columns stock ``SQLTrackerStore.save`` fills."""
+        data = event.as_dict()
+        return {"sender_id": sender_id, "type_name": event.type_name, "timestamp": data.get("timestamp"),
+                "intent_name": data.get("parse_data", {}).get("intent", {}).get("name"),
+                "action_name": data.get("name"), "data": json.dumps(data)}
+
+    def _keep(self, tracker: DialogueStateTracker) -> None:
+        self._kept[tracker.sender_id] = tracker
+        self._kept.move_to_end(tracker.sender_id)
+        while len(self._kept) > self.keep:
+            self._kept.popitem(last=False)
+
+    async def stream_events(self, tracker: DialogueStateTracker) -> None:
+        """Stock behaviour for trackers this store did not read (``save`` streams its own)."""
+        if self.event_broker is None:
+            return None
+        old = await super().retrieve(tracker.sender_id)
+        await self._stream_new_events(self.event_broker, TrackerEventDiffEngine.event_difference(old, tracker),
+                                      tracker.sender_id)

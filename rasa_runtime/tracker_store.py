@@ -93,8 +93,25 @@ def windowed(tracker: DialogueStateTracker, turns: int) -> DialogueStateTracker:
     return result
 
 
+def from_session_start(tracker: DialogueStateTracker) -> DialogueStateTracker:
+    """The tracker as stock reads it back: from its latest ``SessionStarted`` on (or ``tracker``).
+
+    Stock keeps only events timestamped at or after the session's start, so the
+    ``action_session_start`` just before it is left out from the second turn of a session on."""
+    starts = [e.timestamp for e in tracker.events if isinstance(e, SessionStarted)]
+    if not starts or all(e.timestamp >= starts[-1] for e in tracker.events):
+        return tracker
+    result = tracker.init_copy()
+    for event in tracker.events:
+        if event.timestamp >= starts[-1]:
+            result.update(event)
+    return result
+
+
 class HezeTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` that keeps each conversation's saved tracker and reads only what changed."""
+
+    engine: Any  # stock's (a pooled one for a SQLite file, below)
 
     def __init__(self, domain: Any = None, keep: int = DEFAULT_KEEP, window: int = DEFAULT_WINDOW,
                  **kwargs: Any) -> None:
@@ -196,9 +213,9 @@ class HezeTrackerStore(SQLTrackerStore):
         if new:
             with self.engine.begin() as conn:  # commits on leaving
                 conn.execute(self._insert, [self._row(tracker.sender_id, e) for e in new])
-                last_id = self._head(conn, tracker.sender_id)  # ours: the conversation's lock is held
+                last_id = self._head(conn, tracker.sender_id) or 0  # ours: the conversation's lock is held
             saved.count, saved.last_id = saved.count + len(new), last_id
-        kept = windowed(tracker, self.window)
+        kept = windowed(from_session_start(tracker), self.window)
         if kept is not tracker:
             self._mark(kept, _Saved(len(kept.events), saved.last_id))
         self._keep(kept)

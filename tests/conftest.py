@@ -17,6 +17,9 @@ from services.migrate import upgrade
 from services.seed import seed
 from services.settings import ROOT, Settings
 
+# Tests that need Rasa itself run inside .venv-rasa (tests/rasa/test_runtime.py starts them).
+collect_ignore = ["rasa_env"]
+
 # CI's machine runs PostgreSQL on 127.0.0.1:5432 with trust auth (.ci/run); override to point elsewhere.
 PG_ADMIN_URL = os.environ.get("HEZE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

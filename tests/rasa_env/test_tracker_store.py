@@ -1,0 +1,245 @@
+"""rasa_runtime.tracker_store: what is on disk is what stock Rasa writes and reads; the kept tracker
+is used only while the database agrees with it; the window keeps the conversation's state."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+from rasa.core.brokers.broker import EventBroker
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.events import (ActionExecuted, ActiveLoop, BotUttered, Event, SessionStarted, SlotSet,
+                                     UserUttered)
+from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
+
+from rasa_runtime.tracker_store import HezeTrackerStore, windowed
+
+Clock = Iterator[float]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class Collecting(EventBroker):
+    def __init__(self) -> None:
+        self.published: List[dict] = []
+
+    def publish(self, event: dict) -> None:
+        self.published.append(event)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "tracker.db")
+
+
+def store(domain: Any, db: str, **kwargs: Any) -> HezeTrackerStore:
+    return HezeTrackerStore(domain=domain, dialect="sqlite", db=db, **kwargs)
+
+
+def stock(domain: Any, db: str) -> SQLTrackerStore:
+    return SQLTrackerStore(domain=domain, dialect="sqlite", db=db)
+
+
+class Talk:
+    """Builds turns as Rasa's processor appends them: listen, user, actions, bot messages, slots."""
+
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def at(self) -> float:
+        self.t += 1.0
+        return self.t
+
+    def turn(self, text: str, intent: str, *after: Event) -> List[Event]:
+        events: List[Event] = [
+            UserUttered(text, {"name": intent, "confidence": 0.97},
+                        [{"entity": "bill_type", "value": "water", "start": 0, "end": 1}] if intent == "pay_bill" else [],
+                        parse_data={"intent": {"name": intent, "confidence": 0.97}, "entities": [], "text": text},
+                        timestamp=self.at())]
+        for event in after:
+            event.timestamp = self.at()
+            events.append(event)
+        events.append(ActionExecuted("action_listen", timestamp=self.at()))
+        return events
+
+    def start(self) -> List[Event]:
+        return [ActionExecuted("action_session_start", timestamp=self.at()), SessionStarted(timestamp=self.at()),
+                ActionExecuted("action_listen", timestamp=self.at())]
+
+    def greeting(self, n: int) -> List[Event]:
+        return self.turn(f"你好{n}", "greet", ActionExecuted("utter_greet"), BotUttered("您好！", {}))
+
+    def bill(self) -> List[Event]:
+        """A bill form over three turns: opened, account given, declined (a form active in between)."""
+        return (self.turn("交水费", "pay_bill", ActionExecuted("bill_form"), ActiveLoop("bill_form"),
+                          SlotSet("bill_type", "water"), SlotSet("requested_slot", "bill_account"),
+                          BotUttered("请说户号。", {}))
+                + self.turn("1000000002", "inform", ActionExecuted("bill_form"), SlotSet("bill_account", "1000000002"),
+                            SlotSet("requested_slot", "bill_confirm"), BotUttered("水费58.30元，交吗？", {}))
+                + self.turn("先不交", "deny", ActionExecuted("bill_form"), ActiveLoop(None),
+                            SlotSet("requested_slot", None), ActionExecuted("action_answer_bill"),
+                            SlotSet("bill_type", None), SlotSet("bill_account", None), SlotSet("awaiting_rating", "bills"),
+                            BotUttered("好的，不交了。", {})))
+
+
+def play(s: HezeTrackerStore, sender: str, turns: List[List[Event]]) -> DialogueStateTracker:
+    """Each list of events is one message: retrieve (or create), update, save."""
+    tracker = None
+    for events in turns:
+        tracker = run(s.get_or_create_tracker(sender, append_action_listen=False))
+        for event in events:
+            tracker.update(event)
+        run(s.save(tracker))
+    assert tracker is not None
+    return tracker
+
+
+def dumped(tracker: DialogueStateTracker) -> List[dict]:
+    return [e.as_dict() for e in tracker.events]
+
+
+def test_rows_are_what_stock_reads_back(domain: Any, db: str) -> None:
+    talk = Talk()
+    ours = store(domain, db)
+    turns = [talk.start() + talk.greeting(1)] + [talk.bill()] + [talk.greeting(2)]
+    tracker = play(ours, "a", turns)
+    back = run(stock(domain, db).retrieve("a"))
+    # stock reads the session from its SessionStarted on (action_session_start, just before it, stays on disk)
+    assert dumped(back) == [e.as_dict() for t in turns for e in t][1:]
+    assert dumped(back) == dumped(run(store(domain, db).retrieve("a")))
+    assert back.current_state(EventVerbosity.NONE) == tracker.current_state(EventVerbosity.NONE)
+    assert dumped(tracker) == dumped(back)  # the kept tracker is what stock would read
+    with ours.session_scope() as session:  # stock's columns filled the same way
+        rows = session.query(ours.SQLEvent).filter(ours.SQLEvent.sender_id == "a").all()
+    user = next(r for r in rows if r.type_name == "user")
+    assert user.intent_name == "greet" and json.loads(user.data)["text"] == "你好1"
+    assert {r.action_name for r in rows if r.type_name == "action"} >= {"utter_greet", "bill_form", "action_listen"}
+
+
+def test_stock_rows_are_read_and_continued(domain: Any, db: str) -> None:
+    talk = Talk()
+    old = stock(domain, db)
+    t = old.init_tracker("b")
+    for event in talk.start() + talk.greeting(1):
+        t.update(event)
+    run(old.save(t))
+    ours = store(domain, db)
+    tracker = play(ours, "b", [talk.greeting(2)])
+    assert [e["text"] for e in dumped(run(old.retrieve("b"))) if e["event"] == "user"] == ["你好1", "你好2"]
+    assert ours.counts["read"] == 1 and dumped(tracker) == dumped(run(old.retrieve("b")))
+
+
+def test_a_saved_tracker_is_kept_and_used_while_the_database_agrees(domain: Any, db: str) -> None:
+    talk = Talk()
+    ours = store(domain, db)
+    play(ours, "c", [talk.start() + talk.greeting(1), talk.greeting(2), talk.greeting(3)])
+    assert ours.counts == {"kept": 2, "caught_up": 0, "read": 0}
+
+
+def test_events_another_worker_wrote_are_caught_up(domain: Any, db: str) -> None:
+    talk = Talk()
+    first, second = store(domain, db), store(domain, db)
+    play(first, "d", [talk.start() + talk.greeting(1)])
+    play(second, "d", [talk.greeting(2)])  # reads from disk, writes its turn
+    tracker = play(first, "d", [talk.greeting(3)])
+    assert first.counts["caught_up"] == 1
+    assert dumped(tracker) == dumped(run(stock(domain, db).retrieve("d")))
+
+
+def test_a_tracker_changed_but_not_saved_is_not_used_again(domain: Any, db: str) -> None:
+    talk = Talk()
+    ours = store(domain, db)
+    play(ours, "e", [talk.start() + talk.greeting(1)])
+    failed = run(ours.retrieve("e"))
+    failed.update(UserUttered("这条没存上", {"name": "greet"}, timestamp=talk.at()))  # the turn fails before save
+    again = run(ours.retrieve("e"))
+    assert again is not failed and "这条没存上" not in json.dumps(dumped(again), ensure_ascii=False)
+    assert ours.counts["read"] == 1
+
+
+def test_a_new_session_written_elsewhere_is_read_in_full(domain: Any, db: str) -> None:
+    talk = Talk()
+    ours, other = store(domain, db), store(domain, db)
+    play(ours, "f", [talk.start() + talk.greeting(1)])
+    play(other, "f", [talk.start() + talk.greeting(2)])
+    tracker = run(ours.retrieve("f"))
+    assert ours.counts["read"] == 1
+    assert [e["text"] for e in dumped(tracker) if e["event"] == "user"] == ["你好2"]
+
+
+def test_new_events_are_streamed_once_each(domain: Any, db: str) -> None:
+    talk = Talk()
+    broker = Collecting()
+    ours = store(domain, db, event_broker=broker)
+    turns = [talk.start() + talk.greeting(1), talk.greeting(2)]
+    play(ours, "g", turns)
+    published = [{k: v for k, v in e.items() if k != "sender_id"} for e in broker.published]
+    assert published == [e.as_dict() for t in turns for e in t]
+    assert all(e["sender_id"] == "g" for e in broker.published)
+
+
+def test_the_window_keeps_the_state_and_every_event_stays_on_disk(domain: Any, db: str) -> None:
+    talk = Talk()
+    ours = store(domain, db, window=4)
+    turns = [talk.start() + talk.greeting(0)] + [talk.greeting(n) for n in range(1, 6)] + [talk.bill()]
+    turns += [talk.greeting(n) for n in range(6, 20)]
+    tracker = play(ours, "h", turns)
+    full = run(stock(domain, db).retrieve("h"))
+    kept = run(ours.retrieve("h"))
+    assert kept is not None and ours.counts["read"] == 0
+    assert len([e for e in kept.events if isinstance(e, UserUttered)]) <= 4 + 2
+    with ours.session_scope() as session:  # nothing lost
+        assert session.query(ours.SQLEvent).filter(ours.SQLEvent.sender_id == "h").count() == sum(map(len, turns))
+    for windowed_tracker in (tracker, kept):
+        for key in ("slots", "latest_message", "latest_action", "active_loop", "followup_action", "paused",
+                    "latest_input_channel", "latest_action_name"):
+            assert windowed_tracker.current_state(EventVerbosity.NONE).get(key) == \
+                full.current_state(EventVerbosity.NONE).get(key), key
+    # what the policies see: the last states are the same
+    assert kept.past_states(domain)[-8:] == full.past_states(domain)[-8:]
+    assert kept.get_slot("awaiting_rating") == "bills"  # set before the window, restored by its prefix
+
+
+def test_the_window_never_starts_inside_a_form(domain: Any) -> None:
+    talk = Talk()
+    tracker = DialogueStateTracker("i", domain.slots)
+    form_turns = talk.turn("交水费", "pay_bill", ActionExecuted("bill_form"), ActiveLoop("bill_form"))
+    events = talk.start() + talk.greeting(0) + form_turns
+    for n in range(1, 10):
+        events += talk.turn(f"不知道{n}", "inform", ActionExecuted("bill_form"))
+    for event in events:
+        tracker.update(event)
+    earlier = windowed(tracker, 4)  # the cut moves back to before the form began
+    assert [e.name for e in earlier.events if isinstance(e, ActiveLoop)] == ["bill_form"]
+    assert len([e for e in earlier.events if isinstance(e, UserUttered)]) == 10  # from the turn that opened it
+    only_form = DialogueStateTracker("i2", domain.slots)
+    for event in talk.start() + events[len(talk.start()) + len(talk.greeting(0)):]:
+        only_form.update(event)
+    assert windowed(only_form, 4) is only_form  # every cut would be inside the form
+    for event in talk.turn("算了", "deny", ActionExecuted("bill_form"), ActiveLoop(None)) + talk.greeting(1) \
+            + talk.greeting(2):
+        tracker.update(event)
+    cut = windowed(tracker, 1)
+    assert cut is not tracker and cut.active_loop_name is None
+    assert cut.past_states(domain)[-3:] == tracker.past_states(domain)[-3:]
+
+
+def test_a_short_conversation_is_not_cut(domain: Any) -> None:
+    talk = Talk()
+    tracker = DialogueStateTracker("j", domain.slots)
+    for event in talk.start() + talk.greeting(1) + talk.greeting(2):
+        tracker.update(event)
+    assert windowed(tracker, 4) is tracker
+
+
+def test_the_store_is_the_one_the_endpoints_name() -> None:
+    from tests.rasa_env.conftest import ROOT
+    import yaml
+
+    for path in ("bot/endpoints.yml", "deploy/endpoints.yml"):
+        config = yaml.safe_load((ROOT / path).read_text())
+        assert config["tracker_store"]["type"] == "rasa_runtime.tracker_store.HezeTrackerStore", path

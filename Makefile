@@ -42,8 +42,10 @@ models: bootstrap
 validate: bootstrap
 	$(RASA) data validate $(RASA_ARGS)
 
+# Turns through the rest channel, then the project's Rasa against stock Rasa 3.6.21 (turn cost, profiles).
 bench: bootstrap train
 	$(PY) -m bench.run
+	$(PY) -m bench.turns
 
 bench-kb: bootstrap
 	$(PY) -m bench.kb

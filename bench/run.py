@@ -17,10 +17,14 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from services.settings import Settings
+from stack.processes import Stack
 from tests.conftest import make_settings
 from tests.sandbox import (add_production_args, drop_database, free_port, production_database, production_env,
                            start_stack)
@@ -116,15 +120,11 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--parse-n", type=int, default=300)
-    parser.add_argument("--out", default="bench/last-run.json")
-    add_production_args(parser)
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="heze-bench-"))
+@contextmanager
+def bench_stack(args: argparse.Namespace, prefix: str) -> Iterator[tuple[Path, Settings, Stack]]:
+    """The whole stack on free ports, embedded or (``--production``) on PostgreSQL and Redis; stopped
+    and its database dropped on leaving."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     api_port = free_port()
     db_url = production_database(args.pg) if args.production else f"sqlite:///{tmp / 'heze.db'}"
     settings = make_settings(rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
@@ -134,13 +134,25 @@ def main() -> None:
     extra = production_env(db_url, args.redis, args.workers) if args.production else {}
     stack, engine = start_stack(settings, tmp, extra_env=extra)
     try:
-        url_ = f"http://127.0.0.1:{settings.rasa_port}"
-        results = asyncio.run(main_async(args, url_, settings.rasa_api_token.get_secret_value()))
+        yield tmp, settings, stack
     finally:
         stack.stop()
         engine.dispose()
         if args.production:
             drop_database(args.pg, db_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--parse-n", type=int, default=300)
+    parser.add_argument("--out", default="bench/last-run.json")
+    add_production_args(parser)
+    args = parser.parse_args()
+    with bench_stack(args, "heze-bench-") as (_, settings, _stack):
+        url_ = f"http://127.0.0.1:{settings.rasa_port}"
+        results = asyncio.run(main_async(args, url_, settings.rasa_api_token.get_secret_value()))
     write_results(results, args)
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -25,11 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import APOLOGY, FLOWS, conversations, median_of, write_results
+from bench.run import APOLOGY, FLOWS, bench_stack, conversations, median_of, write_results
 from stack.processes import ProcessSpec, Stack
-from tests.conftest import make_settings
-from tests.sandbox import (add_production_args, drop_database, free_port, production_database, production_env,
-                           start_stack)
+from tests.sandbox import add_production_args, free_port
 
 # One long conversation: the real flows one after another, as a citizen who keeps asking would.
 LONG = [text for flow in FLOWS for text in flow]
@@ -150,33 +148,21 @@ def main() -> None:
     parser.add_argument("--out", default="bench/turns-last-run.json")
     add_production_args(parser)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="heze-bench-turns-"))
-    api_port = free_port()
-    db_url = production_database(args.pg) if args.production else f"sqlite:///{tmp / 'heze.db'}"
-    endpoints = "deploy/endpoints.yml" if args.production else "bot/endpoints.yml"
-    settings = make_settings(rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,
-                             public_base_url=f"http://127.0.0.1:{api_port}", heze_db_url=db_url,
-                             tracker_db=str(tmp / "tracker.db"), rasa_endpoints=endpoints)
-    extra = production_env(db_url, args.redis, args.workers) if args.production else {}
-    stack, engine = start_stack(settings, tmp, extra_env=extra)
-    project = next(s for s in stack.specs if s.name == "rasa")
-    stock_file = stock_endpoints(Path(endpoints), tmp / "endpoints-stock.yml",
-                                 None if args.production else str(tmp / "tracker-stock.db"))
-    if not args.production:  # the same journal mode as the project's file (stack.processes.prepare_tracker_store)
-        with sqlite3.connect(tmp / "tracker-stock.db") as db:
-            db.execute("PRAGMA journal_mode=WAL")
-    stock = Stack([stock_rasa(project, stock_file, free_port())], tmp / "log")
-    try:
-        stock.start(timeout=300)
-        urls = {"project": project.url, "stock": stock.specs[0].url}
-        pids = {"project": stack.procs["rasa"].pid, "stock": stock.procs["rasa-stock"].pid}
-        results = asyncio.run(main_async(args, urls, pids))
-    finally:
-        stock.stop()
-        stack.stop()
-        engine.dispose()
-        if args.production:
-            drop_database(args.pg, db_url)
+    with bench_stack(args, "heze-bench-turns-") as (tmp, settings, stack):
+        project = next(s for s in stack.specs if s.name == "rasa")
+        stock_file = stock_endpoints(Path(settings.rasa_endpoints), tmp / "endpoints-stock.yml",
+                                     None if args.production else str(tmp / "tracker-stock.db"))
+        if not args.production:  # the journal mode of the project's file (stack.processes.prepare_tracker_store)
+            with sqlite3.connect(tmp / "tracker-stock.db") as db:
+                db.execute("PRAGMA journal_mode=WAL")
+        stock = Stack([stock_rasa(project, stock_file, free_port())], tmp / "log")
+        try:
+            stock.start(timeout=300)
+            urls = {"project": project.url, "stock": stock.specs[0].url}
+            pids = {"project": stack.procs["rasa"].pid, "stock": stock.procs["rasa-stock"].pid}
+            results = asyncio.run(main_async(args, urls, pids))
+        finally:
+            stock.stop()
     write_results(results, args)
 
 

@@ -9,8 +9,10 @@ customer-service chat (``miniprogram``), inside the Rasa server.
   reply or answers ``success``.
 - A reply ready within ``deadline_s`` (4.0 s after the request reaches the channel, leaving room for
   queueing before it: the goal is no passive reply later than 4.5 s) is sent passively; otherwise WeChat gets ``success`` at
-  once and the reply follows as customer-service messages (``wechat_api``). The mini-program has no
-  passive replies: always ``success``, then customer-service messages.
+  once and the reply follows as customer-service messages (``wechat_api``). When the turns already
+  under way say a new one cannot be answered in time (``wechat_pace``, under a burst), ``success``
+  goes out at once instead of after the deadline. The mini-program has no passive replies: always
+  ``success``, then customer-service messages.
 - Buttons become numbered choices; a reply of the number sends the button's payload.
 - Voice: WeChat's own ``Recognition`` when the account has it; otherwise the AMR file is fetched
   (``media/get``) and transcribed by the voice gateway (``POST /asr``: ffmpeg, then Vosk) inside
@@ -32,6 +34,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from channels.wechat_api import WeChatApi
+from channels.wechat_pace import TurnPace
 from channels.wechat_protocol import (
     MAX_BODY_BYTES, Envelope, ProtocolError, RequestGuard, parse_xml, split_text, text_reply,
 )
@@ -98,6 +101,7 @@ class WeChatInput(InputChannel):
         self.asr_token = asr_token  # its shared secret (VOICE_GATEWAY_TOKEN)
         self.mode = mode
         self.deadline_s = deadline_s
+        self.pace = TurnPace()
         self.menu = {str(k): str(v) for k, v in (menu or {}).items()}
         self._tasks: set = set()
         self.retry_s = retry_s
@@ -233,7 +237,11 @@ class WeChatInput(InputChannel):
                 return [VOICE_UNCLEAR]
             metadata = {**metadata, "transcribed_by": "vosk"}
         assert text is not None
-        texts = await self._run_turn(on_new_message, sender, text, metadata)
+        self.pace.started()
+        try:
+            texts = await self._run_turn(on_new_message, sender, text, metadata)
+        finally:
+            self.pace.finished()
         if texts is None:  # the services are down: keep the message, answer it when they are back
             await self._store(self.claims.keep_failed, key,
                               {"sender": sender, "text": text, "metadata": metadata})
@@ -331,8 +339,10 @@ class WeChatInput(InputChannel):
                 claim = await self._wait_for_reply(key, started + self.deadline_s)
                 return self._reply(msg, claim.reply or [], encrypted, request)
             metadata = {"channel": self.name(), "msg_type": msg.get("MsgType", ""), **extra}
+            # Judged before this turn joins the queue: could its reply still make the deadline?
+            late = time.monotonic() - started + self.pace.expected_wait() > self.deadline_s
             turn = asyncio.ensure_future(self._turn(on_new_message, key, sender, text, metadata, media_id))
-            if self.passive_replies:
+            if self.passive_replies and not late:
                 try:
                     texts = await asyncio.wait_for(asyncio.shield(turn), timeout=max(0.0, started + self.deadline_s
                                                                                     - time.monotonic()))
@@ -340,7 +350,8 @@ class WeChatInput(InputChannel):
                     return self._reply(msg, texts, encrypted, request)
                 except asyncio.TimeoutError:
                     pass
-            # Too slow for a passive reply (or no passive replies here): success now, the reply later.
+            # Too slow for a passive reply, or the queue says it would be (or no passive replies here):
+            # success now, the reply later.
             await self._store(self.claims.finish, key, [])
 
             async def deliver_later() -> None:

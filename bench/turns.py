@@ -4,7 +4,8 @@ One stack (services API, action server, the project's Rasa); beside it a second 
 the same model and the same action server whose endpoints name stock ``type: SQL`` (so nothing of
 ``rasa_runtime`` is installed there). In the same run, alternating, median of ``--runs``:
 
-1. ``ratio``: closed-loop flow turns/s through each Rasa at 1 and 10 concurrent conversations.
+1. ``ratio``: closed-loop flow turns/s through each Rasa at 1 and 10 concurrent conversations, and
+   the greeting baseline (a new conversation saying 你好, no custom action) at 10.
 2. ``flat``: one conversation at a time, ``--turns`` turns of real flows; the median latency of
    turns 3-7 against turns 58-62 (the 5th and the 60th), over ``--conversations`` conversations.
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import APOLOGY, FLOWS, bench_stack, conversations, median_of, write_results
+from bench.run import APOLOGY, BASELINE, FLOWS, bench_stack, conversations, median_of, write_results
 from stack.processes import ProcessSpec, Stack
 from tests.sandbox import add_production_args, free_port
 
@@ -123,15 +124,15 @@ async def main_async(args: argparse.Namespace, urls: dict[str, str], pids: dict[
         for name, url in urls.items():
             results[f"profile_{name}"] = await profiled(url, pids[name], args.profile, f"profile-{name}",
                                                         Path(os.environ.get("HEZE_PROFILE_DIR") or tempfile.mkdtemp()) / f"profile-{name}.txt")
-    for users in (1, 10):
+    for kind, flows, users in (("flows", FLOWS, 1), ("flows", FLOWS, 10), ("baseline", BASELINE, 10)):
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
         for r in range(args.runs):
             for name, url in urls.items():
-                runs[name].append(await conversations(url, FLOWS, users, args.seconds, 0, f"{name}{users}r{r}"))
+                runs[name].append(await conversations(url, flows, users, args.seconds, 0, f"{name}{kind}{users}r{r}"))
         for name in urls:
-            results[f"flows_{users}_{name}"] = median_of(runs[name])
-        results[f"flows_{users}_ratio"] = (results[f"flows_{users}_project"]["turns_per_s"]  # type: ignore[index]
-                                           / results[f"flows_{users}_stock"]["turns_per_s"])  # type: ignore[index]
+            results[f"{kind}_{users}_{name}"] = median_of(runs[name])
+        results[f"{kind}_{users}_ratio"] = (results[f"{kind}_{users}_project"]["turns_per_s"]  # type: ignore[index]
+                                            / results[f"{kind}_{users}_stock"]["turns_per_s"])  # type: ignore[index]
     for name, url in urls.items():
         results[f"flat_{name}"] = median_of([await flat(url, f"long-{name}-r{r}", args.conversations, args.turns)
                                              for r in range(args.runs)])

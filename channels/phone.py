@@ -67,7 +67,9 @@ class PhoneInput(InputChannel):
         agent = getattr(request.app.ctx, "agent", None)
         if agent is None or agent.tracker_store is None:
             return None
-        tracker = await agent.tracker_store.retrieve(sender)
+        store = getattr(agent.tracker_store, "_tracker_store", agent.tracker_store)  # inside Rasa's FailSafe wrapper
+        peek = getattr(store, "peek", None)  # rasa_runtime's store: read the kept tracker, leave it in place
+        tracker = (peek(sender) if peek else None) or await agent.tracker_store.retrieve(sender)
         if tracker is None:
             return None
         slot = tracker.get_slot("requested_slot")

@@ -4,9 +4,13 @@ WeChat drops a passive reply that comes later than 5 s. Under a burst (150 messa
 turn that starts behind a hundred others cannot make it however it is timed, and waiting the whole
 deadline for it only delays the customer-service message that will carry its answer. So before
 waiting, the channel asks ``expected_wait()``: the turns in flight share the Rasa process, and
-they finish at the rate turns finished over the last ``window_s`` seconds, so a new one is done
-after about ``(in_flight + 1) / rate`` seconds. When that, added to the time already spent on the
-request, passes the deadline, the channel answers ``success`` at once and sends the reply later.
+they finish at the rate Rasa finishes turns when it is busy, so a new one is done after about
+``(in_flight + 1) / rate`` seconds. When that, added to the time already spent on the request,
+passes the deadline, the channel answers ``success`` at once and sends the reply later.
+
+The rate counts only turns that finished while a queue stood (``MIN_IN_FLIGHT`` or more in flight)
+over the last ``window_s`` seconds, and speaks only once ``MIN_FINISHES`` of them did: at light load
+turns finish as fast as they arrive, which says nothing of what Rasa can do, and no turn is judged.
 
 Runs inside the Rasa process (Python 3.10); the clock is a parameter (tests drive it by hand).
 """
@@ -18,6 +22,8 @@ from typing import Callable, Deque
 
 # Below this many turns in flight a turn is never judged late: the measure needs a queue to speak of.
 MIN_IN_FLIGHT = 4
+# The rate speaks once this many turns finished under a queue within the window.
+MIN_FINISHES = 10
 
 
 class TurnPace:
@@ -27,27 +33,23 @@ class TurnPace:
         self.clock = clock
         self.window_s = window_s
         self.in_flight = 0
-        self._finished: Deque[float] = deque()
-        self._last_rate = 0.0
+        self._busy_finishes: Deque[float] = deque()
 
     def started(self) -> None:
         self.in_flight += 1
 
     def finished(self) -> None:
+        if self.in_flight >= MIN_IN_FLIGHT:
+            self._busy_finishes.append(self.clock())
         self.in_flight = max(0, self.in_flight - 1)
-        self._finished.append(self.clock())
-        self.rate()  # keeps the last rate for a burst after a quiet spell
 
     def rate(self) -> float:
-        """Turns finished per second over the last ``window_s``; when none finished there (a burst
-        has just begun), the last rate measured; 0.0 before any."""
+        """Turns per second Rasa finished while busy, over the last ``window_s``; 0.0 without a measure."""
         now = self.clock()
-        while self._finished and self._finished[0] < now - self.window_s:
-            self._finished.popleft()
-        if self._finished:
-            span = max(now - self._finished[0], 1.0)  # at least a second: one quick burst is not a rate
-            self._last_rate = len(self._finished) / span
-        return self._last_rate
+        while self._busy_finishes and self._busy_finishes[0] < now - self.window_s:
+            self._busy_finishes.popleft()
+        span = now - self._busy_finishes[0] if self._busy_finishes else 0.0
+        return len(self._busy_finishes) / span if len(self._busy_finishes) >= MIN_FINISHES and span > 0 else 0.0
 
     def expected_wait(self) -> float:
         """Seconds until a turn started now would be answered; 0.0 without a queue or a measure."""

@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import os
 import ssl
 import weakref
 from dataclasses import dataclass
@@ -115,7 +116,8 @@ def _shared_session(config: Any) -> Any:
             if config.basic_auth else None)
     session = aiohttp.ClientSession(
         headers=config.headers, auth=auth, timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
-        connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S),
+        # as stock's session per request: no cookies carried between calls, no cap on concurrent calls
+        cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S),
     )
     key = id(config)
     _sessions[key] = (weakref.ref(config, lambda _: _sessions.pop(key, None)), loop, session)
@@ -155,7 +157,7 @@ def _make_request(stock: Any) -> Any:
                 sslcontext = ssl.create_default_context(cafile=self.cafile)
             except FileNotFoundError as e:
                 raise FileNotFoundException(
-                    f"Failed to find certificate file, '{self.cafile}' does not exist."
+                    f"Failed to find certificate file, '{os.path.abspath(self.cafile)}' does not exist."
                 ) from e
         session = _shared_session(self)
         async with session.request(method, url, headers=headers, params=self.combine_parameters(kwargs),

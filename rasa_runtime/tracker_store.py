@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Text, Tuple
 import sqlalchemy as sa
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
-from rasa.shared.core.events import ActionExecuted, Event, SessionStarted, SlotSet, UserUttered
+from rasa.shared.core.events import ActionExecuted, Event, ReminderScheduled, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker, TrackerEventDiffEngine
 
 from rasa_runtime import patches
@@ -64,14 +64,18 @@ class _Saved:
 def windowed(tracker: DialogueStateTracker, turns: int) -> DialogueStateTracker:
     """The same conversation state with only the last ``turns`` user turns of events (or ``tracker``).
 
-    The new tracker's events: one ``SlotSet`` per slot whose value differs from its initial value at
-    the cut, then the events from the ``action_listen`` before the ``turns``-th last user message
-    on. The cut moves to an earlier turn while a form is active or the conversation is paused there;
+    Only user turns still in effect count (one undone by ``UserUtteranceReverted``, as Rasa's core
+    fallback does, is not a turn of history). The new tracker's events: the reminders still
+    scheduled before the cut (Rasa checks a reminder is still in the tracker before it fires), one
+    ``SlotSet`` per slot whose value differs from its initial value at the cut, then the events from
+    the ``action_listen`` before the ``turns``-th last user message on. The cut moves to an earlier
+    turn while a form is active, the conversation is paused or a follow-up action is due there;
     with no such turn, ``tracker`` is returned as it is."""
     events: List[Event] = list(tracker.events)
+    applied = {id(e) for e in tracker.applied_events()}
     listens = [i - 1 for i, e in enumerate(events)
-               if isinstance(e, UserUttered) and i > 0 and isinstance(events[i - 1], ActionExecuted)
-               and events[i - 1].action_name == ACTION_LISTEN_NAME]
+               if isinstance(e, UserUttered) and id(e) in applied and i > 0
+               and isinstance(events[i - 1], ActionExecuted) and events[i - 1].action_name == ACTION_LISTEN_NAME]
     if len(listens) <= turns + SLACK:
         return tracker
     candidates = set(listens[:len(listens) - turns + 1])
@@ -86,8 +90,9 @@ def windowed(tracker: DialogueStateTracker, turns: int) -> DialogueStateTracker:
         return tracker
     at = events[cut].timestamp
     result = tracker.init_copy()
-    prefix: List[Event] = [SlotSet(name, value, timestamp=at) for name, value in values.items()
-                           if value != result.slots[name].value]
+    reminders = [e for e in events[:cut] if isinstance(e, ReminderScheduled) and id(e) in applied]
+    prefix: List[Event] = reminders + [SlotSet(name, value, timestamp=at) for name, value in values.items()
+                                       if value != result.slots[name].value]
     for event in prefix + events[cut:]:
         result.update(event)
     return result
@@ -135,6 +140,8 @@ class HezeTrackerStore(SQLTrackerStore):
         self._insert = events.insert()
         self._head_query = (sa.select(sa.func.max(events.c.id))
                             .where(events.c.sender_id == sa.bindparam("sender_id")))
+        self._since_query = (sa.select(sa.func.count(), sa.func.max(events.c.id))
+                             .where(events.c.sender_id == sa.bindparam("sender_id"), events.c.id > sa.bindparam("after")))
         self._after_query = (sa.select(events.c.id, events.c.type_name, events.c.data)
                              .where(events.c.sender_id == sa.bindparam("sender_id"), events.c.id > sa.bindparam("after"))
                              .order_by(events.c.id))
@@ -193,6 +200,13 @@ class HezeTrackerStore(SQLTrackerStore):
         key = id(tracker)
         self._saved[key] = (weakref.ref(tracker, lambda _: self._saved.pop(key, None)), saved)
 
+    def peek(self, sender_id: Text) -> Optional[DialogueStateTracker]:
+        """The kept tracker of a conversation, left in place, for reading only (None when not kept).
+
+        For a caller that wants a slot after a turn (the phone channel asks which answer comes
+        next), where ``retrieve`` would check the tracker out and leave the next turn a full read."""
+        return self._kept.get(sender_id)
+
     # -- writing -----------------------------------------------------------------------------
 
     async def save(self, tracker: DialogueStateTracker) -> None:
@@ -212,9 +226,15 @@ class HezeTrackerStore(SQLTrackerStore):
             await self._stream_new_events(self.event_broker, new, tracker.sender_id)
         if new:
             with self.engine.begin() as conn:  # commits on leaving
-                conn.execute(self._insert, [self._row(tracker.sender_id, e) for e in new])
-                last_id = self._head(conn, tracker.sender_id) or 0  # ours: the conversation's lock is held
-            saved.count, saved.last_id = saved.count + len(new), last_id
+                ids = [conn.execute(self._insert, self._row(tracker.sender_id, e)).inserted_primary_key[0]
+                       for e in new]
+                since = conn.execute(self._since_query, {"sender_id": tracker.sender_id, "after": saved.last_id}).one()
+            ours_only = since[0] == len(ids) and since[1] == ids[-1]
+            saved.count, saved.last_id = saved.count + len(new), ids[-1]
+            if not ours_only:  # another writer got in (a lock that expired mid-turn): read it all next time
+                self._kept.pop(tracker.sender_id, None)
+                self._saved.pop(id(tracker), None)
+                return
         kept = windowed(from_session_start(tracker), self.window)
         if kept is not tracker:
             self._mark(kept, _Saved(len(kept.events), saved.last_id))

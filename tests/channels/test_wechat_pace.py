@@ -1,7 +1,7 @@
 """channels.wechat_pace: when a new turn would be answered, on a clock the test drives."""
 from __future__ import annotations
 
-from channels.wechat_pace import MIN_IN_FLIGHT, TurnPace
+from channels.wechat_pace import MIN_FINISHES, MIN_IN_FLIGHT, TurnPace
 
 
 class Clock:
@@ -10,6 +10,16 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def busy(pace: TurnPace, clock: Clock, finishes: int, every_s: float, queue: int = 20) -> None:
+    """A queue of ``queue`` turns in flight, one finishing every ``every_s`` and another arriving."""
+    while pace.in_flight < queue:
+        pace.started()
+    for _ in range(finishes):
+        clock.now += every_s
+        pace.finished()
+        pace.started()
 
 
 def test_no_queue_means_no_wait() -> None:
@@ -21,30 +31,44 @@ def test_no_queue_means_no_wait() -> None:
     assert pace.expected_wait() == 0.0  # a few turns in flight are not a queue
 
 
-def test_a_queue_waits_as_long_as_the_recent_rate_says() -> None:
+def test_a_queue_waits_as_long_as_rasa_finishes_turns_under_it() -> None:
     clock = Clock()
     pace = TurnPace(clock, window_s=5.0)
-    for _ in range(40):  # 40 turns finished over 2 s: 20 per second
-        pace.started()
-        clock.now += 0.05
-        pace.finished()
-    for _ in range(99):
+    busy(pace, clock, finishes=40, every_s=0.05)  # 20 turns a second while busy
+    for _ in range(79):
         pace.started()
     assert pace.in_flight == 99
     assert abs(pace.expected_wait() - 100 / 20) < 0.3  # the 100th turn: about 5 s
 
 
-def test_the_last_rate_holds_when_a_burst_begins_after_a_quiet_spell() -> None:
+def test_light_traffic_is_never_judged_late() -> None:
     clock = Clock()
     pace = TurnPace(clock, window_s=5.0)
-    for _ in range(10):
+    for _ in range(30):  # one message every 2 s, each answered in 50 ms: no queue ever stood
+        clock.now += 2.0
         pace.started()
-        clock.now += 0.1
+        clock.now += 0.05
         pace.finished()
-    clock.now += 60  # nothing finished for a minute
-    for _ in range(50):
+    for _ in range(5):  # then five at once
         pace.started()
-    assert pace.expected_wait() > 4.0  # 51 turns at the last rate (10 per second)
+    assert pace.expected_wait() == 0.0
+
+
+def test_a_few_finishes_are_not_a_measure() -> None:
+    clock = Clock()
+    pace = TurnPace(clock, window_s=60.0)
+    busy(pace, clock, finishes=MIN_FINISHES - 1, every_s=1.0)
+    assert pace.expected_wait() == 0.0
+    busy(pace, clock, finishes=1, every_s=1.0)
+    assert pace.expected_wait() > 4.0  # 21 turns at one a second
+
+
+def test_an_old_measure_expires() -> None:
+    clock = Clock()
+    pace = TurnPace(clock, window_s=5.0)
+    busy(pace, clock, finishes=40, every_s=0.05)
+    clock.now += 60
+    assert pace.rate() == 0.0 and pace.expected_wait() == 0.0
 
 
 def test_finishing_more_than_started_never_goes_negative() -> None:

@@ -7,10 +7,10 @@ Each replacement does what the stock function does, minus a cost measured on eve
   schema itself and builds a new validator on every action call (10-20 ms for a two-event
   response). Here the schema is checked once and one validator is reused; the same response is
   accepted or rejected with the same ``ValidationError`` and message.
-- ``EndpointConfig.request``: stock opens and closes an aiohttp session (a new TCP connection) per
-  action call. Here each endpoint keeps one session per event loop, with keep-alive connections
-  closed after ``KEEPALIVE_S`` (below the action server's 5 s, so the client never reuses a
-  connection the server is closing).
+- ``EndpointConfig.request``: stock builds and tears down an aiohttp session (connector, cookie
+  jar, timeouts) for every action call. Here each endpoint keeps one session per event loop; each
+  call still opens its own connection (as stock: a reused keep-alive connection can be closed by the
+  server just as it is reused), carries no cookies, and calls are not capped.
 - ``DaskGraphRunner.run``: stock builds a dask graph and runs dask's scheduler for every parse and
   every prediction (about a tenth of a flow turn's CPU), after recomputing the nodes the targets
   need by an unmemoised recursion. Here the needed nodes are found once per set of targets and run
@@ -38,7 +38,6 @@ from typing import Any, Callable, Dict, List, Optional, Text, Tuple
 logger = logging.getLogger(__name__)
 
 PINNED_RASA = "3.6.21"
-KEEPALIVE_S = 2.0
 
 
 class IncompatibleRasa(RuntimeError):
@@ -116,8 +115,10 @@ def _shared_session(config: Any) -> Any:
             if config.basic_auth else None)
     session = aiohttp.ClientSession(
         headers=config.headers, auth=auth, timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
-        # as stock's session per request: no cookies carried between calls, no cap on concurrent calls
-        cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S),
+        # as stock's session per request: no cookies carried between calls, no cap on concurrent calls,
+        # a new connection for each call (a kept-alive one can be closed by the server just as it is
+        # reused, for example when the action server was stalled past its keep-alive timeout)
+        cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=0, force_close=True),
     )
     key = id(config)
     _sessions[key] = (weakref.ref(config, lambda _: _sessions.pop(key, None)), loop, session)

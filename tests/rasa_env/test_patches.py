@@ -222,7 +222,7 @@ async def _serve() -> tuple[web.AppRunner, str, list[Any]]:
     return server, f"http://127.0.0.1:{port}", peers
 
 
-def test_action_calls_share_one_keep_alive_session_and_answer_as_stock() -> None:
+def test_action_calls_share_one_session_and_answer_as_stock() -> None:
     async def scenario() -> None:
         server, base, peers = await _serve()
         try:
@@ -230,7 +230,8 @@ def test_action_calls_share_one_keep_alive_session_and_answer_as_stock() -> None
             first = await endpoint.request(json={"n": 1}, method="post")
             second = await endpoint.request(json={"n": 2}, method="post")
             assert first == {"got": {"n": 1}, "token": "secret"} and second["got"] == {"n": 2}
-            assert len(peers) == 2 and peers[0] == peers[1]  # the same TCP connection
+            assert len(patches._sessions) == 1  # one session for the endpoint, not one per call
+            assert len(peers) == 2 and peers[0] != peers[1]  # each call on its own connection, as stock
             with pytest.raises(ClientResponseError) as refused:
                 await EndpointConfig(f"{base}/bad").request(json={}, method="post")
             assert refused.value.status == 400 and b"refused" in refused.value.text

@@ -4,7 +4,9 @@
 2. Turns through the ``rest`` channel, side by side in one run with a baseline (the same Rasa
    server answering a greeting, no custom action): saturated turns/s with 1, 20 and 50
    closed-loop conversations running the real flows; then 50 conversations that each pause 1 s
-   between messages, as people do: p95 latency and failed turns.
+   between messages, as people do: p95 latency and failed turns. Paced twice: all 50 starting at
+   once (they stay in step, a burst of 50 every second or so) and starting spread over the first
+   second (each in its own phase).
 Each measurement is repeated ``--runs`` times and the median reported.
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ async def parse_latency(url: str, token: str, n: int) -> dict[str, float]:
 
 
 async def conversations(url: str, flows: list[list[str]], users: int, seconds: float, pause: float,
-                        tag: str) -> dict[str, float]:
+                        tag: str, stagger: bool = False) -> dict[str, float]:
     """``users`` conversations in a closed loop for ``seconds``; returns turns/s, p95 and failures."""
     latencies: list[float] = []
     failed = 0
@@ -70,6 +72,8 @@ async def conversations(url: str, flows: list[list[str]], users: int, seconds: f
         nonlocal failed
         flow = flows[i % len(flows)]
         n = 0
+        if pause and stagger:  # people do not all press send in the same millisecond
+            await asyncio.sleep(pause * i / users)
         while time.perf_counter() < deadline:
             for text in flow:
                 t0 = time.perf_counter()
@@ -100,16 +104,20 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 async def main_async(args: argparse.Namespace, url: str, token: str) -> dict[str, object]:
     results: dict[str, object] = {}
     await parse_latency(url, token, 20)  # warm-up
-    results["parse"] = median_of([await parse_latency(url, token, args.parse_n) for _ in range(args.runs)])
-    for users in (1, 20, 50):
+    if "parse" in args.parts:
+        results["parse"] = median_of([await parse_latency(url, token, args.parse_n) for _ in range(args.runs)])
+    for users in (1, 20, 50) if "saturated" in args.parts else ():
         for name, flows in (("baseline", BASELINE), ("flows", FLOWS)):
             runs = [await conversations(url, flows, users, args.seconds, 0, f"{name}{users}r{r}")
                     for r in range(args.runs)]
             results[f"saturated_{users}_{name}"] = median_of(runs)
-    for name, flows in (("baseline", BASELINE), ("flows", FLOWS)):
-        runs = [await conversations(url, flows, 50, args.seconds * 2, 1.0, f"paced-{name}-r{r}")
-                for r in range(args.runs)]
-        results[f"paced_50_{name}"] = median_of(runs)
+    # Paced: all 50 starting at once (they stay in step: bursts of 50), and starting spread over the
+    # first second (each conversation in its own phase, as people are).
+    for start, stagger in (("", False), ("staggered_", True)) if "paced" in args.parts else ():
+        for name, flows in (("baseline", BASELINE), ("flows", FLOWS)):
+            runs = [await conversations(url, flows, 50, args.seconds * 2, 1.0, f"paced-{start}{name}-r{r}", stagger)
+                    for r in range(args.runs)]
+            results[f"paced_50_{start}{name}"] = median_of(runs)
     return results
 
 
@@ -147,6 +155,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--parse-n", type=int, default=300)
+    parser.add_argument("--parts", nargs="+", default=["parse", "saturated", "paced"],
+                        choices=["parse", "saturated", "paced"])
     parser.add_argument("--out", default="bench/last-run.json")
     add_production_args(parser)
     args = parser.parse_args()

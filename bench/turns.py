@@ -7,7 +7,8 @@ the same model and the same action server whose endpoints name stock ``type: SQL
 1. ``ratio``: closed-loop flow turns/s through each Rasa at 1 and 10 concurrent conversations, and
    the greeting baseline (a new conversation saying 你好, no custom action) at 10.
 2. ``flat``: one conversation at a time, ``--turns`` turns of real flows; the median latency of
-   turns 3-7 against turns 58-62 (the 5th and the 60th), over ``--conversations`` conversations.
+   turns 3-7 against the same five messages about 60 turns later (turns 63-67: the flows repeat
+   every 12 messages), over ``--conversations`` conversations.
 
 ``python -m bench.turns`` (``make bench`` runs it); ``--production`` uses PostgreSQL, Redis and
 ``--workers`` Rasa workers for both. Writes ``--out`` and prints the same JSON.
@@ -68,10 +69,12 @@ async def flat(url: str, tag: str, conversations_n: int, turns: int) -> dict[str
     for c in range(conversations_n):
         for i, ms in enumerate(await long_conversation(url, f"{tag}-{c}", turns)):
             per_turn[i].append(ms)
+    # The same messages early and late (LONG repeats): turns 3-7 against the same five about 60 turns on.
+    shift = len(LONG) * max(1, round(57 / len(LONG)))
     early = [ms for i in range(2, 7) for ms in per_turn[i]]
-    late = [ms for i in range(57, 62) for ms in per_turn[i]]
+    late = [ms for i in range(2 + shift, 7 + shift) for ms in per_turn[i]]
     return {"turn5_ms": statistics.median(early), "turn60_ms": statistics.median(late),
-            "turn60_over_turn5": statistics.median(late) / statistics.median(early)}
+            "turn60_over_turn5": statistics.median(late) / statistics.median(early), "late_turns_from": 3 + shift}
 
 
 # Where a Rasa process's CPU goes, by the innermost frame that names a part (py-spy raw stacks).
@@ -120,11 +123,13 @@ async def main_async(args: argparse.Namespace, urls: dict[str, str], pids: dict[
     results: dict[str, object] = {}
     for name, url in urls.items():  # warm both (first parse, first action call)
         await conversations(url, FLOWS, 2, 3, 0, f"warm-{name}")
-    if args.profile:
+    if args.profile and "profile" in args.parts:
         for name, url in urls.items():
             results[f"profile_{name}"] = await profiled(url, pids[name], args.profile, f"profile-{name}",
                                                         Path(os.environ.get("HEZE_PROFILE_DIR") or tempfile.mkdtemp()) / f"profile-{name}.txt")
     for kind, flows, users in (("flows", FLOWS, 1), ("flows", FLOWS, 10), ("baseline", BASELINE, 10)):
+        if "ratio" not in args.parts:
+            break
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
         for r in range(args.runs):
             for name, url in urls.items():
@@ -134,6 +139,8 @@ async def main_async(args: argparse.Namespace, urls: dict[str, str], pids: dict[
         results[f"{kind}_{users}_ratio"] = (results[f"{kind}_{users}_project"]["turns_per_s"]  # type: ignore[index]
                                             / results[f"{kind}_{users}_stock"]["turns_per_s"])  # type: ignore[index]
     for name, url in urls.items():
+        if "flat" not in args.parts:
+            break
         results[f"flat_{name}"] = median_of([await flat(url, f"long-{name}-r{r}", args.conversations, args.turns)
                                              for r in range(args.runs)])
     return results
@@ -144,7 +151,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--conversations", type=int, default=5)
-    parser.add_argument("--turns", type=int, default=64)
+    parser.add_argument("--turns", type=int, default=72)
+    parser.add_argument("--parts", nargs="+", default=["profile", "ratio", "flat"], choices=["profile", "ratio", "flat"])
     parser.add_argument("--profile", type=float, default=20, help="seconds of py-spy per Rasa (0: none)")
     parser.add_argument("--out", default="bench/turns-last-run.json")
     add_production_args(parser)

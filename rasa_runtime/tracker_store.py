@@ -147,6 +147,20 @@ class HezeTrackerStore(SQLTrackerStore):
                              .order_by(events.c.id))
         with self.session_scope():
             pass  # stock's check that a configured PostgreSQL schema exists, once
+        self._index_sender_and_id()
+
+    def _index_sender_and_id(self) -> None:
+        """An index on (sender_id, id), added beside stock's: the per-turn ``max(id)`` of one sender.
+
+        With stock's index on sender_id alone, PostgreSQL answers ``max(id) WHERE sender_id = ?``
+        by walking the primary key backwards until it meets that sender, which for a new sender is
+        the whole table (measured: greeting p50 from 22 to 568 ms as the table grew during a
+        benchmark). Several Rasa workers may start at once: "already exists" is fine."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_events_sender_id_id ON events (sender_id, id)"))
+        except sa.exc.SQLAlchemyError as e:  # a concurrent creation by another worker
+            logger.info("index on events (sender_id, id) not created here: %s", type(e).__name__)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -298,3 +298,12 @@ def test_rows_another_writer_adds_during_our_turn_are_read_next_time(domain: Any
     again = run(ours.retrieve("n"))
     assert ours.counts["read"] == 1  # not the kept one: it never saw the other worker's turn
     assert [e["text"] for e in dumped(again) if e["event"] == "user"] == ["你好1", "你好2", "你好3"]  # row order
+
+
+def test_the_store_adds_its_index_once_and_twice_is_harmless(domain: Any, db: str) -> None:
+    import sqlalchemy as sa
+
+    store(domain, db)
+    second = store(domain, db)  # another worker starting: the index exists already
+    indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(second.engine).get_indexes("events")}
+    assert indexes["ix_events_sender_id_id"] == ["sender_id", "id"]

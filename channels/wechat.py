@@ -7,8 +7,8 @@ customer-service chat (``miniprogram``), inside the Rasa server.
 - WeChat waits 5 s and delivers again up to three times. Each message is claimed once
   (``wechat_store``): only the first delivery starts a Rasa turn; a later one waits for that turn's
   reply or answers ``success``.
-- A reply ready within ``deadline_s`` (4.0 s after the request reaches the channel, leaving room for
-  queueing before it: the goal is no passive reply later than 4.5 s) is sent passively; otherwise WeChat gets ``success`` at
+- A reply ready within ``deadline_s`` (4.0 s after the request arrived: the handler's start less the
+  event loop's recent lag, ``wechat_pace.LoopLag``; the goal is no passive reply later than 4.5 s) is sent passively; otherwise WeChat gets ``success`` at
   once and the reply follows as customer-service messages (``wechat_api``). When the turns already
   under way say a new one cannot be answered in time (``wechat_pace``, under a burst), ``success``
   goes out at once instead of after the deadline. The mini-program has no passive replies: always
@@ -34,7 +34,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from channels.wechat_api import WeChatApi
-from channels.wechat_pace import TurnPace
+from channels.wechat_pace import LoopLag, TurnPace
 from channels.wechat_protocol import (
     MAX_BODY_BYTES, Envelope, ProtocolError, RequestGuard, parse_xml, split_text, text_reply,
 )
@@ -102,6 +102,7 @@ class WeChatInput(InputChannel):
         self.mode = mode
         self.deadline_s = deadline_s
         self.pace = TurnPace()
+        self.lag = LoopLag()
         self.menu = {str(k): str(v) for k, v in (menu or {}).items()}
         self._tasks: set = set()
         self.retry_s = retry_s
@@ -318,7 +319,8 @@ class WeChatInput(InputChannel):
 
         @bp.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
-            started = time.monotonic()
+            self.lag.start()
+            started = time.monotonic() - self.lag.recent()  # about when the request arrived
             if not self.enabled:
                 return response.text("not configured", status=503)
             try:

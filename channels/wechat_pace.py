@@ -16,9 +16,10 @@ Runs inside the Rasa process (Python 3.10); the clock is a parameter (tests driv
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from typing import Callable, Deque
+from typing import Callable, Deque, Optional
 
 # Below this many turns in flight a turn is never judged late: the measure needs a queue to speak of.
 MIN_IN_FLIGHT = 4
@@ -57,3 +58,42 @@ class TurnPace:
             return 0.0
         rate = self.rate()
         return (self.in_flight + 1) / rate if rate > 0 else 0.0
+
+
+class LoopLag:
+    """How late this event loop runs what is ready: the time a request waited before its handler.
+
+    Under load Rasa's turns keep the loop busy (parsing and predicting run on it), and a request that
+    arrived waits for the loop before the channel's handler starts, where the channel's clock begins.
+    A probe sleeps ``interval_s`` over and over and records how much later than asked it woke: about
+    the wait a request arriving now meets. ``recent()`` is the largest of the last ``keep_s`` seconds,
+    so a deadline counted from ``now - recent()`` is counted, roughly, from the request's arrival."""
+
+    def __init__(self, interval_s: float = 0.05, keep_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.keep_s = keep_s
+        self.clock = clock
+        self._samples: Deque[tuple[float, float]] = deque()  # (when, lag)
+        self._task: Optional["asyncio.Task[None]"] = None
+
+    def record(self, lag: float) -> None:
+        now = self.clock()
+        self._samples.append((now, max(0.0, lag)))
+        while self._samples and self._samples[0][0] < now - self.keep_s:
+            self._samples.popleft()
+
+    def recent(self) -> float:
+        now = self.clock()
+        return max((lag for when, lag in self._samples if when >= now - self.keep_s), default=0.0)
+
+    def start(self) -> None:
+        """Start probing on the running loop (once; the channel calls it on its first request)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(self.interval_s)
+            self.record(time.monotonic() - asked - self.interval_s)

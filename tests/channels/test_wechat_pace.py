@@ -75,3 +75,35 @@ def test_finishing_more_than_started_never_goes_negative() -> None:
     pace = TurnPace(Clock())
     pace.finished()
     assert pace.in_flight == 0
+
+
+def test_the_loop_lag_is_the_largest_recent_delay() -> None:
+    from channels.wechat_pace import LoopLag
+
+    clock = Clock()
+    lag = LoopLag(keep_s=2.0, clock=clock)
+    assert lag.recent() == 0.0
+    lag.record(0.8)
+    clock.now += 0.5
+    lag.record(0.1)
+    assert lag.recent() == 0.8
+    clock.now += 2.1
+    lag.record(-0.01)  # woke a little early: no lag
+    assert lag.recent() == 0.0
+
+
+def test_the_probe_sees_a_blocked_loop() -> None:
+    import asyncio
+    import time
+
+    from channels.wechat_pace import LoopLag
+
+    async def scenario() -> float:
+        lag = LoopLag(interval_s=0.01)
+        lag.start()
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # a turn holding the loop, as parsing and predicting do
+        await asyncio.sleep(0.05)
+        return lag.recent()
+
+    assert asyncio.run(scenario()) >= 0.25

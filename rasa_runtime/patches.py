@@ -49,10 +49,10 @@ class Replacement:
     owner: Any
     name: str
     original_sha256: str
-    make: Callable[[Any], Any]  # stock function -> replacement
+    make: Callable[[], Any]  # builds the replacement
 
     def stock(self) -> Any:
-        return _STOCK.get((self.owner, self.name), inspect.getattr_static(self.owner, self.name))
+        return stock(self.owner, self.name)
 
     def check(self) -> None:
         digest = source_sha256(self.stock())
@@ -70,7 +70,7 @@ def source_sha256(function: Any) -> str:
 
 # --- RemoteAction._validate_action_result -------------------------------------------------------
 
-def _make_validate_action_result(stock: Any) -> Any:
+def _make_validate_action_result() -> Any:
     from jsonschema.exceptions import best_match
     from jsonschema.validators import validator_for
     from rasa.core.actions.action import RemoteAction
@@ -134,7 +134,7 @@ async def close_sessions() -> None:
             await session.close()
 
 
-def _make_request(stock: Any) -> Any:
+def _make_request() -> Any:
     from aiohttp import ContentTypeError
     from rasa.shared.exceptions import FileNotFoundException
     from rasa.utils.endpoints import ClientResponseError, concat_url
@@ -175,7 +175,7 @@ def _make_request(stock: Any) -> Any:
 
 # --- Event.resolve_by_type -----------------------------------------------------------------------
 
-def _make_resolve_by_type(stock: Any) -> Any:
+def _make_resolve_by_type() -> Any:
     from rasa.shared.core.events import Event
     from rasa.shared.utils.common import all_subclasses
 
@@ -205,7 +205,7 @@ def _make_resolve_by_type(stock: Any) -> Any:
 
 # --- DaskGraphRunner.run ------------------------------------------------------------------------
 
-def _make_graph_run(stock: Any) -> Any:
+def _make_graph_run() -> Any:
     from rasa.engine.exceptions import GraphRunError
 
     def run(self: Any, inputs: Optional[Dict[Text, Any]] = None,
@@ -282,14 +282,9 @@ def install() -> None:
         key = (replacement.owner, replacement.name)
         if key in _STOCK:
             continue
-        stock = inspect.getattr_static(replacement.owner, replacement.name)
-        _STOCK[key] = stock
-        setattr(replacement.owner, replacement.name, replacement.make(stock))
+        _STOCK[key] = inspect.getattr_static(replacement.owner, replacement.name)
+        setattr(replacement.owner, replacement.name, replacement.make())
     logger.info("rasa_runtime: %d Rasa %s functions replaced", len(_STOCK), PINNED_RASA)
-
-
-def installed() -> bool:
-    return bool(_STOCK)
 
 
 def stock(owner: Any, name: str) -> Any:

@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console lock clean
+.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console fuzz lock clean
 
 run: bootstrap db train kb
 	$(PY) -m stack
@@ -59,6 +59,11 @@ bench-voice: bootstrap train
 
 bench-console: bootstrap
 	$(PY) -m bench.console
+
+# A million inputs through the WeChat protocol layer (atheris); the corpus grows under var/fuzz.
+# Result (runs, coverage, crashes: none expected) goes to bench/RESULTS.md by hand.
+fuzz: bootstrap
+	$(PY) -m tests.fuzz.wechat_protocol -runs=1000000 -print_final_stats=1 -artifact_prefix=var/fuzz/ var/fuzz/wechat_protocol
 
 # Re-resolve the pinned requirements (needs the package index).
 lock:

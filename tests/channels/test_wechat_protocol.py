@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from channels.wechat_protocol import (
-    MAX_BODY_BYTES, Envelope, NonceCache, ProtocolError, RequestGuard, parse_xml, signature, split_text, text_reply,
+    MAX_BODY_BYTES, Envelope, NonceCache, ProtocolError, RequestGuard, check_message, parse_body, parse_json,
+    parse_xml, pseudonym, signature, split_text, text_reply, transfer_reply,
 )
-from channels.wechat_store import Claim, RedisClaims, SqliteClaims, message_key
 
 # WeChat's published sample values (the enterprise-account envelope is the official account's
 # safe mode with the corp id in place of the appid), as wechatpy's own tests use them.
@@ -70,7 +70,12 @@ def test_guard_refuses_forgery_stale_timestamps_and_replays() -> None:
         ((signature(TOKEN, str(now + 301), "n4"), str(now + 301), "n4"), "window"),
         ((good, str(now), "n1"), "replayed"),
         (("", str(now), "n5"), "missing"),
-        ((good, "yesterday", "n6"), "not a number"),
+        ((good, "yesterday", "n6"), "not a unix time"),
+        ((good, "1" * 400, "n6"), "not a unix time"),  # once an OverflowError and a 500
+        ((good, "-1", "n6"), "not a unix time"),
+        ((good, str(now), "n" * 65), "malformed nonce"),
+        ((good, str(now), "n 1"), "malformed nonce"),
+        (("z" * 40, str(now), "n6"), "malformed nonce or signature"),
     ]
     for args, reason in cases:
         with pytest.raises(ProtocolError) as err:
@@ -111,42 +116,65 @@ def test_long_text_is_split_under_the_byte_limit() -> None:
     assert split_text("短") == ["短"]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def claims(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return SqliteClaims(str(tmp_path / "claims.db"))
-    store = RedisClaims("redis://127.0.0.1:6379/0", prefix=f"heze-test-{uuid.uuid4().hex}:")
-    try:
-        store.claim("ping")
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"Redis is needed for this test (127.0.0.1:6379): {exc}")
-    return store
+def test_a_verified_request_is_fresh_once() -> None:
+    now = 1_800_000_000
+    guard = RequestGuard(TOKEN, clock=lambda: now)
+    sig = signature(TOKEN, str(now), "n1")
+    guard.verify(sig, str(now), "n1")
+    guard.verify(sig, str(now), "n1")  # verify alone does not judge the nonce
+    assert guard.fresh("n1") and not guard.fresh("n1")
 
 
-def test_each_message_is_claimed_exactly_once(claims) -> None:  # type: ignore[no-untyped-def]
-    key = message_key({"MsgId": "6969", "FromUserName": "o1"})
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        results = list(pool.map(lambda _: claims.claim(key), range(32)))
-    assert sum(r.state == "new" for r in results) == 1 and all(r.state in ("new", "pending") for r in results)
-    claims.finish(key, ["您好", "第二段"])
-    assert claims.claim(key) == Claim("done", ["您好", "第二段"])
-    other = message_key({"FromUserName": "o1", "CreateTime": "1800000000", "Event": "subscribe"})
-    assert other.startswith("evt:o1:") and claims.claim(other).state == "new"
-    claims.release(other)  # a failed turn gives its claim back: the next delivery may try again
-    assert claims.claim(other).state == "new"
+def test_bodies_in_another_encoding_are_refused_before_the_dtd_test() -> None:
+    internal = '<!DOCTYPE xml [<!ENTITY x "expanded">]><xml><Content>&x;</Content></xml>'
+    declared = '<?xml version="1.0" encoding="ISO-8859-1"?><xml><Content>x</Content></xml>'
+    for body in (internal.encode("utf-16"), internal.encode("utf-16-le"), internal.encode("utf-32"),
+                 "<xml><Content>é</Content></xml>".encode("latin-1"), declared.encode("latin-1"),
+                 b"<xml><Content>a\x00b</Content></xml>"):
+        with pytest.raises(ProtocolError) as err:
+            parse_body(body)
+        assert err.value.status == 400
+    assert parse_xml('<?xml version="1.0" encoding="UTF-8"?><xml><Content>好</Content></xml>'.encode()) == {
+        "Content": "好"}
+    assert parse_xml(b"\xef\xbb\xbf<xml><Content>x</Content></xml>") == {"Content": "x"}  # a UTF-8 BOM is UTF-8
 
 
-def test_numbered_choices_are_kept_per_citizen(claims) -> None:  # type: ignore[no-untyped-def]
-    assert claims.choices("o1") == []
-    claims.set_choices("o1", ["/check_progress", "/pay_bill"])
-    claims.set_choices("o2", ["/greet"])
-    assert claims.choices("o1") == ["/check_progress", "/pay_bill"] and claims.choices("o2") == ["/greet"]
+def test_json_bad_input() -> None:
+    deep = b'{"a":' * 1200 + b"1" + b"}" * 1200  # once a RecursionError and a 500
+    for body, status in ((deep, 400), (b'{"a": [[[[[1]]]]]}', 400), (b'{"a": NaN}', 400), (b"[1, 2]", 400),
+                         (b'{"a": 1', 400), (b'{"a": "' + b"x" * MAX_BODY_BYTES + b'"}', 413)):
+        with pytest.raises(ProtocolError) as err:
+            parse_json(body)
+        assert err.value.status == status
+    msg = parse_json(b'{"MsgId": 24536887512345678901, "Content": "\\u4f60\\u597d", "Brace": "{{{{{{", "N": null}')
+    assert msg == {"MsgId": "24536887512345678901", "Content": "你好", "Brace": "{{{{{{", "N": ""}
 
 
-def test_failed_turns_are_kept_until_answered(claims) -> None:  # type: ignore[no-untyped-def]
-    assert claims.failed() == []
-    claims.keep_failed("msg:1", {"sender": "o1", "text": "转人工", "metadata": {"channel": "wechat"}})
-    claims.keep_failed("msg:2", {"sender": "o2", "text": "查工单", "metadata": {}})
-    assert [(k, t["text"]) for k, t in claims.failed()] == [("msg:1", "转人工"), ("msg:2", "查工单")]
-    claims.drop_failed("msg:1")
-    assert [k for k, _ in claims.failed()] == ["msg:2"]
+def test_identifying_fields_are_bounded() -> None:
+    good = {"FromUserName": "oAbC-123_x", "ToUserName": "gh_abc", "MsgId": "123", "CreateTime": "1800000000",
+            "MsgType": "text", "Content": "任何内容 <>&/"}
+    assert check_message(good) == good
+    for field, value in (("FromUserName", ""), ("FromUserName", "o/1"), ("FromUserName", "o" * 65),
+                         ("MsgId", "1e5"), ("MsgId", "9" * 33), ("CreateTime", "1" * 400), ("MsgType", "te xt")):
+        with pytest.raises(ProtocolError) as err:
+            check_message({**good, field: value})
+        assert err.value.status == 400
+
+
+def test_a_transfer_reply_in_xml_and_json() -> None:
+    xml = parse_xml(transfer_reply("o1", "gh_heze", "kf2001@heze", create_time=1).encode())
+    assert xml["MsgType"] == "transfer_customer_service" and xml["ToUserName"] == "o1"
+    assert "<KfAccount><![CDATA[kf2001@heze]]></KfAccount>" in transfer_reply("o1", "gh", "kf2001@heze")
+    assert "TransInfo" not in transfer_reply("o1", "gh")
+    as_json = parse_json(transfer_reply("m1", "gh_mini", as_json=True, create_time=7).encode())
+    assert as_json == {"ToUserName": "m1", "FromUserName": "gh_mini", "CreateTime": "7",
+                       "MsgType": "transfer_customer_service"}
+    envelope = Envelope(TOKEN, AES_KEY, APPID)
+    sealed = parse_json(envelope.encrypt_json_reply('{"MsgType": "transfer_customer_service"}', "n1", "18").encode())
+    assert sealed["MsgSignature"] == signature(TOKEN, "18", "n1", sealed["Encrypt"])
+    assert "transfer_customer_service" in envelope.decrypt(sealed["Encrypt"])
+
+
+def test_a_pseudonym_hides_the_openid_but_tells_citizens_apart() -> None:
+    assert pseudonym("oAbC123") == pseudonym("oAbC123") != pseudonym("oAbC124")
+    assert "oAbC123" not in pseudonym("oAbC123") and len(pseudonym("oAbC123")) == 13

@@ -33,6 +33,7 @@ OFFERS: dict[str, tuple[str, str]] = {
     "check_ticket": ("还要查工单吗？", "ticket_form"),
 }
 
+HANDOFF_CHANNELS = ("phone", "wechat", "miniprogram")  # channels that carry the citizen to a person themselves
 HANDOFF_TEXT = {
     "requested": "好的，正在为您转人工。请稍等，工作人员会接着帮您。",
     "failed_attempts": "这件事我没能帮您办好，现在为您转人工。请稍等。",
@@ -69,11 +70,12 @@ def reset_flow() -> list[EventType]:
 
 
 def hand_off(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> int:
-    """Record a hand-off and tell the citizen. The phone channel also gets a payload it acts on."""
+    """Record a hand-off and tell the citizen. The phone and WeChat channels also get a payload they
+    act on (the phone line transfers the call; WeChat hands the citizen to its human customer service)."""
     channel = channel_of(tracker)
     handoff_id = services.handoffs.create(sender_id=tracker.sender_id, channel=channel, reason=reason)
     dispatcher.utter_message(text=HANDOFF_TEXT[reason])
-    if channel == "phone":
+    if channel in HANDOFF_CHANNELS:
         dispatcher.utter_message(json_message={"handoff": {"id": handoff_id, "reason": reason}})
     return handoff_id
 

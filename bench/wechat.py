@@ -37,22 +37,22 @@ MSG_IDS = itertools.count(int(time.time() * 1000) * 1000)  # unique across runs:
 OWN_WORK = """
 import json, sys, time, uuid
 from channels.wechat import render
-from channels.wechat_protocol import Envelope, parse_xml, text_reply
-from channels.wechat_store import SqliteClaims, message_key
+from channels.wechat_protocol import Envelope, check_message, parse_body, text_reply
+from channels.wechat_store import Reply, SqliteClaims, message_key
 token, key, appid, db = sys.argv[1:5]
 env = Envelope(token, key, appid)
 claims = SqliteClaims(db)
 inner = ("<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[o1]]></FromUserName><CreateTime>1</CreateTime>"
          "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[查工单]]></Content><MsgId>{}</MsgId></xml>")
-sealed = [parse_xml(env.encrypt_reply(inner.format(i), "n", "1").encode())["Encrypt"] for i in range(2000)]
+sealed = [parse_body(env.encrypt_reply(inner.format(i), "n", "1").encode())["Encrypt"] for i in range(2000)]
 bot = [{"text": "请说工单号，就是8位数字。", "buttons": [{"title": "转人工", "payload": "/request_human"}]}]
 times = []
 for enc in sealed:
     t = time.perf_counter()
-    msg = parse_xml(env.decrypt(enc).encode())
-    key_ = message_key(msg); claims.claim(key_)
+    msg = check_message(parse_body(env.decrypt(enc).encode()))
+    key_ = message_key(appid, msg); claims.claim(key_)
     texts, _ = render(bot)
-    claims.finish(key_, texts)
+    claims.finish(key_, Reply(texts))
     env.encrypt_reply(text_reply("o1", "gh", "\\n\\n".join(texts)), "n", "1")
     times.append((time.perf_counter() - t) * 1000)
 times.sort()

@@ -2,17 +2,19 @@
 customer-service chat (``miniprogram``), inside the Rasa server.
 
 - Plain, compatible and safe (AES) modes; safe is the production default. Every request is checked
-  (timestamp window, signature in constant time, nonce replay, appid) before its XML is parsed, and
-  the XML may not carry a DTD. Refusals get 400/403/413 and a log line without the message.
-- WeChat waits 5 s and delivers again up to three times. Each message is claimed once
-  (``wechat_store``): only the first delivery starts a Rasa turn; a later one waits for that turn's
-  reply or answers ``success``.
-- A reply ready within ``deadline_s`` (4.0 s after the request arrived: the handler's start less the
-  event loop's recent lag, ``wechat_pace.LoopLag``; the goal is no passive reply later than 4.5 s) is sent passively; otherwise WeChat gets ``success`` at
-  once and the reply follows as customer-service messages (``wechat_api``). When the turns already
-  under way say a new one cannot be answered in time (``wechat_pace``, under a burst), ``success``
-  goes out at once instead of after the deadline. The mini-program has no passive replies: always
-  ``success``, then customer-service messages.
+  (bounded fields, timestamp window, signature in constant time, appid) before its content is read;
+  XML may not carry a DTD, JSON may not nest, neither may be in another encoding than UTF-8
+  (``wechat_protocol``). Refusals get 400/403/413 and a log line with the reason only: no query
+  values, no message, openids as a hash (``pseudonym``).
+- A nonce seen before is a replay: refused, except a signed, byte-identical resend in safe mode of
+  a message already taken, which gets that message's stored answer (WeChat's retry may reuse its
+  query string; a reply lost on the way is recovered).
+- What happens to a message (claim, deadline, passive reply or customer-service message, hand-off to
+  WeChat's human service, retry of failed turns) is ``wechat_delivery``; this module turns requests
+  into messages and answers into responses. Once-only claims are per (account, openid, MsgId).
+- The reply deadline is 4.0 s after the request arrived: the handler's start less the event loop's
+  recent lag (``wechat_pace.LoopLag``); the goal is no passive reply later than 4.5 s.
+- Message types are a registry (``MESSAGE_TYPES``) with a fallback for unknown ones, as wechatpy does.
 - Buttons become numbered choices; a reply of the number sends the button's payload.
 - Voice: WeChat's own ``Recognition`` when the account has it; otherwise the AMR file is fetched
   (``media/get``) and transcribed by the voice gateway (``POST /asr``: ffmpeg, then Vosk) inside
@@ -21,11 +23,11 @@ customer-service chat (``miniprogram``), inside the Rasa server.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
 import aiohttp
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
@@ -34,20 +36,19 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from channels.wechat_api import WeChatApi
+from channels.wechat_delivery import Answer, Delivery, Failed, Outcome
 from channels.wechat_pace import LoopLag, TurnPace
 from channels.wechat_protocol import (
-    MAX_BODY_BYTES, Envelope, ProtocolError, RequestGuard, parse_xml, split_text, text_reply,
+    Envelope, ProtocolError, RequestGuard, open_message, pseudonym, split_text, text_reply, transfer_reply,
 )
-from channels.wechat_store import Claim, RedisClaims, SqliteClaims, message_key
+from channels.wechat_store import citizen_key, message_key, open_store
 
 logger = logging.getLogger(__name__)
 
-APOLOGY = "不好意思，系统暂时有点问题。您的消息已经记下了，好了以后马上回复您。"
 UNSUPPORTED = "目前我能看懂文字和语音消息。请用文字或语音告诉我您要办什么事。"
 VOICE_UNCLEAR = "这条语音我没听清。请打字告诉我，或者再说一遍。"
 MENU_UNKNOWN = "这个菜单暂时用不了。请直接告诉我您要办什么事。"
 PASSIVE_LIMIT_BYTES = 2000
-POLL_S = 0.1
 
 
 def render(messages: List[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
@@ -71,6 +72,77 @@ def render(messages: List[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
     return texts, payloads
 
 
+@dataclass(frozen=True)
+class Inbound:
+    """A message as the channel acts on it: ``text`` for a Rasa turn, or ``immediate`` texts without
+    one, or neither (an event with nothing to say). ``media_id``: a voice message to transcribe in
+    the turn. ``citizen``: the citizen's own message, not an event (it goes to a human agent while
+    the citizen is with one)."""
+    text: Optional[str] = None
+    immediate: Optional[List[str]] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    media_id: Optional[str] = None
+    citizen: bool = True
+
+
+Reader = Callable[["WeChatInput", Dict[str, str]], Awaitable[Inbound]]
+MESSAGE_TYPES: Dict[str, Reader] = {}
+
+
+def message_type(kind: str) -> Callable[[Reader], Reader]:
+    def register(reader: Reader) -> Reader:
+        MESSAGE_TYPES[kind] = reader
+        return reader
+    return register
+
+
+@message_type("text")
+async def _text(channel: "WeChatInput", msg: Dict[str, str]) -> Inbound:
+    text = msg.get("Content", "").strip()
+    if not text:
+        return Inbound(immediate=[UNSUPPORTED])
+    if re.fullmatch(r"[1-9]", text):
+        choices = await asyncio.to_thread(channel.store.choices, citizen_key(channel.appid, msg["FromUserName"]))
+        if 1 <= int(text) <= len(choices):
+            return Inbound(choices[int(text) - 1], metadata={"choice": int(text)})
+    return Inbound(text)
+
+
+@message_type("voice")
+async def _voice(channel: "WeChatInput", msg: Dict[str, str]) -> Inbound:
+    recognised = msg.get("Recognition", "").strip()
+    if recognised:
+        return Inbound(recognised, metadata={"voice": True})
+    if msg.get("MediaId") and channel.asr_url:  # transcribed inside the claimed turn
+        return Inbound(metadata={"voice": True}, media_id=msg["MediaId"])
+    return Inbound(immediate=[VOICE_UNCLEAR], metadata={"voice": True})
+
+
+@message_type("location")
+async def _location(channel: "WeChatInput", msg: Dict[str, str]) -> Inbound:
+    label = msg.get("Label", "").strip()
+    place = {"latitude": msg.get("Location_X"), "longitude": msg.get("Location_Y"), "label": label}
+    return Inbound(label or f"位置：纬度{place['latitude']}，经度{place['longitude']}", metadata={"location": place})
+
+
+@message_type("event")
+async def _event(channel: "WeChatInput", msg: Dict[str, str]) -> Inbound:
+    event = msg.get("Event", "").lower()
+    if event == "subscribe":
+        return Inbound("/greet", metadata={"event": "subscribe"}, citizen=False)
+    if event == "click":
+        payload = channel.menu.get(msg.get("EventKey", ""))
+        if payload:
+            return Inbound(payload, metadata={"event": "click"}, citizen=False)
+        return Inbound(immediate=[MENU_UNKNOWN], citizen=False)
+    return Inbound(citizen=False)  # unsubscribe, VIEW, user_enter_tempsession and others: nothing to say
+
+
+async def _unknown(channel: "WeChatInput", msg: Dict[str, str]) -> Inbound:
+    """Images, files, links, mini-program cards and any type WeChat adds later."""
+    return Inbound(immediate=[UNSUPPORTED])
+
+
 class WeChatInput(InputChannel):
     """The official account's message endpoint: ``/webhooks/wechat/webhook``."""
 
@@ -89,24 +161,22 @@ class WeChatInput(InputChannel):
             api_base=str(c.get("api_base") or "https://api.weixin.qq.com"), claims=str(c.get("claims") or "var/wechat.db"),
             deadline_s=float(c.get("deadline_s") or 4.0), menu=dict(c.get("menu") or {}),
             asr_url=str(c.get("asr_url") or ""), retry_s=float(c.get("retry_s") or 60),
-            asr_token=str(c.get("asr_token") or ""),
+            asr_token=str(c.get("asr_token") or ""), kf_account=str(c.get("kf_account") or ""),
+            human_s=float(c.get("human_s") or 1800),
         )
 
     def __init__(self, token: str, encoding_aes_key: str, appid: str, secret: str, mode: str = "safe",
                  api_base: str = "https://api.weixin.qq.com", claims: str = "var/wechat.db", deadline_s: float = 4.0,
                  menu: Optional[Dict[str, str]] = None, asr_url: str = "", retry_s: float = 60,
-                 asr_token: str = "") -> None:
+                 asr_token: str = "", kf_account: str = "", human_s: float = 1800) -> None:
         self.enabled = bool(token and appid)
+        self.appid = appid
         self.asr_url = asr_url  # the voice gateway's POST /asr, for voice messages WeChat did not transcribe
         self.asr_token = asr_token  # its shared secret (VOICE_GATEWAY_TOKEN)
         self.mode = mode
-        self.deadline_s = deadline_s
         self.pace = TurnPace()
         self.lag = LoopLag()
         self.menu = {str(k): str(v) for k, v in (menu or {}).items()}
-        self._tasks: set = set()
-        self.retry_s = retry_s
-        self._retrying = False
         if not self.enabled:
             logger.info("%s channel not configured (no token or appid): its webhook answers 503", self.name())
             return
@@ -117,99 +187,46 @@ class WeChatInput(InputChannel):
         self.guard = RequestGuard(token)
         self.envelope = Envelope(token, encoding_aes_key, appid) if encoding_aes_key else None
         self.api = WeChatApi(appid, secret, api_base)
-        self.claims = RedisClaims(claims) if claims.startswith(("redis://", "rediss://")) else SqliteClaims(claims)
+        self.store = open_store(claims, account=appid, channel=self.name())
+        self.delivery = Delivery(self.store, appid, self.name(), self._send_all, passive=self.passive_replies,
+                                 deadline_s=deadline_s, pace=self.pace, kf_account=kf_account, human_s=human_s,
+                                 retry_s=retry_s)
 
     # -- requests -----------------------------------------------------------------------
     def _open(self, request: Request) -> Tuple[Dict[str, str], bool]:
-        """The message of a request, and whether it came encrypted. Raises ProtocolError."""
-        body = request.body or b""
-        if len(body) > MAX_BODY_BYTES:
-            raise ProtocolError(413, "body over 64 KB")
-        args = request.args
-        outer = self._parse(body)
-        encrypted = args.get("encrypt_type") == "aes" or ("Encrypt" in outer and self.mode == "safe")
-        if encrypted:
-            if self.envelope is None or not outer.get("Encrypt"):
-                raise ProtocolError(400, "encrypted message without ciphertext or key")
-            self.guard.check(args.get("msg_signature", ""), args.get("timestamp", ""), args.get("nonce", ""),
-                             outer["Encrypt"])
-            return self._parse(self.envelope.decrypt(outer["Encrypt"]).encode("utf-8")), True
-        if self.mode == "safe":
-            raise ProtocolError(400, "plain message in safe mode")
-        self.guard.check(args.get("signature", ""), args.get("timestamp", ""), args.get("nonce", ""))
-        return outer, False
+        args = {k: request.args.get(k, "") for k in ("encrypt_type", "msg_signature", "signature", "timestamp", "nonce")}
+        return open_message(args, request.body or b"", self.mode, self.guard, self.envelope)
 
-    @staticmethod
-    def _parse(body: bytes) -> Dict[str, str]:
-        if body.lstrip()[:1] == b"{":  # the mini-program's JSON push
-            try:
-                data = json.loads(body)
-            except ValueError:
-                raise ProtocolError(400, "malformed JSON") from None
-            if not isinstance(data, dict):
-                raise ProtocolError(400, "JSON is not an object")
-            return {str(k): "" if v is None else str(v) for k, v in data.items()}
-        return parse_xml(body)
-
-    async def _store(self, method: Callable[..., Any], *args: Any) -> Any:
-        """A call to the claims store, off the event loop (SQLite may wait on a lock; Redis on the network)."""
-        return await asyncio.to_thread(method, *args)
-
-    async def _text_of(self, msg: Dict[str, str]) -> Tuple[Optional[str], Optional[str], Dict[str, Any]]:
-        """(text for Rasa, or None; an immediate reply without a turn, or None; extra metadata)."""
-        kind = msg.get("MsgType", "")
-        sender = msg.get("FromUserName", "")
-        if kind == "text":
-            text = msg.get("Content", "").strip()
-            choices = await self._store(self.claims.choices, sender) if re.fullmatch(r"\s*[1-9]\s*", text or "") else []
-            if choices and 1 <= int(text) <= len(choices):
-                return choices[int(text) - 1], None, {"choice": int(text)}
-            return (text or None), (None if text else UNSUPPORTED), {}
-        if kind == "voice":
-            recognised = msg.get("Recognition", "").strip()
-            if recognised:
-                return recognised, None, {"voice": True}
-            if msg.get("MediaId") and self.asr_url:  # transcribed inside the claimed turn
-                return None, None, {"voice": True, "media_id": msg["MediaId"]}
-            return None, VOICE_UNCLEAR, {"voice": True}
-        if kind == "location":
-            label = msg.get("Label", "").strip()
-            place = {"latitude": msg.get("Location_X"), "longitude": msg.get("Location_Y"), "label": label}
-            return (label or f"位置：纬度{place['latitude']}，经度{place['longitude']}"), None, {"location": place}
-        if kind == "event":
-            event = msg.get("Event", "").lower()
-            if event == "subscribe":
-                return "/greet", None, {"event": "subscribe"}
-            if event == "click":
-                payload = self.menu.get(msg.get("EventKey", ""))
-                return (payload, None, {"event": "click"}) if payload else (None, MENU_UNKNOWN, {})
-            return None, None, {}  # unsubscribe, VIEW and others: nothing to say
-        return None, UNSUPPORTED, {}
+    async def _read(self, msg: Dict[str, str]) -> Inbound:
+        return await MESSAGE_TYPES.get(msg.get("MsgType", ""), _unknown)(self, msg)
 
     # -- replies ------------------------------------------------------------------------
-    def _reply(self, msg: Dict[str, str], texts: List[str], encrypted: bool, request: Request) -> HTTPResponse:
-        """A passive reply when there is something to say and this channel may, else ``success``."""
-        if not texts or not self.passive_replies:
+    def _respond(self, msg: Dict[str, str], answer: Answer, encrypted: bool, request: Request) -> HTTPResponse:
+        """The HTTP response for an answer: a passive reply or a transfer to the human service, in
+        the request's format (XML, or JSON for a mini-program JSON push) and encryption, or ``success``."""
+        openid, account = msg.get("FromUserName", ""), msg.get("ToUserName", "")
+        as_json = (request.body or b"").lstrip()[:1] == b"{"
+        if answer.kind == "transfer":
+            content = transfer_reply(openid, account, answer.kf_account, as_json=as_json)
+        elif answer.kind == "reply" and answer.texts:
+            pieces = split_text("\n\n".join(answer.texts), PASSIVE_LIMIT_BYTES)
+            if len(pieces) > 1:
+                self.delivery.spawn(self._send_all(openid, pieces[1:]))
+            content = text_reply(openid, account, pieces[0])
+        else:
             return response.text("success")
-        pieces = split_text("\n\n".join(texts), PASSIVE_LIMIT_BYTES)
-        if len(pieces) > 1:
-            self._spawn(self._send_all(msg.get("FromUserName", ""), pieces[1:]))
-        xml = text_reply(msg.get("FromUserName", ""), msg.get("ToUserName", ""), pieces[0])
         if encrypted and self.envelope is not None:
-            xml = self.envelope.encrypt_reply(xml, request.args.get("nonce", ""), str(int(time.time())))
-        return response.text(xml, content_type="application/xml")
+            nonce, now = request.args.get("nonce", ""), str(int(time.time()))
+            content = (self.envelope.encrypt_json_reply(content, nonce, now) if as_json
+                       else self.envelope.encrypt_reply(content, nonce, now))
+        return response.text(content, content_type="application/json" if as_json else "application/xml")
 
-    async def _send_all(self, openid: str, texts: List[str]) -> None:
+    async def _send_all(self, openid: str, texts: List[str]) -> bool:
         for text in texts:
             for piece in split_text(text, PASSIVE_LIMIT_BYTES):
                 if not await self.api.send_text(openid, piece):
-                    logger.warning("a reply to %s could not be delivered", openid)
-                    return
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                    return False
+        return True
 
     async def _transcribe(self, media_id: str) -> Optional[str]:
         """A voice message through the voice gateway's Vosk (``POST /asr``; ffmpeg decodes the AMR)."""
@@ -230,76 +247,52 @@ class WeChatInput(InputChannel):
         text = str(result.get("text") or "").strip() if isinstance(result, dict) else ""
         return text or None
 
-    async def _turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], key: str, sender: str,
-                    text: Optional[str], metadata: Dict[str, Any], media_id: Optional[str] = None) -> List[str]:
-        if media_id is not None:
-            text = await self._transcribe(media_id)
-            if not text:
-                return [VOICE_UNCLEAR]
-            metadata = {**metadata, "transcribed_by": "vosk"}
-        assert text is not None
-        self.pace.started()
-        try:
-            texts = await self._run_turn(on_new_message, sender, text, metadata)
-        finally:
-            self.pace.finished()
-        if texts is None:  # the services are down: keep the message, answer it when they are back
-            await self._store(self.claims.keep_failed, key,
-                              {"sender": sender, "text": text, "metadata": metadata})
-            self._start_retrying(on_new_message)
-            return [APOLOGY]
-        return texts
+    def _turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], openid: str, inbound: Inbound,
+              metadata: Dict[str, Any]) -> Callable[[], Awaitable[Union[Outcome, Failed]]]:
+        async def turn() -> Union[Outcome, Failed]:
+            text, extra = inbound.text, metadata
+            if inbound.media_id is not None:
+                text = await self._transcribe(inbound.media_id)
+                if not text:
+                    return Outcome([VOICE_UNCLEAR])
+                extra = {**metadata, "transcribed_by": "vosk"}
+            assert text is not None
+            return await self._run_turn(on_new_message, openid, text, extra)
+        return turn
 
-    async def _run_turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], sender: str, text: str,
-                        metadata: Dict[str, Any]) -> Optional[List[str]]:
-        """The bot's texts for one message; None when the turn failed (no reply came out of it)."""
+    async def _run_turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], openid: str, text: str,
+                        metadata: Dict[str, Any]) -> Union[Outcome, Failed]:
+        """The bot's answer to one message; ``Failed`` when no reply came out of the turn."""
         collector = CollectingOutputChannel()
         try:
-            await on_new_message(UserMessage(text, collector, sender, input_channel=self.name(), metadata=metadata))
+            await on_new_message(UserMessage(text, collector, openid, input_channel=self.name(), metadata=metadata))
         except Exception:  # noqa: BLE001 - logged without the message text
-            logger.exception("a %s turn failed (sender %s)", self.name(), sender)
+            logger.exception("a %s turn failed (citizen %s)", self.name(), pseudonym(openid))
         texts, payloads = render(collector.messages)
         if texts or payloads:
             # Numbered choices answer only the question that offered them: a reply without choices
             # (the next question) clears the last ones, so "2" to "请说户号" is not "缴费" from a menu.
-            await self._store(self.claims.set_choices, sender, payloads)
-        return texts or None
-
-    def _start_retrying(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
-        if not self._retrying:
-            self._retrying = True
-            self._spawn(self._retry_failed(on_new_message))
-
-    async def _retry_failed(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
-        """Every ``retry_s``: run the kept messages again; an answer goes out as a customer-service
-        message (the citizen was told to wait). With several Rasa workers, one claims each round."""
-        while True:
-            await asyncio.sleep(self.retry_s)
-            waiting = await self._store(self.claims.failed)
-            if not waiting:
-                self._retrying = False
-                return
-            for key, turn in waiting:
-                round_key = f"retry:{key}:{int(time.time() // self.retry_s)}"
-                if (await self._store(self.claims.claim, round_key)).state != "new":
-                    continue
-                texts = await self._run_turn(on_new_message, turn["sender"], turn["text"],
-                                             {**turn.get("metadata", {}), "retry_of": key})
-                if texts is None:
-                    break  # still down: try again next round
-                await self._store(self.claims.drop_failed, key)
-                await self._send_all(turn["sender"], ["\n\n".join(texts)])
-
-    async def _wait_for_reply(self, key: str, until: float) -> Claim:
-        claim = await self._store(self.claims.claim, key)
-        while claim.state == "pending" and time.monotonic() < until:
-            await asyncio.sleep(POLL_S)
-            claim = await self._store(self.claims.claim, key)
-        return claim
+            await asyncio.to_thread(self.store.set_choices, citizen_key(self.appid, openid), payloads)
+        handoff = any(isinstance(m.get("custom"), dict) and m["custom"].get("handoff") for m in collector.messages)
+        return Outcome(texts, handoff) if texts else Failed(text, metadata)
 
     # -- routes -------------------------------------------------------------------------
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint(f"{self.name()}_webhook", __name__)
+        if self.enabled:
+            async def retry(openid: str, text: str, metadata: Dict[str, Any]) -> Union[Outcome, Failed]:
+                return await self._run_turn(on_new_message, openid, text, metadata)
+            self.delivery.retry_turn = retry
+
+        @bp.exception(Exception)
+        async def failed(request: Request, exc: Exception) -> HTTPResponse:
+            # Sanic's own handler would log the URL, whose query holds the citizen's openid.
+            where = exc.__traceback__
+            while where is not None and where.tb_next is not None:
+                where = where.tb_next
+            place = f"{where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where else "?"
+            logger.error("%s webhook failed: %s at %s", self.name(), type(exc).__name__, place)
+            return response.text("internal error", status=500)
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -328,46 +321,32 @@ class WeChatInput(InputChannel):
             except ProtocolError as exc:
                 logger.warning("%s request refused: %s", self.name(), exc.reason)
                 return response.text(exc.reason, status=exc.status)
-            sender = msg.get("FromUserName", "")
-            if not sender:
-                return response.text("no sender", status=400)
-            text, immediate, extra = await self._text_of(msg)
-            media_id = extra.pop("media_id", None)
-            if text is None and media_id is None:
-                return self._reply(msg, [immediate] if immediate else [], encrypted, request)
-            key = message_key(msg)
-            claim = await self._store(self.claims.claim, key)
-            if claim.state != "new":  # a repeated delivery: never a second turn
-                claim = await self._wait_for_reply(key, started + self.deadline_s)
-                return self._reply(msg, claim.reply or [], encrypted, request)
-            metadata = {"channel": self.name(), "msg_type": msg.get("MsgType", ""), **extra}
-            # Judged before this turn joins the queue: could its reply still make the deadline?
-            late = time.monotonic() - started + self.pace.expected_wait() > self.deadline_s
-            turn = asyncio.ensure_future(self._turn(on_new_message, key, sender, text, metadata, media_id))
-            if self.passive_replies and not late:
-                try:
-                    texts = await asyncio.wait_for(asyncio.shield(turn), timeout=max(0.0, started + self.deadline_s
-                                                                                    - time.monotonic()))
-                    await self._store(self.claims.finish, key, texts)
-                    return self._reply(msg, texts, encrypted, request)
-                except asyncio.TimeoutError:
-                    pass
-            # Too slow for a passive reply, or the queue says it would be (or no passive replies here):
-            # success now, the reply later.
-            await self._store(self.claims.finish, key, [])
-
-            async def deliver_later() -> None:
-                await self._send_all(sender, ["\n\n".join(await turn)])  # one message, as a passive reply would be
-
-            self._spawn(deliver_later())
-            return response.text("success")
+            openid = msg["FromUserName"]
+            key = message_key(self.appid, msg)
+            if not self.guard.fresh(request.args.get("nonce", "")):
+                # A replay. Only in safe mode does the signature cover the message itself.
+                answer = await self.delivery.replayed(key, openid, started) if encrypted else None
+                if answer is None:
+                    logger.warning("%s request refused: nonce replayed", self.name())
+                    return response.text("nonce replayed", status=403)
+                return self._respond(msg, answer, encrypted, request)
+            inbound = await self._read(msg)
+            if inbound.text is None and inbound.media_id is None and not inbound.immediate:
+                return response.text("success")
+            metadata = {"channel": self.name(), "msg_type": msg.get("MsgType", ""), **inbound.metadata}
+            turn = (self._turn(on_new_message, openid, inbound, metadata)
+                    if inbound.text is not None or inbound.media_id is not None else None)
+            answer = await self.delivery.deliver(key, openid, started, turn=turn, immediate=inbound.immediate,
+                                                 transferable=inbound.citizen)
+            return self._respond(msg, answer, encrypted, request)
 
         return bp
 
 
 class MiniProgramInput(WeChatInput):
     """The mini-program's customer-service messages (XML or JSON push): ``/webhooks/miniprogram/webhook``.
-    The mini-program takes no passive replies: every answer goes out as a customer-service message."""
+    The mini-program takes no passive replies: every answer goes out as a customer-service message;
+    the response carries only a transfer to the human service."""
 
     passive_replies = False
 

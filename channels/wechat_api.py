@@ -9,15 +9,14 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar
 
 import aiohttp
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TOKEN_EXPIRED = {40001, 40014, 42001}
-OUT_OF_WINDOW = 45015  # the citizen has not written for 48 hours: WeChat refuses customer-service messages
-QUOTA = {45009, 45047}  # daily API quota, or too many messages to one citizen
 BUSY = {-1}
 REFRESH_MARGIN_S = 300
 RETRIES = 3
@@ -66,59 +65,56 @@ class WeChatApi:
                 self._token_until = self._clock() + int(data.get("expires_in", 7200)) - REFRESH_MARGIN_S
             return self._token
 
+    async def _retrying(self, what: str, attempt: Callable[[str], Awaitable[T]]) -> Optional[T]:
+        """``attempt(access_token)`` up to ``RETRIES`` times: a fresh token when WeChat says the old
+        one expired, a back-off after network errors and WeChat's system-busy (-1). None when it
+        cannot be done: WeChat refused it for good (45015 out of the 48-hour window, quota, a bad
+        media id…) or it kept failing."""
+        force = False
+        for n in range(RETRIES):
+            try:
+                return await attempt(await self.access_token(force=force))
+            except WeChatApiError as exc:
+                if exc.errcode in TOKEN_EXPIRED:
+                    force = True
+                    continue
+                if exc.errcode not in BUSY:
+                    logger.warning("%s refused: errcode %s", what, exc.errcode)
+                    return None
+                logger.warning("%s attempt %d failed: %s", what, n + 1, exc)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                logger.warning("%s attempt %d failed: %s", what, n + 1, type(exc).__name__)
+            await asyncio.sleep(self._backoff * (2 ** n))
+        return None
+
     async def send_text(self, openid: str, text: str) -> bool:
         """One customer-service text message. True when WeChat took it; False when it cannot be
         sent (outside the 48-hour window, quota spent, or still failing after the retries)."""
         body = {"touser": openid, "msgtype": "text", "text": {"content": text}}
-        force = False
-        for attempt in range(RETRIES):
-            try:
-                token = await self.access_token(force=force)
-                await self._call("POST", "/cgi-bin/message/custom/send", {"access_token": token}, body)
-                return True
-            except WeChatApiError as exc:
-                if exc.errcode in TOKEN_EXPIRED:
-                    force = True
-                    continue
-                if exc.errcode == OUT_OF_WINDOW or exc.errcode in QUOTA:
-                    logger.warning("customer-service message not sent: errcode %s", exc.errcode)
-                    return False
-                logger.warning("customer-service message attempt %d failed: errcode %s", attempt + 1, exc.errcode)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-                logger.warning("customer-service message attempt %d failed: %s", attempt + 1, type(exc).__name__)
-            await asyncio.sleep(self._backoff * (2 ** attempt))
-        return False
+
+        async def send(token: str) -> bool:
+            await self._call("POST", "/cgi-bin/message/custom/send", {"access_token": token}, body)
+            return True
+
+        return bool(await self._retrying("customer-service message", send))
 
     async def media(self, media_id: str) -> Optional[bytes]:
         """A temporary media file (a citizen's voice message) by its MediaId; None when WeChat
         refuses it or it cannot be fetched after the retries."""
-        force = False
-        for attempt in range(RETRIES):
-            try:
-                token = await self.access_token(force=force)
-                async with aiohttp.ClientSession(timeout=self._timeout) as session:
-                    async with session.get(self._base + "/cgi-bin/media/get",
-                                           params={"access_token": token, "media_id": media_id}) as resp:
-                        if resp.status >= 500:
-                            raise WeChatApiError(-1, f"HTTP {resp.status}")
-                        data = await resp.content.read(MAX_MEDIA_BYTES + 1)
-                        kind = resp.headers.get("Content-Type", "")
-                if len(data) > MAX_MEDIA_BYTES:
-                    logger.warning("voice message over %d bytes not fetched", MAX_MEDIA_BYTES)
-                    return None
-                if "json" in kind or "text/plain" in kind or data[:1] == b"{":
-                    err = json.loads(data)  # WeChat answers errors as JSON
-                    raise WeChatApiError(int(err.get("errcode") or -1), str(err.get("errmsg", "")))
-                return data
-            except WeChatApiError as exc:
-                if exc.errcode in TOKEN_EXPIRED:
-                    force = True
-                    continue
-                if exc.errcode != -1:
-                    logger.warning("voice message not fetched: errcode %s", exc.errcode)
-                    return None
-                logger.warning("media fetch attempt %d failed: %s", attempt + 1, exc)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-                logger.warning("media fetch attempt %d failed: %s", attempt + 1, type(exc).__name__)
-            await asyncio.sleep(self._backoff * (2 ** attempt))
-        return None
+        async def fetch(token: str) -> Optional[bytes]:
+            async with aiohttp.ClientSession(timeout=self._timeout) as session:
+                async with session.get(self._base + "/cgi-bin/media/get",
+                                       params={"access_token": token, "media_id": media_id}) as resp:
+                    if resp.status >= 500:
+                        raise WeChatApiError(-1, f"HTTP {resp.status}")
+                    data = await resp.content.read(MAX_MEDIA_BYTES + 1)
+                    kind = resp.headers.get("Content-Type", "")
+            if len(data) > MAX_MEDIA_BYTES:
+                logger.warning("voice message over %d bytes not fetched", MAX_MEDIA_BYTES)
+                return None
+            if "json" in kind or "text/plain" in kind or data[:1] == b"{":
+                err = json.loads(data)  # WeChat answers errors as JSON
+                raise WeChatApiError(int(err.get("errcode") or -1), str(err.get("errmsg", "")))
+            return data
+
+        return await self._retrying("voice message fetch", fetch)

@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
+from channels.wechat_store import Store, open_store
 from console import charts
 from console.auth import ROLES, Accounts, LoginRefused, Staff, audit, csrf_ok
 from console.conversations import CHANNELS, FLAGS, ConversationIndex, Filters, list_conversations, phone_turns, transcript
@@ -457,6 +458,27 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         await asyncio.to_thread(audit, sessions_of(request), who.username, "ticket_reassign", None,
                                 f"{number}: {department}")
         return RedirectResponse("/tickets", status_code=303)
+
+    # ---- WeChat citizens with a human agent ----------------------------------------------
+    def wechat_store() -> Store:
+        location = settings.wechat_claims
+        if not location.startswith(("redis://", "rediss://")) and not Path(location).is_absolute():
+            location = str(ROOT / location)
+        return open_store(location)
+
+    @app.get("/humans")
+    async def humans(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:
+        rows = await asyncio.to_thread(lambda: wechat_store().humans())
+        return page(request, "humans.html", who, rows=rows, now=dt.datetime.now(dt.timezone.utc),
+                    when=lambda t: beijing_time(dt.datetime.fromtimestamp(t, dt.timezone.utc)))
+
+    @app.post("/humans/{account}/{openid}/return")
+    async def hand_back(request: Request, account: str, openid: str, who: Staff = Depends(staff),
+                        form: dict[str, str] = Depends(form_checked)) -> Response:
+        if not await asyncio.to_thread(lambda: wechat_store().hand_back(account, openid)):
+            return bad_request("这位群众已经不在人工客服了。")
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "hand_back", openid, account)
+        return RedirectResponse("/humans", status_code=303)
 
     # ---- administration -----------------------------------------------------------------
     @app.get("/admin/users")

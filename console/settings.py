@@ -18,6 +18,8 @@ class ConsoleSettings(BaseSettings):
     # The Rasa tracker store: the SQLite file of the embedded default, or a database URL (PostgreSQL).
     tracker_db: str = "var/tracker.db"
     console_tracker_url: str = ""
+    # The WeChat channels' store (channels/wechat_store.py): who is with WeChat's human customer service.
+    wechat_claims: str = "var/wechat.db"
 
     console_host: str = "127.0.0.1"
     console_port: int = 8020

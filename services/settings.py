@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     wechat_deadline_s: float = 4.0
     # How often messages that got the apology (a turn failed) are tried again, until answered or 48 h.
     wechat_retry_s: float = 60.0
+    # 转人工 hands the citizen to WeChat's own human customer service (客服). An agent account
+    # ("kf2001@gh_account") sends every hand-off to that agent; empty: to whichever agent is free.
+    wechat_kf_account: str = ""
+    # A citizen with a human is not answered by the bot until handed back in the console, or until
+    # this long passes without a message from them (WeChat stops forwarding after 30 min too).
+    wechat_human_s: float = 1800.0
     # The mini-program's customer-service messages: the same settings for its own appid.
     miniprogram_token: str = ""
     miniprogram_encoding_aes_key: str = ""
@@ -58,6 +64,7 @@ class Settings(BaseSettings):
     miniprogram_secret: SecretStr = SecretStr("")
     miniprogram_mode: Literal["safe", "compatible", "plain"] = "safe"
     miniprogram_api_base: str = "https://api.weixin.qq.com"
+    miniprogram_kf_account: str = ""
 
     # The phone channel's shared secret between the voice gateway and Rasa. Empty: `python -m stack`
     # makes a random one for each run (both processes get it from the stack).

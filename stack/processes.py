@@ -127,13 +127,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["PAYMENT_SANDBOX_SECRET"] = settings.payment_sandbox_secret.get_secret_value()
     # bot/credentials.yml reads these; Rasa needs every one set, empty when a channel is not configured.
     for prefix in ("wechat", "miniprogram"):
-        for name in ("token", "encoding_aes_key", "appid", "secret", "mode", "api_base"):
+        for name in ("token", "encoding_aes_key", "appid", "secret", "mode", "api_base", "kf_account"):
             value = getattr(settings, f"{prefix}_{name}")
             env[f"{prefix}_{name}".upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
     env["PHONE_CHANNEL_TOKEN"] = settings.phone_channel_token.get_secret_value() or secrets.token_hex(24)
     env["WECHAT_CLAIMS"] = settings.wechat_claims
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
     env["WECHAT_RETRY_S"] = str(settings.wechat_retry_s)
+    env["WECHAT_HUMAN_S"] = str(settings.wechat_human_s)
     return env
 
 

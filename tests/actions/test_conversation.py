@@ -80,8 +80,15 @@ def test_handoff_on_the_phone_emits_a_payload(seeded: Services) -> None:
     assert slot_events(events)["handoff_id"] == str(h.id)
 
 
-def test_handoff_on_wechat_has_no_payload(seeded: Services) -> None:
-    msgs, _ = run(ActionHandoff(seeded), tracker(text="转人工", intent="request_human", channel="wechat"))
+def test_handoff_on_wechat_emits_the_payload_its_channel_transfers_on(seeded: Services) -> None:
+    for channel in ("wechat", "miniprogram"):
+        msgs, _ = run(ActionHandoff(seeded), tracker(text="转人工", intent="request_human", channel=channel))
+        assert "转人工" in texts(msgs)
+        assert next(m["custom"] for m in msgs if m.get("custom"))["handoff"]["reason"] == "requested"
+
+
+def test_handoff_on_the_web_has_no_payload(seeded: Services) -> None:
+    msgs, _ = run(ActionHandoff(seeded), tracker(text="转人工", intent="request_human", channel="rest"))
     assert "转人工" in texts(msgs) and not any(m.get("custom") for m in msgs)
 
 

@@ -32,7 +32,8 @@ def console(tmp_path: Path) -> Iterator[TestClient]:
     tracker = make_engine(f"sqlite:///{tmp_path / 'tracker.db'}")
     write_conversations(tracker, 12)
     tracker.dispose()
-    settings = ConsoleSettings(_env_file=None, heze_db_url=heze, tracker_db=str(tmp_path / "tracker.db"))  # type: ignore[call-arg]
+    settings = ConsoleSettings(_env_file=None, heze_db_url=heze, tracker_db=str(tmp_path / "tracker.db"),  # type: ignore[call-arg]
+                               wechat_claims=str(tmp_path / "wechat.db"))
     with TestClient(create_app(settings), follow_redirects=False) as client:
         yield client
     engine.dispose()

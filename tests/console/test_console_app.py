@@ -157,6 +157,30 @@ def test_tickets_change_status_and_department(console: TestClient) -> None:
     assert "水务" in console.get("/tickets", params={"department": "水务"}).text
 
 
+def test_citizens_with_a_human_are_listed_and_handed_back(console: TestClient, tmp_path: Path) -> None:
+    import time
+
+    from channels.wechat_store import Human, SqliteClaims
+    store = SqliteClaims(str(tmp_path / "wechat.db"))
+    store.hand_to_human(Human("wx00000000000000a1", "oHandedOff123", "wechat", "kf2001@heze", time.time() - 60,
+                              time.time() + 1800))
+    store.hand_to_human(Human("wx00000000000000b2", "mWaiting456", "miniprogram", "", time.time() - 30,
+                              time.time() + 1800))
+    csrf = sign_in(console, "rev")
+    listing = console.get("/humans").text
+    assert "公众号" in listing and "小程序" in listing and "kf2001@heze" in listing and "任一在线客服" in listing
+    assert ">oHande…</a>" in listing  # the openid is shortened on the page; the link opens the conversation
+    back = "/humans/wx00000000000000a1/oHandedOff123/return"
+    assert console.post(back, data={"csrf_token": "forged"}).status_code in (400, 403)
+    assert store.with_human("wx00000000000000a1", "oHandedOff123") is not None
+    assert console.post(back, data={"csrf_token": csrf}).status_code == 303
+    assert store.with_human("wx00000000000000a1", "oHandedOff123") is None
+    assert console.post(back, data={"csrf_token": csrf}).status_code == 400  # already handed back
+    assert "mWaiti…" in console.get("/humans").text and "oHande…" not in console.get("/humans").text
+    sign_in(console, "admin")
+    assert "hand_back" in console.get("/admin/audit").text
+
+
 def test_create_user_command(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'heze.db'}"
 

@@ -87,7 +87,7 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
         settings = make_settings(
             wechat_token=account.token, wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid,
             wechat_secret=fake.secret, wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"),
-            wechat_retry_s=2.0,
+            wechat_retry_s=2.0, wechat_kf_account="kf2001@gh_heze",
             miniprogram_token=mini_account.token, miniprogram_encoding_aes_key=mini_account.aes_key,
             miniprogram_appid=mini_account.appid, miniprogram_secret=mini.secret, miniprogram_api_base=mini_url,
             rasa_port=free_port(), action_port=free_port(), services_api_port=api_port,

@@ -140,7 +140,8 @@ def test_bad_requests_are_refused_without_a_turn(running: Running, tmp_path) -> 
     for query, content, status in cases:
         assert running.http.post(url(running), params=query, content=content).status_code == status
     assert running.http.post(url(running), params=params, content=body).status_code == 200
-    assert running.http.post(url(running), params=params, content=body).status_code == 403  # replayed nonce
+    # The same nonce and signature with another body: the signature covers the ciphertext.
+    assert running.http.post(url(running), params=params, content=account.sealed(inner)[1]).status_code == 403
     other = Account(token=account.token, aes_key=account.aes_key, appid="wx0000000000000000")
     q, b = other.sealed(inner)
     assert running.http.post(url(running), params=q, content=b).status_code == 403  # another appid
@@ -189,7 +190,6 @@ def test_feedback_ticket_lookup_and_hand_off_through_wechat(running: Running) ->
     assert scores == [5]  # "5" is 5 points, not the fifth choice of a list that began with 5分
     citizen.say("查工单")
     assert "已受理" in citizen.say(number.group(1))
-    assert "转人工" in Citizen(running).say("转人工")
 
 
 def test_numbered_choices_answer_only_the_question_that_offered_them(running: Running) -> None:
@@ -284,3 +284,166 @@ def test_a_message_that_got_the_apology_is_answered_when_the_services_are_back(r
     assert len(answered) == 1 and "正在为您转人工" in answered[0]  # one customer-service message, the real answer
     time.sleep(3)
     assert len(running.wechat.texts_to(citizen.openid)) == 1  # and only once
+
+
+def test_malformed_fields_get_a_4xx_before_and_after_the_signature_check(running: Running) -> None:
+    account: Account = running.account
+    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    inner = account.text_xml("oMalformed", "你好", 1)
+    params, body = account.sealed(inner)
+    ts, nonce = str(int(time.time())), uuid.uuid4().hex
+    verify = {"signature": signature(account.token, ts, nonce), "timestamp": ts, "nonce": nonce, "echostr": "e"}
+    deep = b'{"a":' * 1200 + b"1" + b"}" * 1200
+    utf16 = '<!DOCTYPE xml [<!ENTITY x "expanded">]><xml><Encrypt>&x;</Encrypt></xml>'.encode("utf-16")
+    unsigned = [  # once: 500 for the first three (OverflowError, RecursionError), 200 for the UTF-16 DTD
+        ("post", url(running), {**params, "timestamp": "9" * 400}, body),
+        ("get", url(running), {**verify, "timestamp": "9" * 400}, b""),
+        ("post", mini_url, params, deep),
+        ("post", url(running), params, utf16),
+        ("post", url(running), {**params, "nonce": "x" * 500}, body),
+    ]
+    for method, where, query, content in unsigned:
+        resp = running.http.request(method.upper(), where, params=query, content=content)
+        assert 400 <= resp.status_code < 500, (query.get("timestamp", "")[:20], resp.status_code)
+    # Signed and encrypted, but what is inside is malformed.
+    for bad in ('<xml><FromUserName><![CDATA[o/../x]]></FromUserName><MsgType>text</MsgType>'
+                '<Content>x</Content><MsgId>1</MsgId></xml>',
+                '<xml><FromUserName><![CDATA[oOk]]></FromUserName><MsgType>text</MsgType>'
+                f'<Content>x</Content><MsgId>{"9" * 400}</MsgId></xml>'):
+        q, b = account.sealed(bad)
+        assert running.http.post(url(running), params=q, content=b).status_code == 400
+    mq, mb = running.mini_account.sealed_json({"FromUserName": "m" * 10, "MsgType": "text", "Content": "x",
+                                               "CreateTime": "9" * 400})
+    assert running.http.post(mini_url, params=mq, content=mb).status_code == 400
+    log = (running.stack.log_dir / "rasa.log").read_text(encoding="utf-8", errors="replace")
+    assert "oMalformed" not in log  # the openid of the query string is never logged
+    assert "OverflowError" not in log and "RecursionError" not in log
+
+
+def test_the_same_msgid_from_two_citizens_and_two_accounts_gets_each_its_own_answer(running: Running) -> None:
+    first, second = Citizen(running), Citizen(running)
+    second.msg_id = first.msg_id
+    assert "受理编号" in first.say("查进度")
+    other = second.say("查工单")  # the same MsgId: once the first citizen's reply, and no turn
+    assert "工单号" in other and "受理编号" not in other
+    openid = "m" + uuid.uuid4().hex[:20]
+    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    params, body = running.mini_account.sealed_json({"ToUserName": "gh_mini", "FromUserName": openid,
+                                                     "CreateTime": int(time.time()), "MsgType": "text",
+                                                     "Content": "查工单", "MsgId": first.msg_id})
+    assert running.http.post(mini_url, params=params, content=body).text == "success"
+    deadline = time.monotonic() + 20
+    while not running.mini.texts_to(openid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "工单号" in running.mini.texts_to(openid)[0]  # once dropped: the official account had used the MsgId
+
+
+def test_a_signed_resend_gets_the_stored_reply_and_other_replays_stay_refused(running: Running) -> None:
+    citizen = Citizen(running)
+    citizen.msg_id += 1
+    params, body = running.account.sealed(running.account.text_xml(citizen.openid, "查工单", citizen.msg_id))
+    first = running.http.post(url(running), params=params, content=body)
+    again = running.http.post(url(running), params=params, content=body)  # a retry that reused the query string
+    assert first.status_code == again.status_code == 200
+    assert running.account.open_reply(again.text)["Content"] == running.account.open_reply(first.text)["Content"]
+    assert "工单号" in running.account.open_reply(again.text)["Content"]
+    # Replays of anything never taken stay refused: an event with nothing to answer, a refused message.
+    q, b = running.account.sealed(running.account.event_xml(citizen.openid, "VIEW", "https://example.org/"))
+    assert running.http.post(url(running), params=q, content=b).text == "success"
+    assert running.http.post(url(running), params=q, content=b).status_code == 403
+    q, b = running.account.sealed("<xml><MsgType>text</MsgType><Content>x</Content><MsgId>5</MsgId></xml>")
+    assert running.http.post(url(running), params=q, content=b).status_code == 400  # no sender
+    assert running.http.post(url(running), params=q, content=b).status_code == 400
+    ts, nonce = str(int(time.time())), uuid.uuid4().hex
+    verify = {"signature": signature(running.account.token, ts, nonce), "timestamp": ts, "nonce": nonce, "echostr": "e"}
+    assert running.http.get(url(running), params=verify).text == "e"
+    assert running.http.get(url(running), params=verify).status_code == 403  # URL verification is never replayed
+    tracker = running.http.get(f"{running.rasa_url}/conversations/{citizen.openid}/tracker",
+                               params={"token": running.settings.rasa_api_token.get_secret_value()}).json()
+    assert len([e for e in tracker["events"] if e["event"] == "user"]) == 1
+
+
+def test_the_mini_program_answers_images_and_cards_with_a_message(running: Running) -> None:
+    openid = "m" + uuid.uuid4().hex[:20]
+    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    base = {"ToUserName": "gh_mini", "FromUserName": openid, "CreateTime": int(time.time())}
+    pushes = [{**base, "MsgType": "image", "PicUrl": "http://mmbiz/x.jpg", "MediaId": "img1", "MsgId": 71},
+              {**base, "MsgType": "miniprogrampage", "Title": "办事", "AppId": "wx1", "PagePath": "pages/a",
+               "ThumbUrl": "", "ThumbMediaId": "t", "MsgId": 72}]
+    for push in pushes:
+        params, body = running.mini_account.sealed_json(push)
+        assert running.http.post(mini_url, params=params, content=body).text == "success"
+    deadline = time.monotonic() + 10
+    while len(running.mini.texts_to(openid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running.mini.texts_to(openid) == [UNSUPPORTED_TEXT, UNSUPPORTED_TEXT]  # once: silence
+
+
+UNSUPPORTED_TEXT = "目前我能看懂文字和语音消息。请用文字或语音告诉我您要办什么事。"
+
+
+def console_sign_in(running: Running, http: "httpx.Client") -> str:  # noqa: F821
+    import sys
+
+    from services.settings import ROOT
+    username, password = "kf" + uuid.uuid4().hex[:6], "handback-" + uuid.uuid4().hex
+    made = subprocess.run([sys.executable, "-m", "console", "create-user", "--username", username,
+                           "--password-stdin"], input=password + "\n", text=True, capture_output=True, cwd=ROOT,
+                          env={"HEZE_DB_URL": running.settings.heze_db_url, "PATH": "/usr/bin:/bin"})
+    assert made.returncode == 0, made.stderr
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)  # type: ignore[union-attr]
+    assert http.post("/login", data={"username": username, "password": password, "csrf_token": csrf,
+                                     "next": "/"}).status_code == 303
+    return re.search(r'name="csrf_token" value="([^"]+)"', http.get("/humans").text).group(1)  # type: ignore[union-attr]
+
+
+def test_a_handoff_reaches_wechats_human_service_until_staff_hand_the_citizen_back(running: Running) -> None:
+    import httpx
+
+    citizen = Citizen(running)
+    citizen.msg_id += 1
+    resp = deliver(running, running.account.text_xml(citizen.openid, "转人工", citizen.msg_id))
+    transfer = running.account.open_reply(resp.text)
+    assert transfer["MsgType"] == "transfer_customer_service" and transfer["ToUserName"] == citizen.openid
+    assert "<KfAccount><![CDATA[kf2001@gh_heze]]></KfAccount>" in running.account.open_reply_raw(resp.text)
+    deadline = time.monotonic() + 10
+    while not running.wechat.texts_to(citizen.openid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "正在为您转人工" in running.wechat.texts_to(citizen.openid)[0]  # the bot's words, as a message
+    citizen.msg_id += 1
+    still = deliver(running, running.account.text_xml(citizen.openid, "你好 有人吗", citizen.msg_id))
+    assert running.account.open_reply(still.text)["MsgType"] == "transfer_customer_service"  # no turn, to the agent
+
+    with httpx.Client(base_url=running.console_url, timeout=30, follow_redirects=False) as staff:
+        csrf = console_sign_in(running, staff)
+        listed = staff.get("/humans").text
+        assert citizen.openid[:6] in listed and "kf2001@gh_heze" in listed
+        back = staff.post(f"/humans/{running.account.appid}/{citizen.openid}/return", data={"csrf_token": csrf})
+        assert back.status_code == 303
+    assert "工单号" in citizen.say("查工单")  # the bot's again
+    tracker = running.http.get(f"{running.rasa_url}/conversations/{citizen.openid}/tracker",
+                               params={"token": running.settings.rasa_api_token.get_secret_value()}).json()
+    said = [e["text"] for e in tracker["events"] if e["event"] == "user"]
+    assert said == ["转人工", "查工单"]  # "你好 有人吗" went to the agent, not the bot
+
+
+def test_a_handoff_in_the_mini_program_transfers_in_the_response(running: Running) -> None:
+    openid = "m" + uuid.uuid4().hex[:20]
+    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    base = {"ToUserName": "gh_mini", "FromUserName": openid, "CreateTime": int(time.time()), "MsgType": "text"}
+    params, body = running.mini_account.sealed_json({**base, "Content": "转人工", "MsgId": 61})
+    resp = running.http.post(mini_url, params=params, content=body)
+    assert resp.headers["content-type"].startswith("application/json")
+    transfer = running.mini_account.open_reply(resp.text)
+    assert transfer["MsgType"] == "transfer_customer_service" and transfer["ToUserName"] == openid
+    assert transfer["FromUserName"] == "gh_mini"
+    deadline = time.monotonic() + 10
+    while not running.mini.texts_to(openid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "正在为您转人工" in running.mini.texts_to(openid)[0]
+    params, body = running.mini_account.sealed_json({**base, "Content": "人呢", "MsgId": 62})
+    again = running.mini_account.open_reply(running.http.post(mini_url, params=params, content=body).text)
+    assert again["MsgType"] == "transfer_customer_service"
+    entered = {**base, "MsgType": "event", "Event": "user_enter_tempsession", "SessionFrom": "x"}
+    params, body = running.mini_account.sealed_json(entered)
+    assert running.http.post(mini_url, params=params, content=body).text == "success"  # events are not transferred

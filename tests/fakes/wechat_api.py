@@ -3,6 +3,7 @@ customer-service messages and fetching a voice message's media file. It also pla
 delivers messages to the channel, as WeChat does."""
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -111,6 +112,8 @@ class Account:
         encrypt = parse_xml(wrapped.encode())["Encrypt"]
         body = f"<xml><ToUserName><![CDATA[gh_heze]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
         params = {"signature": signature(self.token, ts, nonce), "timestamp": ts, "nonce": nonce,
+                  "openid": re.search(r"<FromUserName><!\[CDATA\[([^\]]*)\]\]>", inner_xml).group(1)  # type: ignore[union-attr]
+                  if "<FromUserName><![CDATA[" in inner_xml else "",
                   "encrypt_type": "aes", "msg_signature": signature(self.token, ts, nonce, encrypt)}
         return params, body.encode()
 
@@ -127,8 +130,13 @@ class Account:
                   "encrypt_type": "aes", "msg_signature": signature(self.token, ts, nonce, encrypt)}
         return params, json.dumps({"ToUserName": "gh_mini", "Encrypt": encrypt}).encode()
 
+    def open_reply_raw(self, body: str) -> str:
+        """The decrypted response as the channel wrote it."""
+        from channels.wechat_protocol import parse_body
+        return Envelope(self.token, self.aes_key, self.appid).decrypt(parse_body(body.encode())["Encrypt"])
+
     def open_reply(self, body: str) -> dict[str, str]:
-        """The text of the channel's encrypted passive reply."""
-        from channels.wechat_protocol import parse_xml
-        outer = parse_xml(body.encode())
-        return parse_xml(Envelope(self.token, self.aes_key, self.appid).decrypt(outer["Encrypt"]).encode())
+        """The channel's encrypted response (a passive reply or a transfer), in XML or JSON."""
+        from channels.wechat_protocol import parse_body
+        outer = parse_body(body.encode())
+        return parse_body(Envelope(self.token, self.aes_key, self.appid).decrypt(outer["Encrypt"]).encode())

@@ -1,0 +1,245 @@
+"""How a WeChat message is answered, whatever it says: the delivery rules of both WeChat channels,
+with the clock, the sleep and the store calls injected so they can be tested without waiting.
+
+- WeChat delivers a message up to four times (0, 5, 10, 15 s). The first delivery claims it
+  (``wechat_store``) and starts the turn; a later one waits for that turn's reply and never starts
+  another.
+- A reply ready by the deadline (4 s after the request arrived) goes back in the response (the
+  official account's passive reply); otherwise ``success`` now and the reply later as a
+  customer-service message. When the turns under way say a new one cannot make the deadline
+  (``wechat_pace``), ``success`` goes out at once. A channel without passive replies (the
+  mini-program) always answers ``success`` and sends its texts as customer-service messages.
+- A turn that ends in a hand-off hands the citizen to WeChat's human customer service: the
+  response is ``transfer_customer_service`` (to ``kf_account`` if one is set), the bot's texts go as
+  customer-service messages, and until the citizen is handed back (the console) or ``human_s`` passes
+  without a message from them, each of their messages is transferred again without a turn.
+- A turn that failed (the services were down) gets the apology; the message is kept and run again
+  every ``retry_s`` until it is answered, the answer going out as a customer-service message.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Union
+
+from channels.wechat_pace import TurnPace
+from channels.wechat_protocol import pseudonym
+from channels.wechat_store import Claim, Human, Reply, Store
+
+logger = logging.getLogger(__name__)
+
+APOLOGY = "不好意思，系统暂时有点问题。您的消息已经记下了，好了以后马上回复您。"
+POLL_S = 0.1
+HUMAN_S = 30 * 60  # WeChat itself stops forwarding to agents after 30 min of an unclosed session
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a turn produced: the bot's texts, and whether it handed the citizen to a human."""
+    texts: List[str]
+    handoff: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The response to one delivery: ``reply`` (passive texts), ``transfer`` or ``success``."""
+    kind: str
+    texts: List[str]
+    kf_account: str = ""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A turn that produced no reply (the services were down): what to run again later."""
+    text: str
+    metadata: Dict[str, Any]
+
+
+SUCCESS = Answer("success", [])
+
+Turn = Callable[[], Awaitable[Union[Outcome, Failed]]]
+RetryTurn = Callable[[str, str, Dict[str, Any]], Awaitable[Union[Outcome, Failed]]]  # (openid, text, metadata)
+Send = Callable[[str, List[str]], Awaitable[bool]]  # customer-service messages to an openid
+
+
+async def _offload(fn: Callable[..., Any], *args: Any) -> Any:
+    """A store call off the event loop (SQLite may wait on a lock; Redis on the network)."""
+    return await asyncio.to_thread(fn, *args)
+
+
+async def _wait(task: "asyncio.Future[Any]", timeout: float) -> None:
+    await asyncio.wait({task}, timeout=max(0.0, timeout))
+
+
+class Delivery:
+    def __init__(self, store: Store, account: str, channel: str, send: Send, *, passive: bool,
+                 deadline_s: float = 4.0, pace: Optional[TurnPace] = None, kf_account: str = "",
+                 human_s: float = HUMAN_S, retry_s: float = 60,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 wait: Callable[["asyncio.Future[Any]", float], Awaitable[None]] = _wait,
+                 offload: Callable[..., Awaitable[Any]] = _offload) -> None:
+        self.store = store
+        self.account = account
+        self.channel = channel
+        self.send = send
+        self.passive = passive
+        self.deadline_s = deadline_s
+        self.pace = pace or TurnPace()
+        self.kf_account = kf_account
+        self.human_s = human_s
+        self.retry_s = retry_s
+        self.clock = clock
+        self.wall = wall
+        self.sleep = sleep
+        self.wait = wait
+        self.call = offload
+        self._tasks: Set["asyncio.Future[Any]"] = set()
+        self._retrying = False
+        # Runs a kept message again; the channel sets it once it has Rasa's on_new_message.
+        self.retry_turn: Optional[RetryTurn] = None
+
+    # -- one delivery ---------------------------------------------------------------------------
+    async def deliver(self, key: str, openid: str, started: float, *, turn: Optional[Turn] = None,
+                      immediate: Optional[List[str]] = None, transferable: bool = True) -> Answer:
+        """The answer to one delivery of the message ``key`` from ``openid``, which arrived at
+        ``started`` (``clock``). ``turn`` runs the message through Rasa; ``immediate`` answers it
+        without a turn (an unsupported type). While the citizen is with a human, a ``transferable``
+        message (the citizen's own, not an event) goes to the human service and anything else is
+        left unanswered: the bot does not speak to a citizen a person is looking after."""
+        until = started + self.deadline_s
+        human = await self.call(self.store.with_human, self.account, openid)
+        claim: Claim = await self.call(self.store.claim, key)
+        if claim.state != "new":  # a repeated delivery: never a second turn
+            return self._answer(await self.wait_for_reply(key, claim, until), openid)
+        if human is not None:
+            reply = Reply([])
+            if transferable:  # the citizen is still there: the human service's time runs from now
+                await self._hand_over(openid, human)
+                reply = Reply([], transfer=human.kf_account)
+            await self.call(self.store.finish, key, reply)
+            return self._answer(reply, openid)
+        if turn is None:
+            reply = Reply(list(immediate or []))
+            await self.call(self.store.finish, key, reply)
+            return self._answer(reply, openid)
+        # Judged before this turn joins the queue: could its reply still make the deadline?
+        late = self.clock() - started + self.pace.expected_wait() > self.deadline_s
+        task = asyncio.ensure_future(self._run(key, openid, turn))
+        if not late:
+            await self.wait(task, until - self.clock())
+            if task.done():
+                reply = task.result()
+                await self.call(self.store.finish, key, reply)
+                return self._answer(reply, openid)
+        # Too slow for an answer in the response, or the queue says it would be: success now, the
+        # reply later (a hand-off that comes late takes effect with the citizen's next message).
+        await self.call(self.store.finish, key, Reply([]))
+        self.spawn(self._send_later(openid, task))
+        return SUCCESS
+
+    def _answer(self, reply: Reply, openid: str) -> Answer:
+        """A stored reply as this channel answers it; texts that cannot ride in the response go as
+        customer-service messages (all of them on the mini-program; the official account's beside a transfer)."""
+        if reply.transfer is not None:
+            if reply.texts:
+                self.spawn(self._send_texts(openid, reply.texts))
+            return Answer("transfer", [], reply.transfer)
+        if not reply.texts:
+            return SUCCESS
+        if self.passive:
+            return Answer("reply", reply.texts)
+        self.spawn(self._send_texts(openid, reply.texts))
+        return SUCCESS
+
+    async def wait_for_reply(self, key: str, claim: Claim, until: float) -> Reply:
+        """The stored reply of a message another delivery took, waiting for it until ``until``;
+        none (``success``) when it is not ready by then (it will come as a customer-service message)."""
+        while claim.state == "pending" and self.clock() < until:
+            await self.sleep(POLL_S)
+            claim = await self.call(self.store.claim, key)
+        if claim.state == "done" and claim.reply is not None and (self.passive or claim.reply.transfer is not None):
+            return claim.reply if claim.reply.transfer is None else Reply([], claim.reply.transfer)
+        return Reply([])  # the first delivery's answer carried the texts already
+
+    async def replayed(self, key: str, openid: str, started: float) -> Optional[Answer]:
+        """A signed, byte-identical resend of a message already taken: its stored answer (None
+        when the message was never taken, which stays refused)."""
+        claim = await self.call(self.store.peek, key)
+        if claim is None:
+            return None
+        return self._answer(await self.wait_for_reply(key, claim, started + self.deadline_s), openid)
+
+    async def _run(self, key: str, openid: str, turn: Turn) -> Reply:
+        self.pace.started()
+        try:
+            outcome = await turn()
+        finally:
+            self.pace.finished()
+        if isinstance(outcome, Failed):  # the services are down: keep the message, answer it when back
+            await self.call(self.store.keep_failed, key, {"sender": openid, "text": outcome.text,
+                                                          "metadata": outcome.metadata})
+            self._start_retrying()
+            return Reply([APOLOGY])
+        if outcome.handoff:
+            await self._hand_over(openid)
+            return Reply(outcome.texts, transfer=self.kf_account)
+        return Reply(outcome.texts)
+
+    async def _hand_over(self, openid: str, already: Optional[Human] = None) -> None:
+        """The citizen is with a human from now (or still, ``already``) until ``human_s`` from now."""
+        now = self.wall()
+        human = already or Human(self.account, openid, self.channel, self.kf_account, now, now)
+        await self.call(self.store.hand_to_human, Human(human.account, human.openid, human.channel, human.kf_account,
+                                                        human.since, now + self.human_s))
+
+    async def _send_later(self, openid: str, task: "asyncio.Future[Reply]") -> None:
+        reply = await task
+        if reply.texts:
+            await self._send_texts(openid, reply.texts)
+
+    async def _send_texts(self, openid: str, texts: List[str]) -> None:
+        if not await self.send(openid, ["\n\n".join(texts)]):  # one message, as a passive reply would be
+            logger.warning("a %s reply to %s could not be delivered", self.channel, pseudonym(openid))
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the customer-service messages under way (tests; shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- failed turns ---------------------------------------------------------------------------
+    def _start_retrying(self) -> None:
+        if not self._retrying and self.retry_turn is not None:
+            self._retrying = True
+            self.spawn(self._retry_failed())
+
+    async def _retry_failed(self) -> None:
+        """Every ``retry_s``: run this account's kept messages again; an answer goes out as a
+        customer-service message (the citizen was told to wait). With several Rasa workers, one
+        claims each round."""
+        assert self.retry_turn is not None
+        while True:
+            await self.sleep(self.retry_s)
+            waiting = await self.call(self.store.failed, self.account)
+            if not waiting:
+                self._retrying = False
+                return
+            for key, kept in waiting:
+                round_key = f"{key}/retry:{int(self.wall() // self.retry_s)}"
+                if (await self.call(self.store.claim, round_key)).state != "new":
+                    continue
+                outcome = await self.retry_turn(kept["sender"], kept["text"],
+                                                {**kept.get("metadata", {}), "retry_of": key})
+                if isinstance(outcome, Failed):
+                    break  # still down: try again next round
+                await self.call(self.store.drop_failed, key)
+                if outcome.handoff:  # taken up with the citizen's next message
+                    await self._hand_over(kept["sender"])
+                await self._send_texts(kept["sender"], outcome.texts)

@@ -1,0 +1,266 @@
+"""The WeChat delivery rules (channels/wechat_delivery.py) on virtual time: retries, the deadline,
+passive replies or customer-service messages, hand-off to WeChat's human service, failed turns.
+No test here waits in real time; the store is the real SQLite store."""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from channels.wechat_delivery import APOLOGY, Answer, Delivery, Failed, Outcome
+from channels.wechat_store import SqliteClaims, message_key
+
+ACCOUNT = "wx00000000000000a1"
+
+
+class VirtualTime:
+    """A clock that moves only when every task is waiting: then it jumps to the next wake-up."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    async def wait(self, task: asyncio.Future[Any], timeout: float) -> None:
+        timer = asyncio.ensure_future(self.sleep(timeout))
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        timer.cancel()
+
+    async def run(self, coro: Awaitable[Any]) -> Any:
+        task = asyncio.ensure_future(coro)
+        while not task.done():
+            for _ in range(20):  # let every ready task run until all wait
+                await asyncio.sleep(0)
+            if task.done():
+                break
+            while self._sleepers and self._sleepers[0][2].cancelled():
+                heapq.heappop(self._sleepers)
+            if not self._sleepers:
+                continue
+            at, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, at)
+            future.set_result(None)
+        return task.result()
+
+
+async def direct(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, passive: bool = True, kf_account: str = "") -> None:
+        self.time = VirtualTime()
+        self.store = SqliteClaims(str(tmp_path / "claims.db"), clock=self.time.wall)
+        self.sent: list[tuple[str, list[str], float]] = []
+        self.turns: list[str] = []
+        self.delivery = Delivery(self.store, ACCOUNT, "wechat" if passive else "miniprogram", self.send,
+                                 passive=passive, kf_account=kf_account, human_s=1800, retry_s=60,
+                                 clock=self.time.clock, wall=self.time.wall, sleep=self.time.sleep,
+                                 wait=self.time.wait, offload=direct)
+
+    async def send(self, openid: str, texts: list[str]) -> bool:
+        self.sent.append((openid, texts, self.time.now))
+        return True
+
+    def turn(self, text: str, seconds: float, texts: list[str] | None = None, handoff: bool = False,
+             fail: bool = False) -> Callable[[], Awaitable[Outcome | Failed]]:
+        async def run() -> Outcome | Failed:
+            self.turns.append(text)
+            await self.time.sleep(seconds)
+            if fail:
+                return Failed(text, {"channel": "wechat"})
+            return Outcome(texts if texts is not None else [f"答：{text}"], handoff)
+        return run
+
+    def key(self, openid: str, msg_id: str) -> str:
+        return message_key(ACCOUNT, {"FromUserName": openid, "MsgId": msg_id})
+
+    def deliver(self, openid: str, msg_id: str, turn: Any = None, **kw: Any) -> Awaitable[Answer]:
+        return self.delivery.deliver(self.key(openid, msg_id), openid, self.time.now, turn=turn, **kw)
+
+    def play(self, coro: Awaitable[Any]) -> Any:
+        async def with_settle() -> Any:
+            result = await coro
+            return result
+
+        return asyncio.run(self.time.run(with_settle()))
+
+
+def test_a_quick_turn_is_a_passive_reply(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    answer = h.play(h.deliver("o1", "1", h.turn("你好", 1.2)))
+    assert answer == Answer("reply", ["答：你好"]) and h.time.now == pytest.approx(1001.2) and h.sent == []
+
+
+def test_a_slow_turn_gets_success_at_the_deadline_then_one_customer_service_message(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    async def scenario() -> list[Answer]:
+        first = await h.deliver("o1", "1", h.turn("查进度", 7))
+        assert h.time.now == pytest.approx(1004.0)  # success at the 4 s deadline
+        answers = [first]
+        for _ in range(3):  # WeChat's retries at 5, 10 and 15 s: no second turn
+            await h.time.sleep(5 - (h.time.now - 1000) % 5)
+            answers.append(await h.deliver("o1", "1", h.turn("查进度", 7)))
+        await h.delivery.settle()
+        return answers
+
+    answers = h.play(scenario())
+    assert [a.kind for a in answers] == ["success"] * 4 and h.turns == ["查进度"]
+    assert [(o, t) for o, t, _ in h.sent] == [("o1", ["答：查进度"])] and h.sent[0][2] == pytest.approx(1007.0)
+
+
+def test_a_retry_during_the_turn_waits_for_the_same_reply(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    async def scenario() -> tuple[Answer, Answer]:
+        first = asyncio.ensure_future(h.deliver("o1", "1", h.turn("查工单", 2)))
+        await h.time.sleep(1)
+        second = await h.deliver("o1", "1", h.turn("查工单", 2))
+        return await first, second
+
+    first, second = h.play(scenario())
+    assert first == second == Answer("reply", ["答：查工单"]) and h.turns == ["查工单"]
+
+
+def test_the_same_msgid_from_another_citizen_is_another_message(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    async def scenario() -> tuple[Answer, Answer]:
+        return (await h.deliver("o1", "42", h.turn("我的身份证号是…", 1)),
+                await h.deliver("o2", "42", h.turn("查工单", 1)))
+
+    mine, theirs = h.play(scenario())
+    assert mine.texts == ["答：我的身份证号是…"] and theirs.texts == ["答：查工单"]
+    assert h.turns == ["我的身份证号是…", "查工单"]
+    other = SqliteClaims(str(tmp_path / "claims.db"))
+    assert other.claim(message_key("wx-mini", {"FromUserName": "o1", "MsgId": "42"})).state == "new"
+
+
+def test_the_mini_program_sends_every_text_as_a_customer_service_message(tmp_path: Path) -> None:
+    h = Harness(tmp_path, passive=False)
+
+    async def scenario() -> tuple[Answer, Answer]:
+        answered = await h.deliver("m1", "1", h.turn("办护照要多少钱", 1))
+        unsupported = await h.deliver("m1", "2", immediate=["目前我能看懂文字和语音消息。"])
+        await h.delivery.settle()
+        return answered, unsupported
+
+    answered, unsupported = h.play(scenario())
+    assert answered.kind == unsupported.kind == "success"
+    assert [t for _, t, _ in h.sent] == [["答：办护照要多少钱"], ["目前我能看懂文字和语音消息。"]]
+    h.sent.clear()
+    assert h.play(h.deliver("m1", "2", immediate=["目前我能看懂文字和语音消息。"])).kind == "success"
+    assert h.sent == []  # WeChat's retry of the image: not a second message
+
+
+@pytest.mark.parametrize("passive", [True, False])
+def test_a_handoff_transfers_and_the_bot_stays_quiet_until_handed_back(tmp_path: Path, passive: bool) -> None:
+    h = Harness(tmp_path, passive=passive, kf_account="kf2001@heze")
+    said = ["好的，正在为您转人工。"]
+
+    async def scenario() -> list[Answer]:
+        answers = [await h.deliver("o1", "1", h.turn("转人工", 1, said, handoff=True))]
+        await h.delivery.settle()
+        answers.append(await h.deliver("o1", "2", h.turn("你好", 1)))  # with the human service: no turn
+        answers.append(await h.deliver("o1", "3", turn=h.turn("/greet", 1), transferable=False))  # an event
+        answers.append(await h.deliver("o1", "2", h.turn("你好", 1)))  # WeChat's retry of the transferred message
+        return answers
+
+    answers = h.play(scenario())
+    assert [a.kind for a in answers] == ["transfer", "transfer", "success", "transfer"]
+    assert {a.kf_account for a in answers if a.kind == "transfer"} == {"kf2001@heze"}
+    assert h.turns == ["转人工"] and [t for _, t, _ in h.sent] == [said]  # the bot's words as a message
+    (human,) = h.store.humans()
+    assert (human.openid, human.channel) == ("o1", h.delivery.channel)
+    assert h.store.hand_back(ACCOUNT, "o1") and h.store.humans() == []
+    assert h.play(h.deliver("o1", "4", h.turn("查工单", 1))) .kind != "transfer" and h.turns[-1] == "查工单"
+
+
+def test_the_human_service_lapses_after_a_quiet_half_hour(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    async def scenario() -> list[str]:
+        kinds = [(await h.deliver("o1", "1", h.turn("转人工", 1, ["正在为您转人工"], handoff=True))).kind]
+        await h.time.sleep(1700)
+        kinds.append((await h.deliver("o1", "2", h.turn("在吗", 1))).kind)  # still with the human: 30 min from now
+        await h.time.sleep(1700)
+        kinds.append((await h.deliver("o1", "3", h.turn("在吗", 1))).kind)
+        await h.time.sleep(1801)
+        kinds.append((await h.deliver("o1", "4", h.turn("查工单", 1))).kind)  # half an hour of silence: the bot's again
+        return kinds
+
+    assert h.play(scenario()) == ["transfer", "transfer", "transfer", "reply"]
+
+
+def test_a_handoff_after_the_deadline_transfers_the_next_message(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    async def scenario() -> list[str]:
+        kinds = [(await h.deliver("o1", "1", h.turn("转人工", 6, ["正在为您转人工"], handoff=True))).kind]
+        await h.delivery.settle()
+        kinds.append((await h.deliver("o1", "2", h.turn("人呢", 1))).kind)
+        return kinds
+
+    assert h.play(scenario()) == ["success", "transfer"]
+    assert [t for _, t, _ in h.sent] == [["正在为您转人工"]]
+
+
+def test_a_failed_turn_gets_the_apology_and_is_answered_once_the_services_are_back(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    down = [True]
+
+    async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
+        h.turns.append(f"retry:{text}")
+        return Failed(text, metadata) if down[0] else Outcome([f"答：{text}"])
+
+    h.delivery.retry_turn = retry
+
+    async def scenario() -> Answer:
+        answer = await h.deliver("o1", "1", h.turn("转人工", 0.5, fail=True))
+        await h.time.sleep(61)  # one round while still down
+        assert h.sent == [] and h.turns == ["转人工", "retry:转人工"]
+        down[0] = False
+        await h.time.sleep(60)
+        await h.delivery.settle()
+        return answer
+
+    assert h.play(scenario()) == Answer("reply", [APOLOGY])
+    assert [t for _, t, _ in h.sent] == [["答：转人工"]] and h.store.failed(ACCOUNT) == []
+
+
+def test_a_replay_gets_the_stored_answer_and_an_unknown_one_none(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.play(h.deliver("o1", "1", h.turn("查工单", 1)))
+    assert h.play(h.delivery.replayed(h.key("o1", "1"), "o1", h.time.now)) == Answer("reply", ["答：查工单"])
+    assert h.play(h.delivery.replayed(h.key("o1", "9"), "o1", h.time.now)) is None
+    assert h.turns == ["查工单"]
+
+
+def test_a_turn_predicted_late_gets_success_at_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.delivery.pace.expected_wait = lambda: 5.0  # type: ignore[method-assign]
+
+    async def scenario() -> Answer:
+        answer = await h.deliver("o1", "1", h.turn("查工单", 2))
+        assert h.time.now == pytest.approx(1000.0)  # not after the deadline: now
+        await h.delivery.settle()
+        return answer
+
+    assert h.play(scenario()).kind == "success" and [t for _, t, _ in h.sent] == [["答：查工单"]]

@@ -2,7 +2,7 @@
 to date incrementally from the events table), and a readable transcript for the detail page.
 
 The tracker store is read-only here (Rasa owns it): the console reads ``events`` past the highest
-event id it has seen. Everything shown is masked (console/masking.py) unless a supervisor reveals it."""
+event id it has seen. Everything shown is masked (textnorm/masking.py) unless a supervisor reveals it."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +14,7 @@ from sqlalchemy import (Column, Engine, Float, Integer, MetaData, String, Table,
                         select)
 from sqlalchemy.orm import Session, sessionmaker
 
-from console.masking import mask, mask_data
+from textnorm.masking import mask, mask_data
 from services.models import (ConsoleState, ConversationSummary, MessageAnnotation, PhoneCall, PhoneTurn, Rating)
 
 # Rasa 3.6's SQLTrackerStore table (rasa/core/tracker_store.py, SQLEvent).
@@ -85,6 +85,28 @@ class ConversationIndex:
                 s.merge(state)
                 s.commit()
                 read += len(rows)
+
+    def rebuild(self, senders: list[str]) -> None:
+        """Summaries computed again from the events that are left (after a retention purge took a
+        conversation's old sessions); a conversation with none left loses its summary. What reviewers
+        wrote (reviewed, tags, note) stays."""
+        with self._sessions() as s:
+            summaries = {x.sender_id: x for x in s.scalars(
+                select(ConversationSummary).where(ConversationSummary.sender_id.in_(senders)))}
+            with self.tracker.connect() as t:
+                rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id.in_(senders)).order_by(EVENTS.c.id)).all()
+            left = {r.sender_id for r in rows}
+            for sender, x in summaries.items():
+                if sender not in left:
+                    s.delete(x)
+                    continue
+                x.turns, x.intents, x.text, x.min_confidence, x.awaiting_since = 0, " ", "", None, None
+                x.fallback = x.handoff = x.late_reply = False
+            for row in rows:
+                if row.sender_id in summaries:
+                    self._apply(summaries[row.sender_id], row)
+            self._join_service_data(s, left & set(summaries), summaries)
+            s.commit()
 
     @staticmethod
     def _apply(x: ConversationSummary, row: Any) -> None:

@@ -43,6 +43,7 @@ from rasa.shared.core.events import ActionExecuted, Event, ReminderScheduled, Se
 from rasa.shared.core.trackers import DialogueStateTracker, TrackerEventDiffEngine
 
 from rasa_runtime import patches
+from textnorm.masking import install_log_masking
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class HezeTrackerStore(SQLTrackerStore):
     def __init__(self, domain: Any = None, keep: int = DEFAULT_KEEP, window: int = DEFAULT_WINDOW,
                  **kwargs: Any) -> None:
         patches.install()
+        # Rasa has configured its logging (console and --log-file) by now: mask what it writes.
+        install_log_masking()
         super().__init__(domain=domain, **kwargs)
         if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             # SQLAlchemy 1.4 opens a new connection to a SQLite file for every use (NullPool): keep a few.

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from services.container import build_services
 from services.migrate import upgrade
 from services.seed import seed
 from services.settings import get_settings
+from textnorm.masking import configure_logging
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     sub.add_parser("seed", help="migrate, then load the fictional sample data into an empty database")
     sub.add_parser("serve", help="run the services API (payment pages and notifications)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # masked: no personal number reaches a log line (textnorm/masking.py)
 
     settings = get_settings()
     services = build_services(settings)
@@ -32,7 +32,7 @@ def main() -> None:
         from services.api import create_app
 
         uvicorn.run(create_app(settings, services), host=settings.services_api_host,
-                    port=settings.services_api_port, log_level="info")
+                    port=settings.services_api_port, log_level="info", log_config=None)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,3 @@ def is_valid_mobile(number: str) -> bool:
     """True for an 11-digit mainland mobile number."""
     return bool(_MOBILE.match(number))
 
-
-def mask(number: str) -> str:
-    """Mask a personal number for display: keep the first 3 and last 4 characters."""
-    if len(number) <= 7:
-        return "*" * len(number)
-    return number[:3] + "*" * (len(number) - 7) + number[-4:]

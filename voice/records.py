@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from services.models import PhoneCall, PhoneTurn
-from textnorm.ids import mask
+from textnorm.masking import mask
 
 logger = logging.getLogger(__name__)
 
@@ -129,5 +129,5 @@ class CallRecords:
 
 
 def log_caller(caller: str | None) -> str:
-    """A caller number as it may appear in a log line."""
+    """A caller number as it may appear in a log line (the one masking policy, textnorm/masking.py)."""
     return mask(caller) if caller else "unknown"

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from textnorm.ids import id_check_char, is_valid_id_number, is_valid_mobile, mask
+from textnorm.ids import id_check_char, is_valid_id_number, is_valid_mobile
 
 
 def test_check_character_known_answers() -> None:
@@ -37,8 +37,3 @@ def test_birth_date_in_the_future_is_invalid() -> None:
                                             ("12800000001", False), ("1380000000", False), ("138000000012", False)])
 def test_mobile_numbers(number: str, ok: bool) -> None:
     assert is_valid_mobile(number) is ok
-
-
-def test_mask_keeps_three_and_four() -> None:
-    assert mask("13812345678") == "138****5678"
-    assert mask("371702198001011230") == "371***********1230"

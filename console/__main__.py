@@ -1,17 +1,19 @@
 """``python -m console serve`` runs the staff console (port 8020);
 ``python -m console create-user --username NAME [--role admin]`` adds a user (the first admin).
-The password is asked for at the prompt, or read from standard input with ``--password-stdin``."""
+The password is asked for at the prompt, or read from standard input with ``--password-stdin``.
+``python -m console purge`` deletes what is older than ``CONSOLE_RETENTION_DAYS`` now (the running
+console does it daily)."""
 from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import sys
 
 from console.auth import ROLES, Accounts
 from console.settings import get_console_settings
 from services.db import make_engine, make_sessionmaker
 from services.migrate import upgrade
+from textnorm.masking import configure_logging
 
 
 def create_user(args: argparse.Namespace) -> int:
@@ -34,15 +36,30 @@ def create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def purge_now() -> int:
+    from console.retention import purge
+
+    configure_logging()
+    settings = get_console_settings()
+    engine = make_engine(settings.heze_db_url)
+    upgrade(engine)
+    tracker = make_engine(settings.tracker_url)
+    done = purge(tracker, make_sessionmaker(engine), settings.console_retention_days)
+    print(f"删除了 {done.conversations} 个对话（{done.events} 条事件）、{done.calls} 个通话记录、{done.recordings} 个录音 "
+          f"（保留 {settings.console_retention_days} 天）")
+    return 0
+
+
 def serve() -> int:
     import uvicorn
 
     from console.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # masked: no personal number reaches a log line (textnorm/masking.py)
     settings = get_console_settings()
     upgrade(make_engine(settings.heze_db_url))
-    uvicorn.run(create_app(settings), host=settings.console_host, port=settings.console_port, log_level="warning")
+    uvicorn.run(create_app(settings), host=settings.console_host, port=settings.console_port, log_level="warning",
+                log_config=None)
     return 0
 
 
@@ -50,11 +67,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m console")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the console")
+    sub.add_parser("purge", help="delete conversations, calls and recordings past the retention period")
     user = sub.add_parser("create-user", help="add a console user")
     user.add_argument("--username", required=True)
     user.add_argument("--role", choices=ROLES, default="admin")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     args = parser.parse_args(argv)
+    if args.command == "purge":
+        return purge_now()
     return serve() if args.command == "serve" else create_user(args)
 
 

@@ -11,11 +11,11 @@ from collections import Counter
 from html import escape
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import yaml
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -24,14 +24,15 @@ from sqlalchemy.orm import sessionmaker
 
 from channels.wechat_store import Store, open_store
 from console import charts
-from console.auth import ROLES, Accounts, LoginRefused, Staff, audit, csrf_ok
+from console.auth import ROLES, Accounts, LoginRefused, Staff, audit, audited, csrf_ok
 from console.conversations import CHANNELS, FLAGS, ConversationIndex, Filters, list_conversations, phone_turns, transcript
-from console.exports import nlu_yaml, test_story
-from console.masking import mask
+from console.exports import NOT_LABELS, nlu_yaml, test_story
+from console.retention import purge
 from console.settings import ConsoleSettings
 from services.db import make_engine, make_sessionmaker
 from services.models import AuditEntry, ConsoleUser, ConversationSummary, FeedbackTicket, MessageAnnotation, Rating
 from services.settings import ROOT
+from textnorm.masking import mask
 from services.tickets import CATEGORIES, FALLBACK_DEPARTMENT, ROUTES, STATUS_NAMES
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,30 @@ def bad_request(message: str) -> HTMLResponse:
 
 class NotSignedIn(Exception):
     pass
+
+
+RowId = Annotated[int, PathParam(ge=0, le=2**62)]  # a row id in a path: FastAPI answers 422 outside this
+
+
+class BadNumber(Exception):
+    """A number in a query or path out of any sensible range: 422, never a 500 from the database."""
+
+
+# The console serves only its own pages, styles and SVG; nothing may frame it or run inline script.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def small_number(value: str, name: str, limit: int = 1_000_000) -> int:
+    """A query value that must be a whole number from 0 to ``limit``."""
+    if not value.isascii() or not value.isdigit() or len(value) > 7 or int(value) > limit:
+        raise BadNumber(name)
+    return int(value)
 
 
 class Forbidden(Exception):
@@ -71,7 +96,15 @@ def domain_intents() -> list[str]:
     for path in (ROOT / "bot" / "domain").glob("*.yml"):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         intents.update(i if isinstance(i, str) else next(iter(i)) for i in data.get("intents") or [])
-    return sorted(intents)
+    return sorted(intents - NOT_LABELS)
+
+
+def domain_entities() -> set[str]:
+    entities: set[str] = set()
+    for path in (ROOT / "bot" / "domain").glob("*.yml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        entities.update(e if isinstance(e, str) else next(iter(e)) for e in data.get("entities") or [])
+    return entities
 
 
 def parse_entities(text: str) -> list[dict[str, str]]:
@@ -98,6 +131,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                                       dt.timedelta(minutes=settings.console_lockout_minutes),
                                       dt.timedelta(hours=settings.console_session_hours))
         app.state.intents = domain_intents()
+        app.state.entities = domain_entities()
         app.state.sync_lock = asyncio.Lock()
 
         async def keep_in_step() -> None:
@@ -105,16 +139,43 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 await sync(app)
                 await asyncio.sleep(3)
 
-        task = asyncio.create_task(keep_in_step())
+        async def purge_daily() -> None:
+            while True:
+                try:
+                    await asyncio.to_thread(purge, tracker, sessions, settings.console_retention_days)
+                except Exception:  # noqa: BLE001 - logged, tried again tomorrow
+                    logger.exception("retention purge failed")
+                await asyncio.sleep(24 * 3600)
+
+        tasks = [asyncio.create_task(keep_in_step()), asyncio.create_task(purge_daily())]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             tracker.dispose()
             engine.dispose()
 
     app = FastAPI(title="Heze console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith("/static/"):  # conversations are never kept by a browser or proxy
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(BadNumber)
+    @app.exception_handler(OverflowError)
+    async def bad_number(request: Request, exc: Exception) -> Response:
+        name = str(exc) if isinstance(exc, BadNumber) else "number"
+        message = f"{name} 不是一个合理的数字 / {name} is not a number in range"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=422)
+        return HTMLResponse(f"<h1>422</h1><p>{escape(message)}</p>", status_code=422)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["mask"] = mask
     templates.env.filters["q"] = lambda v: quote(str(v), safe="")
@@ -221,21 +282,22 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     # ---- dashboard -------------------------------------------------------------------
     @app.get("/")
-    async def dashboard(request: Request, who: Staff = Depends(staff), days: int = 14) -> HTMLResponse:
-        days = max(1, min(days, 90))
+    async def dashboard(request: Request, who: Staff = Depends(staff), days: str = "14") -> HTMLResponse:
+        days_n = max(1, min(small_number(days or "14", "days"), 90))
         await sync(request.app)
-        data = await asyncio.to_thread(dashboard_data, sessions_of(request), days)
-        return page(request, "dashboard.html", who, days=days, **data)
+        data = await asyncio.to_thread(dashboard_data, sessions_of(request), days_n)
+        return page(request, "dashboard.html", who, days=days_n, **data)
 
     # ---- conversations ---------------------------------------------------------------
     def filters_of(request: Request) -> Filters:
         fields: dict[str, Any] = {k: v for k, v in request.query_params.items()
                                   if k in Filters.__dataclass_fields__ and k != "page"}
         f = Filters(**fields)
-        try:
-            f.page = max(1, int(request.query_params.get("page", "1")))
-        except ValueError:
-            f.page = 1
+        f.page = max(1, small_number(request.query_params.get("page", "1") or "1", "page"))
+        if f.min_turns:
+            small_number(f.min_turns, "min_turns", 10_000)
+        if f.rating and f.rating != "low" and not (f.rating.isascii() and f.rating.isdigit() and len(f.rating) == 1):
+            raise BadNumber("rating")
         return f
 
     async def listed(request: Request) -> tuple[Filters, list[ConversationSummary], int]:
@@ -275,21 +337,21 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     def back(sender: str, anchor: str = "") -> RedirectResponse:
         return RedirectResponse(f"/conversations/{quote(sender, safe='')}{anchor}", status_code=303)
 
-    def update_summary(request: Request, sender: str, **changes: Any) -> None:
+    def update_summary(request: Request, sender: str, who: Staff, action: str, **changes: Any) -> None:
         with sessions_of(request)() as s:
             summary = s.get(ConversationSummary, sender)
             if summary is None:
                 return
             for key, value in changes.items():
                 setattr(summary, key, value)
+            audited(s, who.username, action, sender)
             s.commit()
 
     @app.post("/conversations/{sender}/review")
     async def review(request: Request, sender: str, who: Staff = Depends(staff),
                      form: dict[str, str] = Depends(form_checked)) -> Response:
         done = form.get("reviewed", "yes") == "yes"
-        await asyncio.to_thread(update_summary, request, sender, reviewed=done)
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "reviewed" if done else "unreviewed", sender)
+        await asyncio.to_thread(update_summary, request, sender, who, "reviewed" if done else "unreviewed", reviewed=done)
         return back(sender)
 
     @app.post("/conversations/{sender}/tags")
@@ -306,20 +368,19 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                         current.append(tag)
                 current = [t for t in current if t != form.get("remove", "")]
                 summary.tags = " " + " ".join(current) + " "
+                audited(s, who.username, "tags", sender, f"+{form.get('add', '')} -{form.get('remove', '')}")
                 s.commit()
         await asyncio.to_thread(change)
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "tags", sender,
-                                f"+{form.get('add', '')} -{form.get('remove', '')}")
         return back(sender)
 
     @app.post("/conversations/{sender}/note")
     async def note(request: Request, sender: str, who: Staff = Depends(staff),
                    form: dict[str, str] = Depends(form_checked)) -> Response:
-        await asyncio.to_thread(update_summary, request, sender, note=mask(form.get("note", "")[:2000]))
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "note", sender)
+        await asyncio.to_thread(update_summary, request, sender, who, "note", note=mask(form.get("note", "")[:2000]))
         return back(sender)
 
-    def annotate(request: Request, sender: str, event_id: int, who: Staff, **changes: Any) -> None:
+    def annotate(request: Request, sender: str, event_id: int, who: Staff, action: str, detail: str,
+                 **changes: Any) -> None:
         with sessions_of(request)() as s:
             ann = s.scalar(select(MessageAnnotation).where(MessageAnnotation.sender_id == sender,
                                                            MessageAnnotation.event_id == event_id))
@@ -334,30 +395,33 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             for key, value in changes.items():
                 setattr(ann, key, value)
             ann.username, ann.updated_at = who.username, dt.datetime.now(dt.timezone.utc)
+            audited(s, who.username, action, sender, detail)
             s.commit()
 
     @app.post("/conversations/{sender}/messages/{event_id}/flag")
-    async def flag(request: Request, sender: str, event_id: int, who: Staff = Depends(staff),
+    async def flag(request: Request, sender: str, event_id: RowId, who: Staff = Depends(staff),
                    form: dict[str, str] = Depends(form_checked)) -> Response:
         on = form.get("flagged", "yes") == "yes"
-        await asyncio.to_thread(annotate, request, sender, event_id, who, flagged=on)
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "flag" if on else "unflag", sender, str(event_id))
+        await asyncio.to_thread(annotate, request, sender, event_id, who, "flag" if on else "unflag", str(event_id),
+                                flagged=on)
         return back(sender, f"#e{event_id}")
 
     @app.post("/conversations/{sender}/messages/{event_id}/correct")
-    async def correct(request: Request, sender: str, event_id: int, who: Staff = Depends(staff),
+    async def correct(request: Request, sender: str, event_id: RowId, who: Staff = Depends(staff),
                       form: dict[str, str] = Depends(form_checked)) -> Response:
         intent = form.get("intent", "")
         if intent not in request.app.state.intents:
             return bad_request("没有这个意图。")
         entities = [{"entity": e["entity"], "value": mask(e["value"])} for e in parse_entities(form.get("entities", ""))]
-        await asyncio.to_thread(annotate, request, sender, event_id, who, intent=intent,
-                                entities=json.dumps(entities, ensure_ascii=False))
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "correct", sender, f"{event_id}: {intent}")
+        unknown = sorted({e["entity"] for e in entities} - request.app.state.entities)
+        if unknown:
+            return bad_request(f"没有这个实体：{'、'.join(unknown)}。")
+        await asyncio.to_thread(annotate, request, sender, event_id, who, "correct", f"{event_id}: {intent}",
+                                intent=intent, entities=json.dumps(entities, ensure_ascii=False))
         return back(sender, f"#e{event_id}")
 
     @app.post("/conversations/{sender}/messages/{event_id}/reveal")
-    async def reveal(request: Request, sender: str, event_id: int, who: Staff = Depends(role("supervisor")),
+    async def reveal(request: Request, sender: str, event_id: RowId, who: Staff = Depends(role("supervisor")),
                      form: dict[str, str] = Depends(form_checked)) -> HTMLResponse:
         await asyncio.to_thread(audit, sessions_of(request), who.username, "reveal", sender, str(event_id))
         ctx = await asyncio.to_thread(conversation_context, request, sender, event_id)
@@ -427,7 +491,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         return page(request, "tickets.html", who, rows=rows, departments=DEPARTMENTS, department=department,
                     status=status, overdue=overdue, today=dt.date.today())
 
-    def change_ticket(request: Request, ticket_id: int, **changes: Any) -> str | None:
+    def change_ticket(request: Request, ticket_id: int, who: Staff, action: str, detail: str,
+                      **changes: Any) -> str | None:
         with sessions_of(request)() as s:
             ticket = s.get(FeedbackTicket, ticket_id)
             if ticket is None:
@@ -435,28 +500,27 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             for key, value in changes.items():
                 setattr(ticket, key, value)
             ticket.updated_at = dt.datetime.now(dt.timezone.utc)
+            audited(s, who.username, action, None, f"{ticket.number}: {detail}")
             s.commit()
             return ticket.number
 
     @app.post("/tickets/{ticket_id}/status")
-    async def ticket_status(request: Request, ticket_id: int, who: Staff = Depends(staff),
+    async def ticket_status(request: Request, ticket_id: RowId, who: Staff = Depends(staff),
                             form: dict[str, str] = Depends(form_checked)) -> Response:
         status = form.get("status", "")
         if status not in STATUS_NAMES:
             return bad_request("没有这个状态。")
-        number = await asyncio.to_thread(change_ticket, request, ticket_id, status=status)
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "ticket_status", None, f"{number}: {status}")
+        await asyncio.to_thread(change_ticket, request, ticket_id, who, "ticket_status", status, status=status)
         return RedirectResponse("/tickets", status_code=303)
 
     @app.post("/tickets/{ticket_id}/department")
-    async def ticket_department(request: Request, ticket_id: int, who: Staff = Depends(staff),
+    async def ticket_department(request: Request, ticket_id: RowId, who: Staff = Depends(staff),
                                 form: dict[str, str] = Depends(form_checked)) -> Response:
         department = form.get("department", "")
         if department not in DEPARTMENTS:
             return bad_request("没有这个部门。")
-        number = await asyncio.to_thread(change_ticket, request, ticket_id, department=department, status="assigned")
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "ticket_reassign", None,
-                                f"{number}: {department}")
+        await asyncio.to_thread(change_ticket, request, ticket_id, who, "ticket_reassign", department,
+                                department=department, status="assigned")
         return RedirectResponse("/tickets", status_code=303)
 
     # ---- WeChat citizens with a human agent ----------------------------------------------
@@ -491,11 +555,23 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                        form: dict[str, str] = Depends(form_checked)) -> Response:
         try:
             await asyncio.to_thread(request.app.state.accounts.create_user, form.get("username", "").strip(),
-                                    form.get("password", ""), form.get("role", ""))
+                                    form.get("password", ""), form.get("role", ""), who.username)
         except ValueError as exc:
             return bad_request(str(exc))
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "create_user", None,
-                                f"{form.get('username')} ({form.get('role')})")
+        return RedirectResponse("/admin/users", status_code=303)
+
+    @app.post("/admin/users/{user_id}/{action}")
+    async def change_user(request: Request, user_id: RowId, action: str, who: Staff = Depends(role("admin")),
+                          form: dict[str, str] = Depends(form_checked)) -> Response:
+        if action not in ("disable", "enable", "unlock", "reset"):
+            return bad_request("没有这个操作。")
+        if action == "disable" and user_id == who.id:
+            return bad_request("不能停用自己的账户。")
+        try:
+            await asyncio.to_thread(request.app.state.accounts.change_user, user_id, action, who.username,
+                                    form.get("password", ""))
+        except ValueError as exc:
+            return bad_request(str(exc))
         return RedirectResponse("/admin/users", status_code=303)
 
     @app.get("/admin/audit")

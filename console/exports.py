@@ -13,20 +13,32 @@ from console.conversations import Turn
 from services.models import MessageAnnotation
 
 
+# Characters of Rasa's inline annotation syntax ("[值](实体)", "{...}"), as citizens may type them, and
+# the full-width look-alikes they become in an export, so they stay text and never turn into annotations.
+_SYNTAX = str.maketrans({"[": "［", "]": "］", "(": "（", ")": "）", "{": "｛", "}": "｝"})
+
+
 def _annotated(text: str, entities: list[dict[str, Any]]) -> str:
-    """Rasa's inline entity syntax: '[幺三八](phone_number)'; entities not found in the text are left out."""
+    """Rasa's inline entity syntax: '[幺三八](phone_number)'; entities not found in the text are left
+    out. The citizen's own brackets are made full-width first: "我想问[身份证](证件)" stays a sentence."""
+    text = text.translate(_SYNTAX)
     for e in entities:
-        value, name = str(e.get("value", "")), str(e.get("entity", ""))
+        value, name = str(e.get("value", "")).translate(_SYNTAX), str(e.get("entity", ""))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            continue
         if value and name and value in text and f"[{value}]" not in text:
             text = text.replace(value, f"[{value}]({name})", 1)
     return text
+
+
+NOT_LABELS = frozenset({"nlu_fallback"})  # what the classifier says when it cannot tell: never a training label
 
 
 def nlu_yaml(corrections: Iterable[MessageAnnotation]) -> str:
     """Corrected messages grouped by intent, in Rasa 3 NLU format."""
     by_intent: dict[str, list[str]] = defaultdict(list)
     for c in corrections:
-        if not c.intent or not c.text:
+        if not c.intent or not c.text or c.intent in NOT_LABELS:
             continue
         entities = json.loads(c.entities) if c.entities else []
         example = _annotated(c.text.replace("\n", " ").strip(), entities)

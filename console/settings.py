@@ -30,6 +30,9 @@ class ConsoleSettings(BaseSettings):
     console_lockout_minutes: float = Field(default=15.0, gt=0)
     console_page_size: int = Field(default=50, ge=5, le=500)
     console_ticket_due_days: int = Field(default=15, ge=1)
+    # Conversations (tracker events, summaries, annotations), phone call records and their recordings
+    # older than this many days are deleted daily (console/retention.py); 0 keeps everything.
+    console_retention_days: int = Field(default=180, ge=0, le=3650)
 
     @model_validator(mode="after")
     def _check(self) -> "ConsoleSettings":

@@ -74,6 +74,86 @@ def test_repeated_failures_lock_the_account(console: TestClient) -> None:
     token = csrf_of(console.get("/login").text)
     r = console.post("/login", data={"username": "lead", "password": PASSWORD, "csrf_token": token})
     assert r.status_code == 401 and "锁定" in r.text  # even the right password waits out the lock
+    # Locked, wrong password, unknown name: the same answer (once "已暂时锁定" told a guesser the name exists).
+    answers = set()
+    for username, password in (("lead", PASSWORD), ("lead", "wrong password"), ("nobody-here", PASSWORD)):
+        token = csrf_of(console.get("/login").text)
+        r = console.post("/login", data={"username": username, "password": password, "csrf_token": token})
+        answers.add((r.status_code, re.sub(r'name="csrf_token" value="[^"]+"', "", r.text)))
+    assert len(answers) == 1
+
+
+def test_numbers_out_of_range_get_422_not_500(console: TestClient) -> None:
+    sign_in(console, "rev")
+    huge = "9" * 40
+    for path in (f"/conversations?page={huge}", f"/conversations?min_turns={huge}", f"/conversations?rating={huge}",
+                 f"/?days={huge}", f"/api/conversations?page={huge}", "/conversations?page=-1",
+                 "/conversations?rating=６"):
+        assert console.get(path).status_code == 422, path
+    csrf = csrf_of(console.get("/conversations").text)
+    assert console.post(f"/conversations/phone-0-000002/messages/{huge}/flag",
+                        data={"csrf_token": csrf, "flagged": "yes"}).status_code == 422
+    assert console.post(f"/tickets/{huge}/status", data={"csrf_token": csrf, "status": "resolved"}).status_code == 422
+    assert console.get("/conversations?page=2&rating=low&min_turns=3").status_code == 200
+
+
+def test_security_headers_and_no_caching_of_conversations(console: TestClient) -> None:
+    sign_in(console, "rev")
+    for path in ("/conversations", "/conversations/phone-0-000002", "/api/conversations", "/login", "/humans"):
+        r = console.get(path)
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-store", path
+    assert console.get("/static/console.css").headers.get("cache-control") != "no-store"
+    assert "onchange=" not in console.get("/").text  # no inline script for the policy to block
+
+
+def test_easy_passwords_are_refused(console: TestClient) -> None:
+    csrf = sign_in(console, "admin")
+    for weak in ("1234567890", "abcdefghij", "aaaaaaaaaaaa", "abcabcabcabc", "woaini1314", "Password123",
+                 "qwertyuiop", "newstaff-2026"):
+        r = console.post("/admin/users", data={"csrf_token": csrf, "username": "newstaff", "password": weak,
+                                               "role": "admin"})
+        assert r.status_code == 400, weak
+    r = console.post("/admin/users", data={"csrf_token": csrf, "username": "newstaff", "password": "菏泽 牡丹 2026 春",
+                                           "role": "reviewer"})
+    assert r.status_code == 303
+
+
+def test_an_admin_disables_unlocks_and_resets_accounts_and_each_is_audited(console: TestClient) -> None:
+    reviewer = TestClient(console.app, follow_redirects=False)
+    sign_in(reviewer, "rev")
+    csrf = sign_in(console, "admin")
+    assert "重置密码" in console.get("/admin/users").text
+    rev_id = user_id(console, "rev")
+    assert console.post(f"/admin/users/{rev_id}/disable", data={"csrf_token": csrf}).status_code == 303
+    assert reviewer.get("/conversations").status_code in (303, 401)  # the session ended with the account
+    token = csrf_of(reviewer.get("/login").text)
+    assert reviewer.post("/login", data={"username": "rev", "password": PASSWORD, "csrf_token": token}).status_code == 401
+    assert console.post(f"/admin/users/{rev_id}/enable", data={"csrf_token": csrf}).status_code == 303
+    assert console.post(f"/admin/users/{rev_id}/reset", data={"csrf_token": csrf, "password": "1234567890"}).status_code == 400
+    assert console.post(f"/admin/users/{rev_id}/reset",
+                        data={"csrf_token": csrf, "password": "新的 密码 牡丹 2026"}).status_code == 303
+    sign_in(reviewer, "rev", "新的 密码 牡丹 2026")
+    for _ in range(5):
+        token = csrf_of(reviewer.get("/login").text)
+        reviewer.post("/login", data={"username": "rev", "password": "wrong password", "csrf_token": token})
+    assert console.post(f"/admin/users/{rev_id}/unlock", data={"csrf_token": csrf}).status_code == 303
+    sign_in(reviewer, "rev", "新的 密码 牡丹 2026")  # unlocked at once
+    admin_id = user_id(console, "admin")
+    assert console.post(f"/admin/users/{admin_id}/disable", data={"csrf_token": csrf}).status_code == 400
+    assert console.post(f"/admin/users/{rev_id}/bogus", data={"csrf_token": csrf}).status_code == 400
+    audit = console.get("/admin/audit").text
+    assert all(a in audit for a in ("user_disable", "user_enable", "user_reset", "user_unlock"))
+    reviewer.close()
+
+
+def user_id(console: TestClient, username: str) -> int:
+    from sqlalchemy import select
+
+    from services.models import ConsoleUser
+    with console.app.state.accounts._sessions() as s:
+        return int(s.scalar(select(ConsoleUser.id).where(ConsoleUser.username == username)))
 
 
 def first_user_event(console: TestClient, sender: str) -> int:
@@ -86,10 +166,13 @@ def test_correct_export_review_and_audit(console: TestClient) -> None:
     sender = "rest-0-000003"  # the script whose first message was not understood
     event = first_user_event(console, sender)
     r = console.post(f"/conversations/{sender}/messages/{event}/correct",
-                     data={"csrf_token": csrf, "intent": "ask_guide", "entities": "service=身份证"})
+                     data={"csrf_token": csrf, "intent": "ask_guide", "entities": "district=牡丹区"})
     assert r.status_code == 303
     assert console.post(f"/conversations/{sender}/messages/{event}/correct",
                         data={"csrf_token": csrf, "intent": "no_such_intent"}).status_code == 400
+    for bad in ({"intent": "nlu_fallback"}, {"intent": "ask_guide", "entities": "证件=身份证"}):
+        assert console.post(f"/conversations/{sender}/messages/{event}/correct",
+                            data={"csrf_token": csrf, **bad}).status_code == 400, bad
     nlu = yaml.safe_load(console.get("/exports/nlu.yml").text)
     assert nlu["nlu"] == [{"intent": "ask_guide", "examples": "- 这个咋弄啊\n"}]
     story = yaml.safe_load(console.get(f"/conversations/{sender}/story.yml").text)

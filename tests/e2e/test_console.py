@@ -67,7 +67,7 @@ def test_a_reviewer_session_in_the_browser(running: Running) -> None:
 
         message = page.locator(".turn.user").filter(has_text="俺家")
         message.locator("select[name=intent]").select_option("give_feedback")
-        message.locator("input[name=entities]").fill("feedback_content=家里出问题")
+        message.locator("input[name=entities]").fill("feedback_category=求助")
         message.locator("button", has_text="更正").click()
         page.wait_for_load_state()
         assert page.locator(".turn.user").filter(has_text="俺家").locator(".tag.fixed").inner_text() == "已更正为 give_feedback"

@@ -20,11 +20,14 @@ import httpx
 
 from bench.run import pct, write_results
 from console.auth import Accounts
+from console.conversations import conversation_ref
 from services.db import make_engine, make_sessionmaker
 from services.migrate import upgrade
 from services.settings import ROOT
 from tests.console.synthetic import write_conversations
 from tests.sandbox import free_port
+
+PASSWORD = "mudan console 2026 春"
 
 LIST_QUERIES = [{}, {"channel": "phone"}, {"max_confidence": "0.6", "sort": "min_confidence"}, {"flag": "handoff"},
                 {"intent": "pay_bill", "sort": "-turns"}, {"q": "路灯"}, {"reviewed": "no", "page": "40"},
@@ -49,14 +52,16 @@ def main() -> None:
     heze = f"sqlite:///{tmp / 'heze.db'}"
     engine = make_engine(heze)
     upgrade(engine)
-    Accounts(make_sessionmaker(engine)).create_user("bench", "bench-password", "admin")
+    Accounts(make_sessionmaker(engine)).create_user("bench", PASSWORD, "admin")
     tracker = make_engine(f"sqlite:///{tmp / 'tracker.db'}")
     t0 = time.perf_counter()
     senders = write_conversations(tracker, args.conversations)
     written_s = time.perf_counter() - t0
     port = free_port()
+    key = "bench-pseudonym-key"
+    refs = [conversation_ref(key.encode(), sender) for sender in senders]  # the console's links carry these
     env = {**os.environ, "HEZE_DB_URL": heze, "TRACKER_DB": str(tmp / "tracker.db"), "CONSOLE_PORT": str(port),
-           "HEZE_ENV": "test"}
+           "HEZE_ENV": "test", "CONSOLE_PSEUDONYM_KEY": key}
     proc = subprocess.Popen([sys.executable, "-m", "console", "serve"], cwd=ROOT, env=env,
                             stdout=open(tmp / "console.log", "wb"), stderr=subprocess.STDOUT)
     results: dict[str, object] = {"conversations": args.conversations, "tracker_write_s": round(written_s, 1)}
@@ -73,7 +78,7 @@ def main() -> None:
                         raise
                     time.sleep(0.2)
             token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)  # type: ignore[union-attr]
-            client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": token})
+            client.post("/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token})
             t0 = time.perf_counter()
             first = client.get("/api/conversations")  # waits for the index to catch up with the tracker store
             while first.json()["total"] < args.conversations:
@@ -84,7 +89,7 @@ def main() -> None:
             runs = []
             for _ in range(args.runs):
                 lists = [timed(client, "/conversations", LIST_QUERIES[i % len(LIST_QUERIES)]) for i in range(args.requests)]
-                details = [timed(client, f"/conversations/{rnd.choice(senders)}") for _ in range(args.requests)]
+                details = [timed(client, f"/conversations/{rnd.choice(refs)}") for _ in range(args.requests)]
                 runs.append({"list_p50_ms": round(statistics.median(lists), 1), "list_p95_ms": round(pct(lists, 0.95), 1),
                              "detail_p50_ms": round(statistics.median(details), 1),
                              "detail_p95_ms": round(pct(details, 0.95), 1)})

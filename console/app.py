@@ -25,7 +25,8 @@ from sqlalchemy.orm import sessionmaker
 from channels.wechat_store import Store, open_store
 from console import charts
 from console.auth import ROLES, Accounts, LoginRefused, Staff, audit, audited, csrf_ok
-from console.conversations import CHANNELS, FLAGS, ConversationIndex, Filters, list_conversations, phone_turns, transcript
+from console.conversations import (CHANNELS, FLAGS, ConversationIndex, Filters, conversation_ref, list_conversations,
+                                   phone_turns, ref_key, transcript)
 from console.exports import NOT_LABELS, nlu_yaml, test_story
 from console.retention import purge
 from console.settings import ConsoleSettings
@@ -74,6 +75,22 @@ def small_number(value: str, name: str, limit: int = 1_000_000) -> int:
     if not value.isascii() or not value.isdigit() or len(value) > 7 or int(value) > limit:
         raise BadNumber(name)
     return int(value)
+
+
+class NotFound(Exception):
+    """No conversation behind a pseudonym."""
+
+
+async def conversation_of(request: Request, ref: str) -> str:
+    """The sender id behind the ``{ref}`` of a conversation's URL; 404 when there is none."""
+    index: ConversationIndex = request.app.state.index
+    sender = await asyncio.to_thread(index.sender_of, ref)
+    if sender is None:  # perhaps too new for the list: read the tracker store up to now, then look again
+        await asyncio.to_thread(index.sync)
+        sender = await asyncio.to_thread(index.sender_of, ref)
+    if sender is None:
+        raise NotFound()
+    return str(sender)
 
 
 class Forbidden(Exception):
@@ -125,7 +142,9 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         sessions = make_sessionmaker(engine)
         tracker = create_engine(settings.tracker_url, connect_args={"check_same_thread": False}
                                 if settings.tracker_url.startswith("sqlite") else {}, hide_parameters=True)
-        index = ConversationIndex(tracker, sessions)
+        key = await asyncio.to_thread(ref_key, sessions, settings.console_pseudonym_key.get_secret_value())
+        index = ConversationIndex(tracker, sessions, key)
+        await asyncio.to_thread(index.fill_refs)
         app.state.sessions, app.state.tracker, app.state.index = sessions, tracker, index
         app.state.accounts = Accounts(sessions, settings.console_max_failed_logins,
                                       dt.timedelta(minutes=settings.console_lockout_minutes),
@@ -216,6 +235,12 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         if not csrf_ok(who, form.get("csrf_token")):
             raise Forbidden()
         return form
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, _: NotFound) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": "no such conversation"}, status_code=404)
+        return HTMLResponse("<h1>404</h1><p>没有这个对话。</p>", status_code=404)
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, _: NotSignedIn) -> Response:
@@ -323,19 +348,24 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             summary = s.get(ConversationSummary, sender)
             turns = transcript(request.app.state.tracker, s, sender, reveal)
             call, calls = phone_turns(s, sender)
-        return {"sender": sender, "summary": summary, "turns": turns, "call": call, "phone_turns": calls,
+        return {"sender": sender, "ref": ref_of(request, sender), "summary": summary, "turns": turns, "call": call,
+                "phone_turns": calls,
                 "intents": request.app.state.intents, "revealed": reveal}
 
-    @app.get("/conversations/{sender}")
-    async def conversation(request: Request, sender: str, who: Staff = Depends(staff)) -> HTMLResponse:
+    @app.get("/conversations/{ref}")
+    async def conversation(request: Request, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of)) -> HTMLResponse:
         await sync(request.app)
         ctx = await asyncio.to_thread(conversation_context, request, sender)
         if ctx["summary"] is None and not ctx["turns"]:
             return HTMLResponse("<h1>404</h1><p>没有这个对话。</p>", status_code=404)
         return page(request, "conversation.html", who, **ctx)
 
-    def back(sender: str, anchor: str = "") -> RedirectResponse:
-        return RedirectResponse(f"/conversations/{quote(sender, safe='')}{anchor}", status_code=303)
+    def ref_of(request: Request, sender: str) -> str:
+        return conversation_ref(request.app.state.index.key, sender)
+
+    def back(request: Request, sender: str, anchor: str = "") -> RedirectResponse:
+        return RedirectResponse(f"/conversations/{ref_of(request, sender)}{anchor}", status_code=303)
 
     def update_summary(request: Request, sender: str, who: Staff, action: str, **changes: Any) -> None:
         with sessions_of(request)() as s:
@@ -344,18 +374,20 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 return
             for key, value in changes.items():
                 setattr(summary, key, value)
-            audited(s, who.username, action, sender)
+            audited(s, who.username, action, ref_of(request, sender))
             s.commit()
 
-    @app.post("/conversations/{sender}/review")
-    async def review(request: Request, sender: str, who: Staff = Depends(staff),
+    @app.post("/conversations/{ref}/review")
+    async def review(request: Request, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of),
                      form: dict[str, str] = Depends(form_checked)) -> Response:
         done = form.get("reviewed", "yes") == "yes"
         await asyncio.to_thread(update_summary, request, sender, who, "reviewed" if done else "unreviewed", reviewed=done)
-        return back(sender)
+        return back(request, sender)
 
-    @app.post("/conversations/{sender}/tags")
-    async def tags(request: Request, sender: str, who: Staff = Depends(staff),
+    @app.post("/conversations/{ref}/tags")
+    async def tags(request: Request, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of),
                    form: dict[str, str] = Depends(form_checked)) -> Response:
         def change() -> None:
             with sessions_of(request)() as s:
@@ -363,21 +395,22 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 if summary is None:
                     return
                 current = [t for t in summary.tags.split() if t]
-                for tag in form.get("add", "").replace("，", ",").replace(",", " ").split():
+                for tag in mask(form.get("add", "")).replace("，", ",").replace(",", " ").split():
                     if tag not in current and len(tag) <= 20:
                         current.append(tag)
                 current = [t for t in current if t != form.get("remove", "")]
                 summary.tags = " " + " ".join(current) + " "
-                audited(s, who.username, "tags", sender, f"+{form.get('add', '')} -{form.get('remove', '')}")
+                audited(s, who.username, "tags", ref_of(request, sender), f"+{form.get('add', '')} -{form.get('remove', '')}")
                 s.commit()
         await asyncio.to_thread(change)
-        return back(sender)
+        return back(request, sender)
 
-    @app.post("/conversations/{sender}/note")
-    async def note(request: Request, sender: str, who: Staff = Depends(staff),
+    @app.post("/conversations/{ref}/note")
+    async def note(request: Request, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of),
                    form: dict[str, str] = Depends(form_checked)) -> Response:
         await asyncio.to_thread(update_summary, request, sender, who, "note", note=mask(form.get("note", "")[:2000]))
-        return back(sender)
+        return back(request, sender)
 
     def annotate(request: Request, sender: str, event_id: int, who: Staff, action: str, detail: str,
                  **changes: Any) -> None:
@@ -395,19 +428,21 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             for key, value in changes.items():
                 setattr(ann, key, value)
             ann.username, ann.updated_at = who.username, dt.datetime.now(dt.timezone.utc)
-            audited(s, who.username, action, sender, detail)
+            audited(s, who.username, action, ref_of(request, sender), detail)
             s.commit()
 
-    @app.post("/conversations/{sender}/messages/{event_id}/flag")
-    async def flag(request: Request, sender: str, event_id: RowId, who: Staff = Depends(staff),
+    @app.post("/conversations/{ref}/messages/{event_id}/flag")
+    async def flag(request: Request, event_id: RowId, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of),
                    form: dict[str, str] = Depends(form_checked)) -> Response:
         on = form.get("flagged", "yes") == "yes"
         await asyncio.to_thread(annotate, request, sender, event_id, who, "flag" if on else "unflag", str(event_id),
                                 flagged=on)
-        return back(sender, f"#e{event_id}")
+        return back(request, sender, f"#e{event_id}")
 
-    @app.post("/conversations/{sender}/messages/{event_id}/correct")
-    async def correct(request: Request, sender: str, event_id: RowId, who: Staff = Depends(staff),
+    @app.post("/conversations/{ref}/messages/{event_id}/correct")
+    async def correct(request: Request, event_id: RowId, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of),
                       form: dict[str, str] = Depends(form_checked)) -> Response:
         intent = form.get("intent", "")
         if intent not in request.app.state.intents:
@@ -418,26 +453,29 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             return bad_request(f"没有这个实体：{'、'.join(unknown)}。")
         await asyncio.to_thread(annotate, request, sender, event_id, who, "correct", f"{event_id}: {intent}",
                                 intent=intent, entities=json.dumps(entities, ensure_ascii=False))
-        return back(sender, f"#e{event_id}")
+        return back(request, sender, f"#e{event_id}")
 
-    @app.post("/conversations/{sender}/messages/{event_id}/reveal")
-    async def reveal(request: Request, sender: str, event_id: RowId, who: Staff = Depends(role("supervisor")),
+    @app.post("/conversations/{ref}/messages/{event_id}/reveal")
+    async def reveal(request: Request, event_id: RowId, who: Staff = Depends(role("supervisor")),
+                   sender: str = Depends(conversation_of),
                      form: dict[str, str] = Depends(form_checked)) -> HTMLResponse:
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "reveal", sender, str(event_id))
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "reveal", ref_of(request, sender), str(event_id))
         ctx = await asyncio.to_thread(conversation_context, request, sender, event_id)
         resp = page(request, "conversation.html", who, **ctx)
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    @app.get("/conversations/{sender}/story.yml")
-    async def story(request: Request, sender: str, who: Staff = Depends(staff)) -> PlainTextResponse:
+    @app.get("/conversations/{ref}/story.yml")
+    async def story(request: Request, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of)) -> PlainTextResponse:
         ctx = await asyncio.to_thread(conversation_context, request, sender)
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "export_story", sender)
-        return PlainTextResponse(test_story(sender, ctx["turns"]), media_type="text/yaml; charset=utf-8",
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "export_story", ctx["ref"])
+        return PlainTextResponse(test_story(ctx["ref"], ctx["turns"]), media_type="text/yaml; charset=utf-8",
                                  headers={"Content-Disposition": 'attachment; filename="test_story.yml"'})
 
-    @app.get("/conversations/{sender}/recording")
-    async def recording(request: Request, sender: str, who: Staff = Depends(staff)) -> Response:
+    @app.get("/conversations/{ref}/recording")
+    async def recording(request: Request, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of)) -> Response:
         def load() -> Any:
             with sessions_of(request)() as s:
                 return phone_turns(s, sender)[0]  # only the call row, not the whole transcript
@@ -445,7 +483,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         path = Path(call.recording) if call is not None and call.recording else None
         if path is None or not path.is_file():
             return PlainTextResponse("没有录音", status_code=404)
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "listen", sender)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "listen", ref_of(request, sender))
         return FileResponse(path, media_type="audio/wav")
 
     @app.get("/exports/nlu.yml")
@@ -464,14 +502,15 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def api_list(request: Request, who: Staff = Depends(staff)) -> dict[str, Any]:
         f, rows, total = await listed(request)
         return {"total": total, "page": f.page, "conversations": [
-            {"sender_id": r.sender_id, "channel": r.channel, "started_at": r.started_at.isoformat(), "turns": r.turns,
+            {"id": r.ref, "channel": r.channel, "started_at": r.started_at.isoformat(), "turns": r.turns,
              "intents": r.intents.split(), "min_confidence": r.min_confidence, "rating": r.rating,
              "reviewed": r.reviewed, "tags": r.tags.split(), **{k: getattr(r, k) for k in FLAGS}} for r in rows]}
 
-    @app.get("/api/conversations/{sender}")
-    async def api_detail(request: Request, sender: str, who: Staff = Depends(staff)) -> dict[str, Any]:
+    @app.get("/api/conversations/{ref}")
+    async def api_detail(request: Request, who: Staff = Depends(staff),
+                   sender: str = Depends(conversation_of)) -> dict[str, Any]:
         ctx = await asyncio.to_thread(conversation_context, request, sender)
-        return {"sender_id": sender, "turns": [
+        return {"id": ctx["ref"], "turns": [
             {"event_id": t.event_id, "kind": t.kind, "at": t.at.isoformat(), "text": t.text, "intent": t.intent,
              "confidence": t.confidence, "entities": t.entities, **({"detail": t.detail} if t.detail else {})}
             for t in ctx["turns"]]}
@@ -534,14 +573,20 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def humans(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:
         rows = await asyncio.to_thread(lambda: wechat_store().humans())
         return page(request, "humans.html", who, rows=rows, now=dt.datetime.now(dt.timezone.utc),
+                    ref=lambda openid: ref_of(request, openid),
                     when=lambda t: beijing_time(dt.datetime.fromtimestamp(t, dt.timezone.utc)))
 
-    @app.post("/humans/{account}/{openid}/return")
-    async def hand_back(request: Request, account: str, openid: str, who: Staff = Depends(staff),
+    @app.post("/humans/{ref}/return")
+    async def hand_back(request: Request, ref: str, who: Staff = Depends(staff),
                         form: dict[str, str] = Depends(form_checked)) -> Response:
-        if not await asyncio.to_thread(lambda: wechat_store().hand_back(account, openid)):
+        def give_back() -> bool:
+            store = wechat_store()
+            human = next((h for h in store.humans() if ref_of(request, h.openid) == ref), None)
+            return human is not None and store.hand_back(human.account, human.openid)
+
+        if not await asyncio.to_thread(give_back):
             return bad_request("这位群众已经不在人工客服了。")
-        await asyncio.to_thread(audit, sessions_of(request), who.username, "hand_back", openid, account)
+        await asyncio.to_thread(audit, sessions_of(request), who.username, "hand_back", ref)
         return RedirectResponse("/humans", status_code=303)
 
     # ---- administration -----------------------------------------------------------------

@@ -6,7 +6,10 @@ event id it has seen. Everything shown is masked (textnorm/masking.py) unless a 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,28 @@ BATCH = 5000
 WATERMARK = "tracker_events_read"
 
 
+KEY_STATE = "conversation_ref_key"
+
+
+def ref_key(sessions: sessionmaker, configured: str = "") -> bytes:
+    """The key of the conversation pseudonyms: ``CONSOLE_PSEUDONYM_KEY`` when set, else one made at
+    random the first time and kept in the console's state (so links stay the same across restarts)."""
+    if configured:
+        return configured.encode()
+    with sessions() as s:
+        state = s.get(ConsoleState, KEY_STATE)
+        if state is None:
+            state = ConsoleState(key=KEY_STATE, value=secrets.token_hex(32))
+            s.add(state)
+            s.commit()
+        return state.value.encode()
+
+
+def conversation_ref(key: bytes, sender: str) -> str:
+    """A conversation's pseudonym: ``c`` and 20 hex digits of HMAC-SHA256(key, sender id)."""
+    return "c" + hmac.new(key, sender.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:20]
+
+
 def _when(ts: float | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts or 0, dt.timezone.utc)
 
@@ -49,8 +74,23 @@ def channel_of(data: dict[str, Any]) -> str:
 class ConversationIndex:
     """Keeps ``conversation_summaries`` in step with the tracker store."""
 
-    def __init__(self, tracker: Engine, sessions: sessionmaker) -> None:
+    def __init__(self, tracker: Engine, sessions: sessionmaker, key: bytes | None = None) -> None:
         self.tracker, self._sessions = tracker, sessions
+        self.key = key or ref_key(sessions)
+
+    def fill_refs(self) -> int:
+        """Give a pseudonym to every summary that has none (rows from before they existed)."""
+        with self._sessions() as s:
+            rows = s.scalars(select(ConversationSummary).where(ConversationSummary.ref.is_(None))).all()
+            for row in rows:
+                row.ref = conversation_ref(self.key, row.sender_id)
+            s.commit()
+            return len(rows)
+
+    def sender_of(self, ref: str) -> str | None:
+        """The sender id behind a pseudonym, or None."""
+        with self._sessions() as s:
+            return s.scalar(select(ConversationSummary.sender_id).where(ConversationSummary.ref == ref))
 
     def _watermark(self, s: Session) -> int:
         state = s.get(ConsoleState, WATERMARK)
@@ -72,7 +112,8 @@ class ConversationIndex:
                 for row in rows:
                     summary = summaries.get(row.sender_id)
                     if summary is None:
-                        summary = ConversationSummary(sender_id=row.sender_id, channel="rest", turns=0, intents=" ",
+                        summary = ConversationSummary(sender_id=row.sender_id, ref=conversation_ref(self.key, row.sender_id),
+                                                      channel="rest", turns=0, intents=" ",
                                                       text="", started_at=_when(row.timestamp), tags=" ",
                                                       last_at=_when(row.timestamp), reviewed=False, fallback=False,
                                                       handoff=False, late_reply=False, silence_hangup=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.settings import ROOT
@@ -18,6 +18,9 @@ class ConsoleSettings(BaseSettings):
     # The Rasa tracker store: the SQLite file of the embedded default, or a database URL (PostgreSQL).
     tracker_db: str = "var/tracker.db"
     console_tracker_url: str = ""
+    # The key of the conversation pseudonyms in URLs, links, the API and exports (a keyed hash of the
+    # sender id, which can be a phone number). Empty: a random key kept in the console's database.
+    console_pseudonym_key: SecretStr = SecretStr("")
     # The WeChat channels' store (channels/wechat_store.py): who is with WeChat's human customer service.
     wechat_claims: str = "var/wechat.db"
 

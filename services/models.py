@@ -240,6 +240,9 @@ class ConversationSummary(Base):
     __tablename__ = "conversation_summaries"
 
     sender_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # The conversation's pseudonym in every URL, link, API field and export name (console/conversations.py
+    # conversation_ref): a sender id can be a phone number; the real one shows only on an audited reveal.
+    ref: Mapped[str | None] = mapped_column(String(24), unique=True, index=True)
     channel: Mapped[str] = mapped_column(String(20), index=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     last_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

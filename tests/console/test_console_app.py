@@ -13,8 +13,9 @@ from services.settings import ROOT
 from tests.console.conftest import PASSWORD, csrf_of, sign_in
 from tests.console.synthetic import ID_NUMBER, PHONE, SECRETS
 
-GET_ROUTES = ["/", "/conversations", "/conversations/phone-0-000002", "/conversations/phone-0-000002/story.yml",
-              "/conversations/phone-0-000002/recording", "/exports/nlu.yml", "/tickets", "/admin/users",
+SOME_REF = "c" + "0" * 20  # without a session every route answers the same, whether the conversation exists or not
+GET_ROUTES = ["/", "/conversations", f"/conversations/{SOME_REF}", f"/conversations/{SOME_REF}/story.yml",
+              f"/conversations/{SOME_REF}/recording", "/exports/nlu.yml", "/tickets", "/admin/users",
               "/admin/audit", "/api/conversations", "/api/conversations/phone-0-000002"]
 POST_ROUTES = ["/logout", "/conversations/x/review", "/conversations/x/tags", "/conversations/x/note",
                "/conversations/x/messages/1/flag", "/conversations/x/messages/1/correct",
@@ -49,17 +50,17 @@ def test_a_reviewer_cannot_reach_admin_pages_or_reveal(console: TestClient) -> N
     assert console.post("/admin/users", data={"csrf_token": csrf, "username": "x", "password": "p" * 12,
                                               "role": "admin"}).status_code == 403
     event = first_user_event(console, "phone-0-000002")
-    assert console.post(f"/conversations/phone-0-000002/messages/{event}/reveal",
+    assert console.post(f"/conversations/{ref(console, 'phone-0-000002')}/messages/{event}/reveal",
                         data={"csrf_token": csrf}).status_code == 403
     assert console.get("/conversations").status_code == 200
 
 
 def test_forms_without_the_csrf_token_are_refused(console: TestClient) -> None:
     csrf = sign_in(console, "admin")
-    assert console.post("/conversations/phone-0-000002/review", data={"reviewed": "yes"}).status_code == 403
-    assert console.post("/conversations/phone-0-000002/review",
+    assert console.post(f"/conversations/{ref(console, 'phone-0-000002')}/review", data={"reviewed": "yes"}).status_code == 403
+    assert console.post(f"/conversations/{ref(console, 'phone-0-000002')}/review",
                         data={"reviewed": "yes", "csrf_token": "forged"}).status_code == 403
-    assert console.post("/conversations/phone-0-000002/review",
+    assert console.post(f"/conversations/{ref(console, 'phone-0-000002')}/review",
                         data={"reviewed": "yes", "csrf_token": csrf}).status_code == 303
     # The login form has its own token (a cookie and a hidden field that must match).
     console.cookies.clear()
@@ -91,7 +92,7 @@ def test_numbers_out_of_range_get_422_not_500(console: TestClient) -> None:
                  "/conversations?rating=６"):
         assert console.get(path).status_code == 422, path
     csrf = csrf_of(console.get("/conversations").text)
-    assert console.post(f"/conversations/phone-0-000002/messages/{huge}/flag",
+    assert console.post(f"/conversations/{ref(console, 'phone-0-000002')}/messages/{huge}/flag",
                         data={"csrf_token": csrf, "flagged": "yes"}).status_code == 422
     assert console.post(f"/tickets/{huge}/status", data={"csrf_token": csrf, "status": "resolved"}).status_code == 422
     assert console.get("/conversations?page=2&rating=low&min_turns=3").status_code == 200
@@ -99,7 +100,7 @@ def test_numbers_out_of_range_get_422_not_500(console: TestClient) -> None:
 
 def test_security_headers_and_no_caching_of_conversations(console: TestClient) -> None:
     sign_in(console, "rev")
-    for path in ("/conversations", "/conversations/phone-0-000002", "/api/conversations", "/login", "/humans"):
+    for path in ("/conversations", f"/conversations/{ref(console, 'phone-0-000002')}", "/api/conversations", "/login", "/humans"):
         r = console.get(path)
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
         assert "script-src 'self'" in r.headers["content-security-policy"]
@@ -148,6 +149,12 @@ def test_an_admin_disables_unlocks_and_resets_accounts_and_each_is_audited(conso
     reviewer.close()
 
 
+def ref(console: TestClient, sender: str) -> str:
+    """A conversation's pseudonym, as the console's links carry it."""
+    from console.conversations import conversation_ref
+    return conversation_ref(console.app.state.index.key, sender)  # type: ignore[attr-defined]
+
+
 def user_id(console: TestClient, username: str) -> int:
     from sqlalchemy import select
 
@@ -157,7 +164,7 @@ def user_id(console: TestClient, username: str) -> int:
 
 
 def first_user_event(console: TestClient, sender: str) -> int:
-    turns = console.get(f"/api/conversations/{sender}").json()["turns"]
+    turns = console.get(f"/api/conversations/{ref(console, sender)}").json()["turns"]
     return next(t["event_id"] for t in turns if t["kind"] == "user")
 
 
@@ -165,23 +172,23 @@ def test_correct_export_review_and_audit(console: TestClient) -> None:
     csrf = sign_in(console, "admin")
     sender = "rest-0-000003"  # the script whose first message was not understood
     event = first_user_event(console, sender)
-    r = console.post(f"/conversations/{sender}/messages/{event}/correct",
+    r = console.post(f"/conversations/{ref(console, sender)}/messages/{event}/correct",
                      data={"csrf_token": csrf, "intent": "ask_guide", "entities": "district=牡丹区"})
     assert r.status_code == 303
-    assert console.post(f"/conversations/{sender}/messages/{event}/correct",
+    assert console.post(f"/conversations/{ref(console, sender)}/messages/{event}/correct",
                         data={"csrf_token": csrf, "intent": "no_such_intent"}).status_code == 400
     for bad in ({"intent": "nlu_fallback"}, {"intent": "ask_guide", "entities": "证件=身份证"}):
-        assert console.post(f"/conversations/{sender}/messages/{event}/correct",
+        assert console.post(f"/conversations/{ref(console, sender)}/messages/{event}/correct",
                             data={"csrf_token": csrf, **bad}).status_code == 400, bad
     nlu = yaml.safe_load(console.get("/exports/nlu.yml").text)
     assert nlu["nlu"] == [{"intent": "ask_guide", "examples": "- 这个咋弄啊\n"}]
-    story = yaml.safe_load(console.get(f"/conversations/{sender}/story.yml").text)
+    story = yaml.safe_load(console.get(f"/conversations/{ref(console, sender)}/story.yml").text)
     steps = story["stories"][0]["steps"]
     assert steps[0] == {"user": "这个咋弄啊", "intent": "ask_guide"} and {"action": "action_fallback"} in steps
-    assert console.post(f"/conversations/{sender}/review", data={"csrf_token": csrf, "reviewed": "yes"}).status_code == 303
-    assert console.post(f"/conversations/{sender}/tags", data={"csrf_token": csrf, "add": "方言 待训练"}).status_code == 303
+    assert console.post(f"/conversations/{ref(console, sender)}/review", data={"csrf_token": csrf, "reviewed": "yes"}).status_code == 303
+    assert console.post(f"/conversations/{ref(console, sender)}/tags", data={"csrf_token": csrf, "add": "方言 待训练"}).status_code == 303
     listed = console.get("/api/conversations", params={"reviewed": "yes", "tag": "方言"}).json()
-    assert [c["sender_id"] for c in listed["conversations"]] == [sender]
+    assert [c["id"] for c in listed["conversations"]] == [ref(console, sender)]
     audit = console.get("/admin/audit").text
     for action in ("login", "correct", "export_nlu", "export_story", "reviewed", "tags"):
         assert f"<td>{action}</td>" in audit
@@ -204,28 +211,31 @@ def test_filters_paginate_and_sort(console: TestClient) -> None:
 
 def test_no_page_export_or_api_shows_a_personal_number(console: TestClient) -> None:
     csrf = sign_in(console, "admin")
-    senders = [c["sender_id"] for c in console.get("/api/conversations").json()["conversations"]]
-    event = first_user_event(console, senders[0])
-    console.post(f"/conversations/{senders[0]}/messages/{event}/correct", data={"csrf_token": csrf, "intent": "inform"})
-    console.post(f"/conversations/{senders[0]}/note", data={"csrf_token": csrf, "note": f"回电 {PHONE}"})
+    refs = [c["id"] for c in console.get("/api/conversations").json()["conversations"]]
+    turns = console.get(f"/api/conversations/{refs[0]}").json()["turns"]
+    event = next(t["event_id"] for t in turns if t["kind"] == "user")
+    console.post(f"/conversations/{refs[0]}/messages/{event}/correct", data={"csrf_token": csrf, "intent": "inform"})
+    console.post(f"/conversations/{refs[0]}/note", data={"csrf_token": csrf, "note": f"回电 {PHONE}"})
+    console.post(f"/conversations/{refs[0]}/tags", data={"csrf_token": csrf, "add": PHONE})  # once stored and shown raw
     pages = ["/", "/conversations", "/tickets", "/admin/audit", "/exports/nlu.yml", "/api/conversations"]
-    for sender in senders:
-        pages += [f"/conversations/{sender}", f"/conversations/{sender}/story.yml", f"/api/conversations/{sender}"]
+    for conversation in refs:
+        pages += [f"/conversations/{conversation}", f"/conversations/{conversation}/story.yml",
+                  f"/api/conversations/{conversation}"]
     for path in pages:
         body = console.get(path).text
         for secret in SECRETS:
             assert secret not in body, f"{secret} in the clear on {path}"
-    assert "138****5678" in console.get("/conversations/phone-0-000002").text  # masked, not dropped
+    assert "138****5678" in console.get(f"/conversations/{ref(console, 'phone-0-000002')}").text  # masked, not dropped
 
 
 def test_a_supervisor_reveals_one_message_and_it_is_audited(console: TestClient) -> None:
     csrf = sign_in(console, "lead")
     sender = "miniprogram-0-000001"  # the script with an ID-card number in its second message
-    turns = console.get(f"/api/conversations/{sender}").json()["turns"]
+    turns = console.get(f"/api/conversations/{ref(console, sender)}").json()["turns"]
     event = [t["event_id"] for t in turns if t["kind"] == "user"][1]
-    r = console.post(f"/conversations/{sender}/messages/{event}/reveal", data={"csrf_token": csrf})
+    r = console.post(f"/conversations/{ref(console, sender)}/messages/{event}/reveal", data={"csrf_token": csrf})
     assert r.status_code == 200 and ID_NUMBER in r.text and r.headers["cache-control"] == "no-store"
-    assert ID_NUMBER not in console.get(f"/conversations/{sender}").text  # masked again on the next view
+    assert ID_NUMBER not in console.get(f"/conversations/{ref(console, sender)}").text  # masked again on the next view
     sign_in(console, "admin")
     assert re.search(r"<td>lead</td><td>reveal</td>", console.get("/admin/audit").text)
 
@@ -252,14 +262,16 @@ def test_citizens_with_a_human_are_listed_and_handed_back(console: TestClient, t
     csrf = sign_in(console, "rev")
     listing = console.get("/humans").text
     assert "公众号" in listing and "小程序" in listing and "kf2001@heze" in listing and "任一在线客服" in listing
-    assert ">oHande…</a>" in listing  # the openid is shortened on the page; the link opens the conversation
-    back = "/humans/wx00000000000000a1/oHandedOff123/return"
+    assert "oHandedOff123" not in listing  # the openid is nowhere on the page: links and forms carry its pseudonym
+    assert f'href="/conversations/{ref(console, "oHandedOff123")}"' in listing
+    back = f"/humans/{ref(console, 'oHandedOff123')}/return"
     assert console.post(back, data={"csrf_token": "forged"}).status_code in (400, 403)
     assert store.with_human("wx00000000000000a1", "oHandedOff123") is not None
     assert console.post(back, data={"csrf_token": csrf}).status_code == 303
     assert store.with_human("wx00000000000000a1", "oHandedOff123") is None
     assert console.post(back, data={"csrf_token": csrf}).status_code == 400  # already handed back
-    assert "mWaiti…" in console.get("/humans").text and "oHande…" not in console.get("/humans").text
+    listing = console.get("/humans").text
+    assert ref(console, "mWaiting456") in listing and ref(console, "oHandedOff123") not in listing
     sign_in(console, "admin")
     assert "hand_back" in console.get("/admin/audit").text
 

@@ -52,6 +52,11 @@ class Running:
     def rasa_url(self) -> str:
         return f"http://{self.settings.rasa_host}:{self.settings.rasa_port}"
 
+    def ref(self, sender: str) -> str:
+        """A conversation's pseudonym in the console's URLs (the console's key lives in the service database)."""
+        from console.conversations import conversation_ref, ref_key
+        return conversation_ref(ref_key(self.services.sessions), sender)
+
     def say(self, sender: str, text: str, metadata: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         body: dict[str, Any] = {"sender": sender, "message": text}
         if metadata:

@@ -56,11 +56,11 @@ def test_a_reviewer_session_in_the_browser(running: Running) -> None:
         page.click("#filters button[type=submit]")
         page.wait_for_load_state()
         shot(page, "2-low-confidence-phone")
-        row = page.locator(f"a[href='/conversations/{caller}']")
+        row = page.locator(f"a[href='/conversations/{running.ref(caller)}']")
         assert row.count() == 1, page.content()
 
         row.click()
-        page.wait_for_url(f"**/conversations/{caller}")
+        page.wait_for_url(f"**/conversations/{running.ref(caller)}")
         body = page.content()
         assert "13800000009" not in body and "138****0009" in body  # the number is masked
         shot(page, "3-conversation")
@@ -77,7 +77,7 @@ def test_a_reviewer_session_in_the_browser(running: Running) -> None:
         assert exported.ok
         nlu = yaml.safe_load(exported.text())
         assert {"intent": "give_feedback", "examples": "- 嗯那个俺家那个啥弄不成了\n"} in nlu["nlu"]
-        story = yaml.safe_load(page.request.get(f"{running.console_url}/conversations/{caller}/story.yml").text())
+        story = yaml.safe_load(page.request.get(f"{running.console_url}/conversations/{running.ref(caller)}/story.yml").text())
         assert {"user": "嗯那个俺家那个啥弄不成了", "intent": "give_feedback"} in story["stories"][0]["steps"]
 
         page.click("#mark-reviewed")

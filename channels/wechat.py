@@ -135,6 +135,8 @@ async def _event(channel: "WeChatInput", msg: Dict[str, str]) -> Inbound:
         if payload:
             return Inbound(payload, metadata={"event": "click"}, citizen=False)
         return Inbound(immediate=[MENU_UNKNOWN], citizen=False)
+    if event == "kf_close_session":  # the agent closed the session: the citizen is the bot's again
+        await asyncio.to_thread(channel.store.hand_back, channel.appid, msg["FromUserName"])
     return Inbound(citizen=False)  # unsubscribe, VIEW, user_enter_tempsession and others: nothing to say
 
 
@@ -210,7 +212,7 @@ class WeChatInput(InputChannel):
             content = transfer_reply(openid, account, answer.kf_account, as_json=as_json)
         elif answer.kind == "reply" and answer.texts:
             pieces = split_text("\n\n".join(answer.texts), PASSIVE_LIMIT_BYTES)
-            if len(pieces) > 1:
+            if len(pieces) > 1 and answer.first:  # the rest once, not again with every retry or replay
                 self.delivery.spawn(self._send_all(openid, pieces[1:]))
             content = text_reply(openid, account, pieces[0])
         else:
@@ -272,7 +274,10 @@ class WeChatInput(InputChannel):
         if texts or payloads:
             # Numbered choices answer only the question that offered them: a reply without choices
             # (the next question) clears the last ones, so "2" to "请说户号" is not "缴费" from a menu.
-            await asyncio.to_thread(self.store.set_choices, citizen_key(self.appid, openid), payloads)
+            try:
+                await asyncio.to_thread(self.store.set_choices, citizen_key(self.appid, openid), payloads)
+            except Exception:  # noqa: BLE001 - the answer still goes out; only its numbers are not kept
+                logger.exception("numbered choices for %s not kept", pseudonym(openid))
         handoff = any(isinstance(m.get("custom"), dict) and m["custom"].get("handoff") for m in collector.messages)
         return Outcome(texts, handoff) if texts else Failed(text, metadata)
 
@@ -283,6 +288,10 @@ class WeChatInput(InputChannel):
             async def retry(openid: str, text: str, metadata: Dict[str, Any]) -> Union[Outcome, Failed]:
                 return await self._run_turn(on_new_message, openid, text, metadata)
             self.delivery.retry_turn = retry
+
+            @bp.listener("after_server_start")
+            async def resume_kept_messages(*_: Any) -> None:
+                self.delivery.start_retrying()  # messages kept before a restart are answered too
 
         @bp.exception(Exception)
         async def failed(request: Request, exc: Exception) -> HTTPResponse:

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 APOLOGY = "不好意思，系统暂时有点问题。您的消息已经记下了，好了以后马上回复您。"
 POLL_S = 0.1
 HUMAN_S = 30 * 60  # WeChat itself stops forwarding to agents after 30 min of an unclosed session
+LEASE_S = 300  # a kept message is run again by one worker at a time; a lease this old is taken over
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,13 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Answer:
-    """The response to one delivery: ``reply`` (passive texts), ``transfer`` or ``success``."""
+    """The response to one delivery: ``reply`` (passive texts), ``transfer`` or ``success``.
+    ``first``: the first answer to this message (a repeat or replay must not send again what the
+    first one sent beside the response, e.g. the rest of a reply too long for one passive reply)."""
     kind: str
     texts: List[str]
     kf_account: str = ""
+    first: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,11 +124,11 @@ class Delivery:
                 await self._hand_over(openid, human)
                 reply = Reply([], transfer=human.kf_account)
             await self.call(self.store.finish, key, reply)
-            return self._answer(reply, openid)
+            return self._answer(reply, openid, first=True)
         if turn is None:
             reply = Reply(list(immediate or []))
             await self.call(self.store.finish, key, reply)
-            return self._answer(reply, openid)
+            return self._answer(reply, openid, first=True)
         # Judged before this turn joins the queue: could its reply still make the deadline?
         late = self.clock() - started + self.pace.expected_wait() > self.deadline_s
         task = asyncio.ensure_future(self._run(key, openid, turn))
@@ -133,24 +137,24 @@ class Delivery:
             if task.done():
                 reply = task.result()
                 await self.call(self.store.finish, key, reply)
-                return self._answer(reply, openid)
+                return self._answer(reply, openid, first=True)
         # Too slow for an answer in the response, or the queue says it would be: success now, the
         # reply later (a hand-off that comes late takes effect with the citizen's next message).
         await self.call(self.store.finish, key, Reply([]))
         self.spawn(self._send_later(openid, task))
         return SUCCESS
 
-    def _answer(self, reply: Reply, openid: str) -> Answer:
+    def _answer(self, reply: Reply, openid: str, first: bool = False) -> Answer:
         """A stored reply as this channel answers it; texts that cannot ride in the response go as
         customer-service messages (all of them on the mini-program; the official account's beside a transfer)."""
         if reply.transfer is not None:
             if reply.texts:
                 self.spawn(self._send_texts(openid, reply.texts))
-            return Answer("transfer", [], reply.transfer)
+            return Answer("transfer", [], reply.transfer, first)
         if not reply.texts:
             return SUCCESS
         if self.passive:
-            return Answer("reply", reply.texts)
+            return Answer("reply", reply.texts, first=first)
         self.spawn(self._send_texts(openid, reply.texts))
         return SUCCESS
 
@@ -173,20 +177,25 @@ class Delivery:
         return self._answer(await self.wait_for_reply(key, claim, started + self.deadline_s), openid)
 
     async def _run(self, key: str, openid: str, turn: Turn) -> Reply:
+        """The reply to a message; never raises (an error in the turn or the store is the apology,
+        and the message is kept when it can be: a citizen is never left with nothing)."""
         self.pace.started()
         try:
             outcome = await turn()
+            if isinstance(outcome, Failed):  # the services are down: keep the message, answer it when back
+                await self.call(self.store.keep_failed, key, {"sender": openid, "text": outcome.text,
+                                                              "metadata": outcome.metadata})
+                self.start_retrying()
+                return Reply([APOLOGY])
+            if outcome.handoff:
+                await self._hand_over(openid)
+                return Reply(outcome.texts, transfer=self.kf_account)
+            return Reply(outcome.texts)
+        except Exception:  # noqa: BLE001 - logged without the message
+            logger.exception("a %s turn for %s failed", self.channel, pseudonym(openid))
+            return Reply([APOLOGY])
         finally:
             self.pace.finished()
-        if isinstance(outcome, Failed):  # the services are down: keep the message, answer it when back
-            await self.call(self.store.keep_failed, key, {"sender": openid, "text": outcome.text,
-                                                          "metadata": outcome.metadata})
-            self._start_retrying()
-            return Reply([APOLOGY])
-        if outcome.handoff:
-            await self._hand_over(openid)
-            return Reply(outcome.texts, transfer=self.kf_account)
-        return Reply(outcome.texts)
 
     async def _hand_over(self, openid: str, already: Optional[Human] = None) -> None:
         """The citizen is with a human from now (or still, ``already``) until ``human_s`` from now."""
@@ -196,13 +205,19 @@ class Delivery:
                                                         human.since, now + self.human_s))
 
     async def _send_later(self, openid: str, task: "asyncio.Future[Reply]") -> None:
-        reply = await task
+        reply = await task  # _run never raises
         if reply.texts:
             await self._send_texts(openid, reply.texts)
 
-    async def _send_texts(self, openid: str, texts: List[str]) -> None:
-        if not await self.send(openid, ["\n\n".join(texts)]):  # one message, as a passive reply would be
+    async def _send_texts(self, openid: str, texts: List[str]) -> bool:
+        try:
+            sent = await self.send(openid, ["\n\n".join(texts)])  # one message, as a passive reply would be
+        except Exception:  # noqa: BLE001 - a background send must not die silently
+            logger.exception("a %s reply to %s failed", self.channel, pseudonym(openid))
+            sent = False
+        if not sent:
             logger.warning("a %s reply to %s could not be delivered", self.channel, pseudonym(openid))
+        return sent
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -215,31 +230,50 @@ class Delivery:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- failed turns ---------------------------------------------------------------------------
-    def _start_retrying(self) -> None:
+    def start_retrying(self) -> None:
+        """Run the kept messages again every ``retry_s`` until none is left. Called for a new failure,
+        and by the channel when the server starts (messages kept before a restart are not forgotten)."""
         if not self._retrying and self.retry_turn is not None:
             self._retrying = True
             self.spawn(self._retry_failed())
 
     async def _retry_failed(self) -> None:
-        """Every ``retry_s``: run this account's kept messages again; an answer goes out as a
-        customer-service message (the citizen was told to wait). With several Rasa workers, one
-        claims each round."""
+        try:
+            while True:
+                await self.sleep(self.retry_s)
+                try:
+                    if not await self._retry_round():
+                        return
+                except Exception:  # noqa: BLE001 - a store or network error: try again next round
+                    logger.exception("retrying kept %s messages failed", self.channel)
+        finally:
+            self._retrying = False
+
+    async def _retry_round(self) -> bool:
+        """One round over this account's kept messages; False when none is left. Each message is
+        leased while it runs (with several Rasa workers, one runs it) and looked up again after the
+        lease (another worker may have answered it since the list was read). A citizen now with a
+        human is left for later: the bot does not answer over the agent."""
         assert self.retry_turn is not None
-        while True:
-            await self.sleep(self.retry_s)
-            waiting = await self.call(self.store.failed, self.account)
-            if not waiting:
-                self._retrying = False
-                return
-            for key, kept in waiting:
-                round_key = f"{key}/retry:{int(self.wall() // self.retry_s)}"
-                if (await self.call(self.store.claim, round_key)).state != "new":
+        waiting = await self.call(self.store.failed, self.account)
+        if not waiting:
+            return False
+        for key, kept in waiting:
+            openid = kept["sender"]
+            if await self.call(self.store.with_human, self.account, openid) is not None:
+                continue
+            if not await self.call(self.store.lease, key, LEASE_S):
+                continue
+            try:
+                if not await self.call(self.store.still_failed, key):
                     continue
-                outcome = await self.retry_turn(kept["sender"], kept["text"],
-                                                {**kept.get("metadata", {}), "retry_of": key})
+                outcome = await self.retry_turn(openid, kept["text"], {**kept.get("metadata", {}), "retry_of": key})
                 if isinstance(outcome, Failed):
                     break  # still down: try again next round
                 await self.call(self.store.drop_failed, key)
                 if outcome.handoff:  # taken up with the citizen's next message
-                    await self._hand_over(kept["sender"])
-                await self._send_texts(kept["sender"], outcome.texts)
+                    await self._hand_over(openid)
+                await self._send_texts(openid, outcome.texts)
+            finally:
+                await self.call(self.store.unlease, key)
+        return True

@@ -188,6 +188,23 @@ class SqliteClaims:
     def drop_failed(self, key: str) -> None:
         self._db().execute("DELETE FROM wechat_failed WHERE key = ?", (key,))
 
+    def still_failed(self, key: str) -> bool:
+        return self._db().execute("SELECT 1 FROM wechat_failed WHERE key = ?", (key,)).fetchone() is not None
+
+    def lease(self, key: str, seconds: float) -> bool:
+        """Take ``key`` for ``seconds`` (one worker runs a kept message again at a time); a lease
+        older than that is taken over (its holder died)."""
+        db, now = self._db(), self._clock()
+        name = "lease/" + key
+        if db.execute("INSERT OR IGNORE INTO wechat_claims (key, reply, created_at) VALUES (?, NULL, ?)",
+                      (name, now)).rowcount:
+            return True
+        return bool(db.execute("UPDATE wechat_claims SET created_at = ? WHERE key = ? AND created_at < ?",
+                               (now, name, now - seconds)).rowcount)
+
+    def unlease(self, key: str) -> None:
+        self._db().execute("DELETE FROM wechat_claims WHERE key = ?", ("lease/" + key,))
+
     # -- citizens with WeChat's human customer service -----------------------------------------
     def hand_to_human(self, human: Human) -> None:
         self._db().execute(
@@ -288,6 +305,15 @@ class RedisClaims:
     def drop_failed(self, key: str) -> None:
         self._redis.zrem(self._prefix + "failed", key)
         self._redis.delete(self._prefix + "failed:" + key)
+
+    def still_failed(self, key: str) -> bool:
+        return bool(self._redis.exists(self._prefix + "failed:" + key))
+
+    def lease(self, key: str, seconds: float) -> bool:
+        return bool(self._redis.set(self._prefix + "lease:" + key, "1", nx=True, ex=max(1, int(seconds))))
+
+    def unlease(self, key: str) -> None:
+        self._redis.delete(self._prefix + "lease:" + key)
 
     def hand_to_human(self, human: Human) -> None:
         self._redis.hset(self._prefix + "humans", citizen_key(human.account, human.openid),

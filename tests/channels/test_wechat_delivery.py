@@ -105,7 +105,7 @@ class Harness:
 def test_a_quick_turn_is_a_passive_reply(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     answer = h.play(h.deliver("o1", "1", h.turn("你好", 1.2)))
-    assert answer == Answer("reply", ["答：你好"]) and h.time.now == pytest.approx(1001.2) and h.sent == []
+    assert answer == Answer("reply", ["答：你好"], first=True) and h.time.now == pytest.approx(1001.2) and h.sent == []
 
 
 def test_a_slow_turn_gets_success_at_the_deadline_then_one_customer_service_message(tmp_path: Path) -> None:
@@ -136,7 +136,8 @@ def test_a_retry_during_the_turn_waits_for_the_same_reply(tmp_path: Path) -> Non
         return await first, second
 
     first, second = h.play(scenario())
-    assert first == second == Answer("reply", ["答：查工单"]) and h.turns == ["查工单"]
+    assert first == Answer("reply", ["答：查工单"], first=True) and h.turns == ["查工单"]
+    assert second == Answer("reply", ["答：查工单"])  # the same texts; not the first answer (nothing sent again beside it)
 
 
 def test_the_same_msgid_from_another_citizen_is_another_message(tmp_path: Path) -> None:
@@ -241,7 +242,7 @@ def test_a_failed_turn_gets_the_apology_and_is_answered_once_the_services_are_ba
         await h.delivery.settle()
         return answer
 
-    assert h.play(scenario()) == Answer("reply", [APOLOGY])
+    assert h.play(scenario()) == Answer("reply", [APOLOGY], first=True)
     assert [t for _, t, _ in h.sent] == [["答：转人工"]] and h.store.failed(ACCOUNT) == []
 
 
@@ -264,3 +265,72 @@ def test_a_turn_predicted_late_gets_success_at_once(tmp_path: Path) -> None:
         return answer
 
     assert h.play(scenario()).kind == "success" and [t for _, t, _ in h.sent] == [["答：查工单"]]
+
+
+def test_messages_kept_before_a_restart_are_answered_by_one_worker_of_several(tmp_path: Path) -> None:
+    first = Harness(tmp_path)
+    first.play(first.deliver("o1", "1", first.turn("查工单", 0.5, fail=True)))  # kept; then the server stops
+    workers = [Harness(tmp_path), Harness(tmp_path)]  # after the restart: two workers on the same store
+    answered: list[str] = []
+    clock = workers[0].time
+
+    for worker in workers:
+        worker.time = clock  # one clock for both
+        worker.delivery.sleep, worker.delivery.wait = clock.sleep, clock.wait
+        worker.delivery.clock, worker.delivery.wall = clock.clock, clock.wall
+
+        async def retry(openid: str, text: str, metadata: dict[str, Any], w: Harness = worker) -> Outcome | Failed:
+            answered.append(text)
+            await clock.sleep(40)  # a slow turn: the other worker's round (at 90 s) comes while it runs
+            return Outcome([f"答：{text}"])
+
+        worker.delivery.retry_turn = retry
+
+    async def scenario() -> None:
+        workers[0].delivery.start_retrying()
+        await clock.sleep(30)
+        workers[1].delivery.start_retrying()  # its rounds fall 30 s later, while the first may still run
+        await clock.sleep(200)
+        for worker in workers:
+            await worker.delivery.settle()
+
+    asyncio.run(clock.run(scenario()))
+    assert answered == ["查工单"]  # once, though two workers and many rounds
+    assert [t for w in workers for _, t, _ in w.sent] == [["答：查工单"]]
+
+
+def test_an_error_in_the_turn_or_the_store_is_the_apology_not_silence(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    async def broken() -> Outcome | Failed:
+        raise RuntimeError("the store went away")
+
+    assert h.play(h.deliver("o1", "1", broken)) == Answer("reply", [APOLOGY], first=True)
+
+    async def failing_send(openid: str, texts: list[str]) -> bool:
+        raise RuntimeError("network")
+
+    h.delivery.send = failing_send
+    h.delivery.passive = False
+    assert h.play(h.deliver("o1", "2", h.turn("你好", 1))).kind == "success"  # the send failed, logged, not raised
+
+
+def test_kept_messages_of_a_citizen_with_a_human_wait(tmp_path: Path) -> None:
+    from channels.wechat_store import Human
+    h = Harness(tmp_path)
+    h.play(h.deliver("o1", "1", h.turn("查工单", 0.5, fail=True)))
+    h.store.hand_to_human(Human(ACCOUNT, "o1", "wechat", "", h.time.wall(), h.time.wall() + 10_000))
+    ran: list[str] = []
+
+    async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
+        ran.append(text)
+        return Outcome(["答"])
+
+    h.delivery.retry_turn = retry
+
+    async def scenario() -> None:
+        h.delivery.start_retrying()
+        await h.time.sleep(130)
+
+    h.play(scenario())
+    assert ran == [] and len(h.store.failed(ACCOUNT)) == 1  # not answered over the agent, still kept

@@ -142,7 +142,9 @@ def test_bodies_in_another_encoding_are_refused_before_the_dtd_test() -> None:
 def test_json_bad_input() -> None:
     deep = b'{"a":' * 1200 + b"1" + b"}" * 1200  # once a RecursionError and a 500
     for body, status in ((deep, 400), (b'{"a": [[[[[1]]]]]}', 400), (b'{"a": NaN}', 400), (b"[1, 2]", 400),
-                         (b'{"a": 1', 400), (b'{"a": "' + b"x" * MAX_BODY_BYTES + b'"}', 413)):
+                         (b'{"a": 1', 400), (b'{"a": "' + b"x" * MAX_BODY_BYTES + b'"}', 413),
+                         (b'{"Encrypt": "\\ud800"}', 400),  # once a UnicodeEncodeError (500) at the signature
+                         (b'{"' + b'\\"' * 30_000, 400)):  # an unterminated string: one pass, not quadratic
         with pytest.raises(ProtocolError) as err:
             parse_json(body)
         assert err.value.status == status

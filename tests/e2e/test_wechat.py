@@ -447,3 +447,14 @@ def test_a_handoff_in_the_mini_program_transfers_in_the_response(running: Runnin
     entered = {**base, "MsgType": "event", "Event": "user_enter_tempsession", "SessionFrom": "x"}
     params, body = running.mini_account.sealed_json(entered)
     assert running.http.post(mini_url, params=params, content=body).text == "success"  # events are not transferred
+    # The agent closes the session in WeChat's customer-service tool: the citizen is the bot's again.
+    closed = {**base, "CreateTime": int(time.time()) + 1, "MsgType": "event", "Event": "kf_close_session",
+              "KfAccount": "kf2001@gh_mini", "CloseType": "KF"}
+    params, body = running.mini_account.sealed_json(closed)
+    assert running.http.post(mini_url, params=params, content=body).text == "success"
+    params, body = running.mini_account.sealed_json({**base, "Content": "查工单", "MsgId": 63})
+    assert running.http.post(mini_url, params=params, content=body).text == "success"
+    deadline = time.monotonic() + 20
+    while len(running.mini.texts_to(openid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "工单号" in running.mini.texts_to(openid)[-1]  # answered by the bot, not transferred

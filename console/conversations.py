@@ -134,9 +134,12 @@ class ConversationIndex:
         with self._sessions() as s:
             summaries = {x.sender_id: x for x in s.scalars(
                 select(ConversationSummary).where(ConversationSummary.sender_id.in_(senders)))}
+            mark = self._watermark(s)  # events past it are the next sync()'s, not to be counted twice
             with self.tracker.connect() as t:
-                rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id.in_(senders)).order_by(EVENTS.c.id)).all()
-            left = {r.sender_id for r in rows}
+                rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id.in_(senders), EVENTS.c.id <= mark)
+                                 .order_by(EVENTS.c.id)).all()
+                left = set(t.execute(select(EVENTS.c.sender_id).where(EVENTS.c.sender_id.in_(senders)).distinct())
+                           .scalars())
             for sender, x in summaries.items():
                 if sender not in left:
                     s.delete(x)

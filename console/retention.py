@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 
 from console.auth import audited
 from console.conversations import EVENTS, ConversationIndex
-from services.models import MessageAnnotation, PhoneCall
+from services.models import MessageAnnotation, PhoneCall, PhoneTurn
 
 logger = logging.getLogger(__name__)
 BATCH = 500
@@ -57,21 +57,23 @@ def purge(tracker: Engine, sessions: sessionmaker, days: int, now: dt.datetime |
                 s.execute(delete(MessageAnnotation).where(MessageAnnotation.sender_id == sender, older))
             s.commit()
         index.rebuild(batch)
-    recordings = calls = 0
     with sessions() as s:
-        old = s.scalars(select(PhoneCall).where(PhoneCall.started_at < cut)).all()
-        for call in old:
-            if call.recording and Path(call.recording).is_file():
-                Path(call.recording).unlink()
-                recordings += 1
-            s.delete(call)
-        calls = len(old)
-        result = Purged(gone, events, calls, recordings)
+        old = s.execute(select(PhoneCall.id, PhoneCall.recording).where(PhoneCall.started_at < cut)).all()
+        ids = [row.id for row in old]
+        for start in range(0, len(ids), BATCH):
+            batch_ids = ids[start:start + BATCH]
+            s.execute(delete(PhoneTurn).where(PhoneTurn.call_pk.in_(batch_ids)))  # a call's turns go with it
+            s.execute(delete(PhoneCall).where(PhoneCall.id.in_(batch_ids)))
+        files = [Path(row.recording) for row in old if row.recording]
+        calls = len(ids)
+        result = Purged(gone, events, calls, sum(1 for f in files if f.is_file()))
         if senders or calls:
             audited(s, "retention", "purge", None,
                     f"older than {days} days: {result.conversations} conversations, {result.events} events, "
                     f"{result.calls} calls, {result.recordings} recordings")
         s.commit()
+    for path in files:  # only once the rows that name them are gone
+        path.unlink(missing_ok=True)
     if senders or calls:
         logger.info("retention: purged %s", result)
     return result

@@ -7,10 +7,12 @@ A number is a run of digits (ASCII, full-width or Chinese: textnorm's digit tabl
 with up to three separators between digits: every separator the number normaliser accepts (spaces,
 full-width spaces, hyphens, full-width hyphens, dashes, 、，,) and the ones people type (. ．/ ／ · _
 parentheses), ending maybe in an ID card's X. Letters glued to it ("tel13800000001",
-"13800000002ok") do not hide it. When the run, or a part of it between list separators (，,、), has
+"13800000002ok") do not hide it. When the run, has
 the shape of a personal number, it is replaced by its masked form in ASCII digits; a mainland mobile
-behind a ``+86``/``86``/``0086`` prefix is a mobile. Everything else is left as it was: amounts
-(``128.50``), dates, 8-digit ticket numbers, 14-digit application numbers.
+behind a ``+86``/``86``/``0086`` prefix is a mobile. A run that is not one personal number as a whole
+is searched for mobiles, ID and bank-card numbers made of some of its digit groups ("20261101000001
+13800000001", "电话13800000001 12点以后"). Everything else is left as it was: amounts (``128.50``,
+``1,234,567.89``), dates and date ranges, 8-digit ticket numbers, 14-digit application numbers.
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ from textnorm.numerals import DIGITS
 
 DIGIT_CHARS = "".join(DIGITS)
 SEPARATORS = " \t\u3000\u00a0-－—–‐‑、，,.．/／·・_()（）"
-LIST_SEPARATORS = "、，,；;"
 CHECK_X = "XxＸｘ×叉"
 _D = re.escape(DIGIT_CHARS)
 _S = re.escape(SEPARATORS)
 _RUN = re.compile(f"[{_D}](?:[{_S}]{{0,3}}[{_D}])*(?:[{_S}]{{0,2}}[{re.escape(CHECK_X)}])?")
-_AMOUNT = re.compile(r"[0-9０-９]+[.．][0-9０-９]{1,2}")
-_DATE = re.compile(r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}(?:[ T][0-9]{1,2})?")
+_DATE = r"[0-9]{4}[-/.．][0-9]{1,2}[-/.．][0-9]{1,2}(?:[ T][0-9]{1,2})?"
+_DATES = re.compile(f"{_DATE}(?:[{_S}]{{1,3}}{_DATE})*")  # a date, or several ("2020.01.01-2040.01.01")
+# An amount: digits with a decimal part, or thousands separated by commas ("1,234,567.89").
+_AMOUNT = re.compile(r"(?P<int>[0-9０-９]{1,3}(?:,[0-9０-９]{3})+|[0-9０-９]+)(?:[.．][0-9０-９]{1,2})?")
 _MOBILE = re.compile(r"1[3-9][0-9]{9}")
 
 
@@ -61,18 +64,49 @@ def masked_number(digits: str) -> Optional[str]:
     return None
 
 
+def _strong(digits: str) -> bool:
+    """A part of a run that is surely a personal number: a mobile (with or without the country code),
+    an 18-character ID number, a bank card."""
+    if _MOBILE.fullmatch(digits) or any(digits.startswith(p) and _MOBILE.fullmatch(digits[len(p):]) for p in ("86", "0086")):
+        return True
+    return (len(digits) == 18 and digits[:17].isdigit()) or (16 <= len(digits) <= 19 and digits.isdigit())
+
+
+def _scan(run: str) -> str:
+    """A run that is not one personal number as a whole: the personal numbers inside it, each made of
+    one or more of its digit groups ("20261101000001 13800000001", "13800000001 12点")."""
+    tokens = re.split(f"([{_S}]+)", run)  # digit groups at even places, separators between them
+    groups = len(tokens) // 2 + 1
+    out: list = []
+    i = 0
+    while i < groups:
+        for j in range(groups, i, -1):
+            digits = _digits("".join(tokens[2 * i:2 * j - 1]))
+            if _strong(digits):
+                out.append(masked_number(digits))
+                i = j
+                break
+        else:
+            out.append(tokens[2 * i])
+            i += 1
+        if i < groups:
+            out.append(tokens[2 * i - 1])
+    return "".join(out)
+
+
 def _mask_run(match: "re.Match[str]") -> str:
     run = match.group(0)
-    if _AMOUNT.fullmatch(run) or _DATE.fullmatch(run):
+    if _DATES.fullmatch(run):
         return run
-    whole = _digits(run)
-    masked = masked_number(whole)
+    amount = _AMOUNT.fullmatch(run)
+    if amount and ("," in amount.group("int") or masked_number(_digits(amount.group("int"))) is None):
+        return run  # money, not a number of a person ("128.50", "1,234,567.89")
+    if amount and amount.group("int") != run:  # "13800000001.3": a personal number, then a fraction
+        return str(masked_number(_digits(amount.group("int")))) + run[len(amount.group("int")):]
+    masked = masked_number(_digits(run))
     if masked is not None:  # the run is one personal number, however it was split up (a pause, a comma)
         return masked
-    parts = re.split(f"([{re.escape(LIST_SEPARATORS)}]+)", run)
-    if len(parts) > 1:  # "20261101000001，13800000001": a number staff need, then a personal one
-        return "".join(p if i % 2 else (masked_number(_digits(p)) or p) for i, p in enumerate(parts))
-    return run
+    return _scan(run)
 
 
 def mask(text: Optional[str]) -> str:

@@ -14,7 +14,7 @@ from console.conversations import EVENTS, ConversationIndex
 from console.retention import purge
 from services.db import make_engine, make_sessionmaker
 from services.migrate import upgrade
-from services.models import AuditEntry, ConversationSummary, MessageAnnotation, PhoneCall
+from services.models import AuditEntry, ConversationSummary, MessageAnnotation, PhoneCall, PhoneTurn
 from services.settings import ROOT
 from tests.console.synthetic import SCRIPTS, conversation, write_conversations
 
@@ -41,8 +41,12 @@ def test_old_conversations_calls_and_recordings_go_new_ones_stay(tmp_path: Path)
     with sessions() as s:
         s.add(MessageAnnotation(sender_id="old-1", event_id=1, text="手机号138****5678", intent="inform", flagged=True,
                                 username="rev", updated_at=dt.datetime.now(utc)))
-        s.add(PhoneCall(call_id="old-1", transport="audiosocket", caller="138****0001", started_at=dt.datetime.fromtimestamp(now - 200 * DAY, utc),
-                        recording=str(old_wav)))
+        old_call = PhoneCall(call_id="old-1", transport="audiosocket", caller="138****0001",
+                             started_at=dt.datetime.fromtimestamp(now - 200 * DAY, utc), recording=str(old_wav))
+        s.add(old_call)
+        s.flush()
+        s.add(PhoneTurn(call_pk=old_call.id, seq=1, kind="speech", transcript="查进度",
+                        created_at=old_call.started_at))  # with turns: once an IntegrityError and no purge
         s.add(PhoneCall(call_id="new-1", transport="audiosocket", caller="138****0002", started_at=dt.datetime.fromtimestamp(now - DAY, utc),
                         recording=str(new_wav)))
         s.commit()
@@ -58,7 +62,7 @@ def test_old_conversations_calls_and_recordings_go_new_ones_stay(tmp_path: Path)
         back = s.get(ConversationSummary, "back-1")
         assert back is not None and back.turns == len(SCRIPTS[3]) and "路灯" not in back.text  # the old session's words
         assert s.scalars(select(MessageAnnotation)).all() == []
-        assert [c.call_id for c in s.scalars(select(PhoneCall))] == ["new-1"]
+        assert [c.call_id for c in s.scalars(select(PhoneCall))] == ["new-1"] and s.scalars(select(PhoneTurn)).all() == []
         (entry,) = s.scalars(select(AuditEntry).where(AuditEntry.action == "purge")).all()
         assert "2 conversations" in (entry.detail or "")
     assert not old_wav.exists() and new_wav.exists()

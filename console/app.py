@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import and_, create_engine, func, or_, select
 from sqlalchemy.orm import sessionmaker
 
 from channels.wechat_store import Store, open_store
@@ -28,6 +28,7 @@ from console.auth import ROLES, Accounts, LoginRefused, Staff, audit, audited, c
 from console.conversations import (CHANNELS, FLAGS, ConversationIndex, Filters, conversation_ref, list_conversations,
                                    phone_turns, ref_key, transcript)
 from console.exports import NOT_LABELS, nlu_yaml, test_story
+from console.labels import intent_label, outcome
 from console.retention import purge
 from console.settings import ConsoleSettings
 from services.db import make_engine, make_sessionmaker
@@ -199,6 +200,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     templates.env.filters["mask"] = mask
     templates.env.filters["q"] = lambda v: quote(str(v), safe="")
     templates.env.filters["when"] = beijing_time
+    templates.env.filters["intent"] = intent_label
+    templates.env.filters["outcome"] = outcome
     templates.env.globals.update(FLAG_NAMES=FLAG_NAMES, CHANNEL_NAMES=CHANNEL_NAMES, STATUS_NAMES=STATUS_NAMES,
                                  CATEGORIES=CATEGORIES, ROLES=ROLES)
 
@@ -348,8 +351,10 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             summary = s.get(ConversationSummary, sender)
             turns = transcript(request.app.state.tracker, s, sender, reveal)
             call, calls = phone_turns(s, sender)
+            tickets = list(s.scalars(select(FeedbackTicket).where(FeedbackTicket.sender_id == sender)
+                                     .order_by(FeedbackTicket.id)))
         return {"sender": sender, "ref": ref_of(request, sender), "summary": summary, "turns": turns, "call": call,
-                "phone_turns": calls,
+                "phone_turns": calls, "tickets": tickets,
                 "intents": request.app.state.intents, "revealed": reveal}
 
     @app.get("/conversations/{ref}")
@@ -383,7 +388,26 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                      form: dict[str, str] = Depends(form_checked)) -> Response:
         done = form.get("reviewed", "yes") == "yes"
         await asyncio.to_thread(update_summary, request, sender, who, "reviewed" if done else "unreviewed", reviewed=done)
+        if form.get("next") == "yes":  # "已审核，看下一个"
+            return RedirectResponse(f"/review/next?after={ref_of(request, sender)}", status_code=303)
         return back(request, sender)
+
+    def next_unreviewed(request: Request, after: str) -> str | None:
+        """The next conversation not yet reviewed, in the list's order (newest first), after ``after``."""
+        c = ConversationSummary
+        with sessions_of(request)() as s:
+            q = select(c.ref).where(c.reviewed.is_(False)).order_by(c.last_at.desc(), c.sender_id)
+            current = s.scalar(select(c).where(c.ref == after)) if after else None
+            if current is not None:
+                q = q.where(or_(c.last_at < current.last_at, and_(c.last_at == current.last_at,
+                                                                   c.sender_id > current.sender_id)))
+            return s.scalar(q.limit(1))
+
+    @app.get("/review/next")
+    async def review_next(request: Request, who: Staff = Depends(staff), after: str = "") -> Response:
+        await sync(request.app)
+        found = await asyncio.to_thread(next_unreviewed, request, after[:32])
+        return RedirectResponse(f"/conversations/{found}" if found else "/conversations?reviewed=no", status_code=303)
 
     @app.post("/conversations/{ref}/tags")
     async def tags(request: Request, who: Staff = Depends(staff),
@@ -528,6 +552,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             q = q.where(FeedbackTicket.due_date < dt.date.today(), FeedbackTicket.status.not_in(("resolved", "closed")))
         rows = await rows_of(request, q.order_by(FeedbackTicket.due_date).limit(500))
         return page(request, "tickets.html", who, rows=rows, departments=DEPARTMENTS, department=department,
+                    ref=lambda sender: ref_of(request, sender),
                     status=status, overdue=overdue, today=dt.date.today())
 
     def change_ticket(request: Request, ticket_id: int, who: Staff, action: str, detail: str,

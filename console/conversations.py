@@ -293,6 +293,7 @@ def transcript(tracker: Engine, s: Session, sender: str, reveal_event: int | Non
         rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id == sender).order_by(EVENTS.c.id)).all()
     notes = {a.event_id: a for a in s.scalars(select(MessageAnnotation).where(MessageAnnotation.sender_id == sender))}
     turns: list[Turn] = []
+    slots: dict[str, Any] = {}  # each slot's value so far: a line only when it changes
     for row in rows:
         try:
             data = json.loads(row.data or "{}")
@@ -317,8 +318,11 @@ def transcript(tracker: Engine, s: Session, sender: str, reveal_event: int | Non
             turns.append(Turn(row.id, "action", _when(row.timestamp), str(row.action_name),
                               detail={"policy": data.get("policy"), "confidence": data.get("confidence")}))
         elif row.type_name == "slot" and data.get("name") not in ("requested_slot",):
-            value = data.get("value")
-            turns.append(Turn(row.id, "slot", _when(row.timestamp), f"{data.get('name')} = {mask(json.dumps(value, ensure_ascii=False))}"))
+            name, value = str(data.get("name")), data.get("value")
+            if slots.get(name) == value:  # a reset of what was already empty, the same value again: no line
+                continue
+            slots[name] = value
+            turns.append(Turn(row.id, "slot", _when(row.timestamp), f"{name} = {mask(json.dumps(value, ensure_ascii=False))}"))
     return turns
 
 

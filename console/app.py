@@ -25,8 +25,8 @@ from sqlalchemy.orm import sessionmaker
 from channels.wechat_store import Store, open_store
 from console import charts
 from console.auth import ROLES, Accounts, LoginRefused, Staff, audit, audited, csrf_ok
-from console.conversations import (CHANNELS, FLAGS, ConversationIndex, Filters, conversation_ref, list_conversations,
-                                   phone_turns, ref_key, transcript)
+from console.conversations import (CHANNELS, FLAGS, ConversationIndex, Filters, InboxItem, conversation_ref, inbox,
+                                   list_conversations, phone_turns, ref_key, transcript)
 from console.exports import NOT_LABELS, nlu_yaml, test_story
 from console.labels import intent_label, outcome
 from console.retention import purge
@@ -402,6 +402,53 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 q = q.where(or_(c.last_at < current.last_at, and_(c.last_at == current.last_at,
                                                                    c.sender_id > current.sender_id)))
             return s.scalar(q.limit(1))
+
+    @app.get("/inbox")
+    async def inbox_page(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:
+        await sync(request.app)
+
+        def load() -> list[InboxItem]:
+            with sessions_of(request)() as s:
+                return inbox(request.app.state.tracker, s, request.app.state.index.key)
+        items = await asyncio.to_thread(load)
+        return page(request, "inbox.html", who, items=items, intents=request.app.state.intents)
+
+    @app.post("/inbox")
+    async def inbox_label(request: Request, who: Staff = Depends(staff),
+                          form: dict[str, str] = Depends(form_checked)) -> Response:
+        picked = (await request.form()).getlist("pick")[:200]  # "ref:event_id" of each message ticked
+        for pick in picked:
+            ref, _, event = str(pick).partition(":")
+            intent = form.get(f"intent-{ref}-{event}", "")
+            if not event.isdigit() or len(event) > 18 or intent not in request.app.state.intents:
+                return bad_request("有一条消息没有选意图，或者意图不对。")
+            sender = await conversation_of(request, ref)
+            await asyncio.to_thread(annotate, request, sender, int(event), who, "correct", f"{event}: {intent}",
+                                    intent=intent, entities="[]")
+        return RedirectResponse("/inbox", status_code=303)
+
+    @app.post("/conversations/bulk")
+    async def bulk(request: Request, who: Staff = Depends(staff),
+                   form: dict[str, str] = Depends(form_checked)) -> Response:
+        refs = [str(r) for r in (await request.form()).getlist("ref")][:200]
+        action, tag = form.get("action", ""), mask(form.get("tag", "").strip())[:20]
+        if action not in ("reviewed", "tag") or (action == "tag" and (not tag or " " in tag)):
+            return bad_request("请选择操作；加标签时填一个标签（不含空格）。")
+
+        def change() -> None:
+            with sessions_of(request)() as s:
+                for summary in s.scalars(select(ConversationSummary).where(ConversationSummary.ref.in_(refs))):
+                    if action == "reviewed":
+                        summary.reviewed = True
+                    elif f" {tag} " not in summary.tags:
+                        summary.tags = summary.tags.rstrip() + f" {tag} "
+                    audited(s, who.username, action if action == "reviewed" else "tags", summary.ref,
+                            None if action == "reviewed" else f"+{tag}")
+                s.commit()
+        await asyncio.to_thread(change)
+        back_to = form.get("back", "")
+        return RedirectResponse("/conversations" + (f"?{back_to}" if back_to and "//" not in back_to else ""),
+                                status_code=303)
 
     @app.get("/review/next")
     async def review_next(request: Request, who: Staff = Depends(staff), after: str = "") -> Response:

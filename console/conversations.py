@@ -332,3 +332,49 @@ def phone_turns(s: Session, sender: str) -> tuple[PhoneCall | None, list[PhoneTu
         return None, []
     return call, list(s.scalars(select(PhoneTurn).where(PhoneTurn.call_pk == call.id).order_by(PhoneTurn.seq)))
 
+
+
+@dataclass
+class InboxItem:
+    """A citizen's message the assistant was unsure of, waiting for a reviewer's label."""
+    ref: str
+    sender: str
+    event_id: int
+    at: dt.datetime
+    text: str
+    intent: str | None
+    confidence: float | None
+
+
+def inbox(tracker: Engine, s: Session, key: bytes, threshold: float = 0.6, limit: int = 100) -> list[InboxItem]:
+    """Low-confidence and not-understood messages across conversations, newest first, that no reviewer
+    has labelled yet (button presses, "/intent" payloads, are not the citizen's words and are left out)."""
+    c = ConversationSummary
+    senders = list(s.scalars(select(c.sender_id).where(or_(c.min_confidence < threshold, c.fallback.is_(True)))
+                             .order_by(c.last_at.desc()).limit(300)))
+    if not senders:
+        return []
+    labelled = set(s.execute(select(MessageAnnotation.sender_id, MessageAnnotation.event_id)
+                             .where(MessageAnnotation.sender_id.in_(senders), MessageAnnotation.intent.is_not(None))))
+    with tracker.connect() as t:
+        rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id.in_(senders), EVENTS.c.type_name == "user")
+                         .order_by(EVENTS.c.id.desc())).all()
+    items: list[InboxItem] = []
+    for row in rows:
+        if (row.sender_id, row.id) in labelled:
+            continue
+        try:
+            data = json.loads(row.data or "{}")
+        except ValueError:
+            continue
+        text = str(data.get("text") or "")
+        intent = (data.get("parse_data") or {}).get("intent") or {}
+        name, conf = intent.get("name"), intent.get("confidence")
+        unsure = name == "nlu_fallback" or (isinstance(conf, (int, float)) and conf < threshold)
+        if not text or text.startswith("/") or not unsure:
+            continue
+        items.append(InboxItem(conversation_ref(key, row.sender_id), row.sender_id, row.id, _when(row.timestamp),
+                               mask(text), name, conf if isinstance(conf, (int, float)) else None))
+        if len(items) >= limit:
+            break
+    return items

@@ -75,3 +75,41 @@ def test_tickets_and_conversations_link_to_each_other(console: TestClient) -> No
     page = console.get(f"/conversations/{ref(console, sender)}").text
     assert 'href="/tickets#t10009999"' in page
     assert csrf_of(page)
+
+
+def test_the_inbox_gathers_unsure_messages_for_labelling_in_one_go(console: TestClient) -> None:
+    csrf = sign_in(console, "rev")
+    page = console.get("/inbox").text
+    picks = re.findall(r'name="pick" value="([^"]+)"', page)
+    assert picks and "这个咋弄啊" in page and "138****5678" in page and "13812345678" not in page
+    assert "好的" not in re.findall(r"<td>([^<]*)</td>", page)  # a confident message is not in the inbox
+    chosen = picks[:2]
+    data: dict[str, object] = {"csrf_token": csrf, "pick": chosen}
+    for pick in chosen:
+        conversation, event = pick.split(":")
+        data[f"intent-{conversation}-{event}"] = "inform"
+    assert console.post("/inbox", data=data).status_code == 303
+    after = re.findall(r'name="pick" value="([^"]+)"', console.get("/inbox").text)
+    assert not set(chosen) & set(after) and len(after) == len(picks) - 2  # labelled: out of the inbox
+    nlu = console.get("/exports/nlu.yml").text
+    assert "intent: inform" in nlu
+    bad = {"csrf_token": csrf, "pick": [after[0]], f"intent-{after[0].replace(':', '-')}": "no_such_intent"}
+    assert console.post("/inbox", data=bad).status_code == 400
+    sign_in(console, "admin")
+    assert console.get("/admin/audit").text.count("<td>correct</td>") >= 2
+
+
+def test_bulk_mark_reviewed_and_tag_from_the_list(console: TestClient) -> None:
+    csrf = sign_in(console, "rev")
+    page = console.get("/conversations", params={"channel": "wechat"}).text
+    refs = re.findall(r'name="ref" value="([^"]+)"', page)[:2]
+    assert len(refs) == 2
+    assert console.post("/conversations/bulk", data={"csrf_token": csrf, "ref": refs, "action": "reviewed",
+                                                     "back": "channel=wechat"}).headers["location"] == \
+        "/conversations?channel=wechat"
+    assert console.post("/conversations/bulk", data={"csrf_token": csrf, "ref": refs, "action": "tag",
+                                                     "tag": "已回访"}).status_code == 303
+    listed = console.get("/api/conversations", params={"reviewed": "yes", "tag": "已回访"}).json()
+    assert sorted(c["id"] for c in listed["conversations"]) == sorted(refs)
+    assert console.post("/conversations/bulk", data={"csrf_token": csrf, "ref": refs, "action": "delete"}).status_code == 400
+    assert console.post("/conversations/bulk", data={"csrf_token": "forged", "ref": refs, "action": "reviewed"}).status_code == 403

@@ -726,13 +726,23 @@ def dashboard_data(sessions: sessionmaker, days: int) -> dict[str, Any]:
                   if status in ("resolved", "closed") and (updated.date() if updated else due_date) <= due_date)
     return {
         "conversations": n,
-        "per_day": charts.stacked_days(day_list, series),
-        "containment": charts.gauge("自助办结率（未转人工）", (n - sum(1 for r in rows if r[2])) / n if n else None),
-        "fallback": charts.gauge("没听懂的对话占比", sum(1 for r in rows if r[3]) / n if n else None),
+        # Drawn at about the size they are shown (a full-width card; a third of it), so text stays readable.
+        "per_day": charts.stacked_days(day_list, series, width=1100, height=260, names=CHANNEL_NAMES,
+                                       link=lambda day, channel: "/conversations?" + urlencode(
+                                           {"channel": channel, "date_from": day, "date_to": day})),
+        "containment": charts.gauge("自助办结率（未转人工）", (n - sum(1 for r in rows if r[2])) / n if n else None,
+                                    "/conversations?flag=handoff"),
+        "fallback": charts.gauge("没听懂的对话占比", sum(1 for r in rows if r[3]) / n if n else None,
+                                 "/conversations?flag=fallback"),
         "satisfaction": charts.gauge("满意度（4-5 分占比）",
                                      sum(c for sc, c in ratings if sc >= 4) / scored if scored else None),
         "mean_rating": (sum(sc * c for sc, c in ratings) / scored) if scored else None,
-        "ratings": charts.bar_chart([(f"{sc} 分", c) for sc, c in sorted(ratings, reverse=True)]),
+        "ratings": charts.bar_chart([(f"{sc} 分", c) for sc, c in sorted(ratings, reverse=True)],
+                                    links=[f"/conversations?rating={sc}" for sc, _ in sorted(ratings, reverse=True)],
+                                    label="评分分布", width=380),
         "on_time": charts.gauge("工单按期办结率", on_time / len(due) if due else None),
-        "top_intents": charts.bar_chart([(name, count) for name, count in intents.most_common(10)]),
+        "top_intents": charts.bar_chart([(intent_label(name).split(" · ")[0], count)
+                                         for name, count in intents.most_common(10)],
+                                        links=[f"/conversations?intent={name}" for name, _ in intents.most_common(10)],
+                                        label="最常见的意图", width=380),
     }

@@ -113,3 +113,16 @@ def test_bulk_mark_reviewed_and_tag_from_the_list(console: TestClient) -> None:
     assert sorted(c["id"] for c in listed["conversations"]) == sorted(refs)
     assert console.post("/conversations/bulk", data={"csrf_token": csrf, "ref": refs, "action": "delete"}).status_code == 400
     assert console.post("/conversations/bulk", data={"csrf_token": "forged", "ref": refs, "action": "reviewed"}).status_code == 403
+
+
+def test_dashboard_charts_fit_their_cards_speak_chinese_and_link_to_the_list(console: TestClient) -> None:
+    sign_in(console, "rev")
+    page = console.get("/").text
+    charts = re.findall(r"<svg[^>]*>", page)
+    assert charts and not any(re.search(r'\swidth="\d', svg) for svg in charts)  # scaled by CSS, never wider than a card
+    assert ">公众号<" in page and ">电话<" in page and ">wechat<" not in page  # the legend in staff's words
+    assert ">查办件进度<" in page and ">check_progress<" not in page
+    assert 'href="/conversations?intent=check_progress"' in page
+    assert 'href="/conversations?flag=handoff"' in page and 'href="/conversations?flag=fallback"' in page
+    assert re.search(r'href="/conversations\?channel=phone&amp;date_from=\d{4}-\d\d-\d\d&amp;date_to=', page)
+    assert "svg.chart { width: 100%" in console.get("/static/console.css").text

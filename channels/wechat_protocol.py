@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from wechatpy.crypto import PrpCrypto
 from wechatpy.exceptions import InvalidAppIdException
 
+from textnorm.masking import pseudonym  # noqa: F401 - what the channels log instead of an openid
+
 MAX_BODY_BYTES = 64 * 1024
 TIMESTAMP_WINDOW_S = 300
 MAX_JSON_DEPTH = 4  # WeChat's JSON pushes are flat objects
@@ -232,11 +234,6 @@ def open_message(args: Mapping[str, str], body: bytes, mode: str, guard: Request
         raise ProtocolError(400, "plain message in safe mode")
     guard.verify(args.get("signature", ""), args.get("timestamp", ""), args.get("nonce", ""))
     return check_message(outer), False
-
-
-def pseudonym(openid: str) -> str:
-    """An openid as it may appear in a log line: a short hash, the same for the same citizen."""
-    return "u" + hashlib.sha256(openid.encode("utf-8", "replace")).hexdigest()[:12]
 
 
 class Envelope:

@@ -48,8 +48,6 @@ class Reply:
     @classmethod
     def load(cls, raw: Union[str, bytes]) -> "Reply":
         data = json.loads(raw)
-        if isinstance(data, list):  # version 1 stored the texts alone
-            return cls([str(t) for t in data])
         return cls([str(t) for t in data.get("texts") or []], data.get("transfer"))
 
 

@@ -636,10 +636,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     # ---- WeChat citizens with a human agent ----------------------------------------------
     def wechat_store() -> Store:
-        location = settings.wechat_claims
-        if not location.startswith(("redis://", "rediss://")) and not Path(location).is_absolute():
-            location = str(ROOT / location)
-        return open_store(location)
+        """The WeChat channels' store, opened once (opening creates its tables and checks its version)."""
+        if getattr(app.state, "wechat_store", None) is None:
+            location = settings.wechat_claims
+            if not location.startswith(("redis://", "rediss://")) and not Path(location).is_absolute():
+                location = str(ROOT / location)
+            app.state.wechat_store = open_store(location)
+        return app.state.wechat_store
 
     @app.get("/humans")
     async def humans(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:

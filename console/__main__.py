@@ -44,7 +44,7 @@ def purge_now() -> int:
     engine = make_engine(settings.heze_db_url)
     upgrade(engine)
     tracker = make_engine(settings.tracker_url)
-    done = purge(tracker, make_sessionmaker(engine), settings.console_retention_days)
+    done = purge(tracker, make_sessionmaker(engine), settings.console_retention_days, keyring=settings.keyring)
     print(f"删除了 {done.conversations} 个对话（{done.events} 条事件）、{done.calls} 个通话记录、{done.recordings} 个录音 "
           f"（保留 {settings.console_retention_days} 天）")
     return 0
@@ -68,6 +68,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the console")
     sub.add_parser("purge", help="delete conversations, calls and recordings past the retention period")
+    sub.add_parser("rekey", help="seal every tracker-store row under the first key of DATA_KEYS")
     user = sub.add_parser("create-user", help="add a console user")
     user.add_argument("--username", required=True)
     user.add_argument("--role", choices=ROLES, default="admin")
@@ -75,6 +76,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "purge":
         return purge_now()
+    if args.command == "rekey":
+        from console.rekey import main as rekey_main
+
+        configure_logging()
+        return rekey_main()
     return serve() if args.command == "serve" else create_user(args)
 
 

@@ -144,7 +144,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         tracker = create_engine(settings.tracker_url, connect_args={"check_same_thread": False}
                                 if settings.tracker_url.startswith("sqlite") else {}, hide_parameters=True)
         key = await asyncio.to_thread(ref_key, sessions, settings.console_pseudonym_key.get_secret_value())
-        index = ConversationIndex(tracker, sessions, key)
+        index = ConversationIndex(tracker, sessions, key, settings.keyring)
         await asyncio.to_thread(index.fill_refs)
         app.state.sessions, app.state.tracker, app.state.index = sessions, tracker, index
         app.state.accounts = Accounts(sessions, settings.console_max_failed_logins,
@@ -162,7 +162,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         async def purge_daily() -> None:
             while True:
                 try:
-                    await asyncio.to_thread(purge, tracker, sessions, settings.console_retention_days)
+                    await asyncio.to_thread(purge, tracker, sessions, settings.console_retention_days,
+                                            None, index.keyring)
                 except Exception:  # noqa: BLE001 - logged, tried again tomorrow
                     logger.exception("retention purge failed")
                 await asyncio.sleep(24 * 3600)
@@ -349,7 +350,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     def conversation_context(request: Request, sender: str, reveal: int | None = None) -> dict[str, Any]:
         with sessions_of(request)() as s:
             summary = s.get(ConversationSummary, sender)
-            turns = transcript(request.app.state.tracker, s, sender, reveal)
+            turns = transcript(request.app.state.tracker, s, sender, reveal, request.app.state.index.keyring)
             call, calls = phone_turns(s, sender)
             tickets = list(s.scalars(select(FeedbackTicket).where(FeedbackTicket.sender_id == sender)
                                      .order_by(FeedbackTicket.id)))
@@ -409,7 +410,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
         def load() -> list[InboxItem]:
             with sessions_of(request)() as s:
-                return inbox(request.app.state.tracker, s, request.app.state.index.key)
+                return inbox(request.app.state.tracker, s, request.app.state.index.key,
+                             keyring=request.app.state.index.keyring)
         items = await asyncio.to_thread(load)
         return page(request, "inbox.html", who, items=items, intents=request.app.state.intents)
 
@@ -489,7 +491,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             ann = s.scalar(select(MessageAnnotation).where(MessageAnnotation.sender_id == sender,
                                                            MessageAnnotation.event_id == event_id))
             if ann is None:
-                turn = next((t for t in transcript(request.app.state.tracker, s, sender) if t.event_id == event_id
+                turn = next((t for t in transcript(request.app.state.tracker, s, sender, None, request.app.state.index.keyring) if t.event_id == event_id
                              and t.kind == "user"), None)
                 if turn is None:
                     raise Forbidden()

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,11 @@ from sqlalchemy import (Column, Engine, Float, Integer, MetaData, String, Table,
 from sqlalchemy.orm import Session, sessionmaker
 
 from textnorm.masking import mask, mask_data
+from textnorm.sealing import Keyring, SealedValueError
 from services.models import (ConsoleState, ConversationSummary, MessageAnnotation, PhoneCall, PhoneTurn, Rating)
+
+logger = logging.getLogger(__name__)
+NO_KEYS = Keyring([])
 
 # Rasa 3.6's SQLTrackerStore table (rasa/core/tracker_store.py, SQLEvent).
 _meta = MetaData()
@@ -63,6 +68,17 @@ def _when(ts: float | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts or 0, dt.timezone.utc)
 
 
+def event_data(row: Any, keyring: Keyring) -> dict[str, Any] | None:
+    """A tracker-store row's event, opened with the deployment's keys (rasa_runtime/tracker_store.py
+    seals ``data``); None for a row that does not open or parse (logged with its id only)."""
+    try:
+        data = json.loads(keyring.open(row.data or "{}", row.sender_id))
+    except (ValueError, SealedValueError) as e:
+        logger.warning("events row %s cannot be read: %s", row.id, type(e).__name__)
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def channel_of(data: dict[str, Any]) -> str:
     channel = data.get("input_channel") or "rest"
     claimed = (data.get("metadata") or {}).get("channel")
@@ -74,9 +90,11 @@ def channel_of(data: dict[str, Any]) -> str:
 class ConversationIndex:
     """Keeps ``conversation_summaries`` in step with the tracker store."""
 
-    def __init__(self, tracker: Engine, sessions: sessionmaker, key: bytes | None = None) -> None:
+    def __init__(self, tracker: Engine, sessions: sessionmaker, key: bytes | None = None,
+                 keyring: Keyring = NO_KEYS) -> None:
         self.tracker, self._sessions = tracker, sessions
         self.key = key or ref_key(sessions)
+        self.keyring = keyring
 
     def fill_refs(self) -> int:
         """Give a pseudonym to every summary that has none (rows from before they existed)."""
@@ -152,14 +170,10 @@ class ConversationIndex:
             self._join_service_data(s, left & set(summaries), summaries)
             s.commit()
 
-    @staticmethod
-    def _apply(x: ConversationSummary, row: Any) -> None:
+    def _apply(self, x: ConversationSummary, row: Any) -> None:
         x.last_event_id = row.id
         x.last_at = _when(row.timestamp)
-        try:
-            data = json.loads(row.data or "{}")
-        except ValueError:
-            data = {}
+        data = event_data(row, self.keyring) or {}
         kind = row.type_name
         if kind == "user":
             if x.turns == 0:
@@ -287,7 +301,8 @@ class Turn:
     annotation: MessageAnnotation | None = None
 
 
-def transcript(tracker: Engine, s: Session, sender: str, reveal_event: int | None = None) -> list[Turn]:
+def transcript(tracker: Engine, s: Session, sender: str, reveal_event: int | None = None,
+               keyring: Keyring = NO_KEYS) -> list[Turn]:
     """The conversation as turns, masked; ``reveal_event`` shows that one message in the clear."""
     with tracker.connect() as t:
         rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id == sender).order_by(EVENTS.c.id)).all()
@@ -295,9 +310,8 @@ def transcript(tracker: Engine, s: Session, sender: str, reveal_event: int | Non
     turns: list[Turn] = []
     slots: dict[str, Any] = {}  # each slot's value so far: a line only when it changes
     for row in rows:
-        try:
-            data = json.loads(row.data or "{}")
-        except ValueError:
+        data = event_data(row, keyring)
+        if data is None:
             continue
         shown = (lambda v: v) if row.id == reveal_event else mask
         if row.type_name == "user":
@@ -346,7 +360,8 @@ class InboxItem:
     confidence: float | None
 
 
-def inbox(tracker: Engine, s: Session, key: bytes, threshold: float = 0.6, limit: int = 100) -> list[InboxItem]:
+def inbox(tracker: Engine, s: Session, key: bytes, threshold: float = 0.6, limit: int = 100,
+          keyring: Keyring = NO_KEYS) -> list[InboxItem]:
     """Low-confidence and not-understood messages across conversations, newest first, that no reviewer
     has labelled yet (button presses, "/intent" payloads, are not the citizen's words and are left out)."""
     c = ConversationSummary
@@ -363,9 +378,8 @@ def inbox(tracker: Engine, s: Session, key: bytes, threshold: float = 0.6, limit
     for row in rows:
         if (row.sender_id, row.id) in labelled:
             continue
-        try:
-            data = json.loads(row.data or "{}")
-        except ValueError:
+        data = event_data(row, keyring)
+        if data is None:
             continue
         text = str(data.get("text") or "")
         intent = (data.get("parse_data") or {}).get("intent") or {}

@@ -18,7 +18,8 @@ from sqlalchemy import Engine, delete, func, select, true
 from sqlalchemy.orm import sessionmaker
 
 from console.auth import audited
-from console.conversations import EVENTS, ConversationIndex
+from console.conversations import EVENTS, NO_KEYS, ConversationIndex
+from textnorm.sealing import Keyring
 from services.models import MessageAnnotation, PhoneCall, PhoneTurn
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ class Purged:
     recordings: int = 0
 
 
-def purge(tracker: Engine, sessions: sessionmaker, days: int, now: dt.datetime | None = None) -> Purged:
+def purge(tracker: Engine, sessions: sessionmaker, days: int, now: dt.datetime | None = None,
+          keyring: Keyring = NO_KEYS) -> Purged:
     """Delete what is older than ``days`` days; ``days`` 0 keeps everything."""
     if days <= 0:
         return Purged()
@@ -42,7 +44,7 @@ def purge(tracker: Engine, sessions: sessionmaker, days: int, now: dt.datetime |
         senders = list(t.execute(select(EVENTS.c.sender_id).where(EVENTS.c.timestamp < cut.timestamp())
                                  .group_by(EVENTS.c.sender_id)).scalars())
     events = gone = 0
-    index = ConversationIndex(tracker, sessions)
+    index = ConversationIndex(tracker, sessions, keyring=keyring)
     for start in range(0, len(senders), BATCH):
         batch = senders[start:start + BATCH]
         with tracker.begin() as t:

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.settings import ROOT
+from textnorm.sealing import Keyring, keyring_for
 
 
 class ConsoleSettings(BaseSettings):
@@ -21,6 +22,8 @@ class ConsoleSettings(BaseSettings):
     # The key of the conversation pseudonyms in URLs, links, the API and exports (a keyed hash of the
     # sender id, which can be a phone number). Empty: a random key kept in the console's database.
     console_pseudonym_key: SecretStr = SecretStr("")
+    # The keys personal data is encrypted under at rest (services/settings.py, textnorm/sealing.py).
+    data_keys: SecretStr = SecretStr("")
     # The WeChat channels' store (channels/wechat_store.py): who is with WeChat's human customer service.
     wechat_claims: str = "var/wechat.db"
 
@@ -42,6 +45,10 @@ class ConsoleSettings(BaseSettings):
         if self.heze_env == "production" and not self.console_secure_cookies:
             raise ValueError("CONSOLE_SECURE_COOKIES must be true in production (the console runs behind HTTPS)")
         return self
+
+    @property
+    def keyring(self) -> Keyring:
+        return keyring_for(self.data_keys.get_secret_value(), str(ROOT / "var" / "data.keys"))
 
     @property
     def tracker_url(self) -> str:

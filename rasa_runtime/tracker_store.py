@@ -21,9 +21,17 @@ most two user turns). The database keeps every event: the prefix is never writte
 
 Durability is unchanged: ``save`` writes the new events and commits before it returns, as stock
 does; memory only ever holds what is already on disk. A kept tracker is handed out once (checked
-out) and comes back only through ``save``, so two requests never share one object. The table,
-columns and rows are stock Rasa's; the console, the HTTP API's full tracker and ``rasa export``
-read them as before.
+out) and comes back only through ``save``, so two requests never share one object. The table and
+columns are stock Rasa's; the console opens the rows with the same keys, and the HTTP API's full
+tracker and ``rasa export`` read them through this store.
+
+Personal data is encrypted at rest: each row's ``data`` (the event as JSON: the citizen's text,
+entities, slot values, metadata, the bot's words) is sealed with AES-256-GCM under ``DATA_KEYS``
+(textnorm/sealing.py), bound to its sender id; the other columns (type, intent and action names,
+timestamp) stay as stock writes them, so the per-turn queries and the indexes work unchanged. Rows
+written in clear before encryption are read as they are; ``python -m console rekey`` seals them and
+moves old rows to a new key. Every read of ``data`` here goes through ``_load``: stock's full-tracker
+read (HTTP API, ``rasa export``) too.
 
 Creating this store installs ``rasa_runtime.patches`` (the documented way they get installed).
 """
@@ -32,6 +40,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Text, Tuple
@@ -44,6 +53,7 @@ from rasa.shared.core.trackers import DialogueStateTracker, TrackerEventDiffEngi
 
 from rasa_runtime import patches
 from textnorm.masking import install_log_masking
+from textnorm.sealing import Keyring
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +130,13 @@ class HezeTrackerStore(SQLTrackerStore):
     engine: Any  # stock's (a pooled one for a SQLite file, below)
 
     def __init__(self, domain: Any = None, keep: int = DEFAULT_KEEP, window: int = DEFAULT_WINDOW,
-                 **kwargs: Any) -> None:
+                 keys: Optional[Text] = None, in_clear: bool = False, **kwargs: Any) -> None:
+        """``keys``: the keyring (``DATA_KEYS`` from the environment when not given). Without keys the
+        store refuses to start, unless ``in_clear`` says the rows are to be written as stock does."""
+        self.keyring = Keyring.parse(keys if keys is not None else os.environ.get("DATA_KEYS", ""))
+        if not self.keyring and not in_clear:
+            raise ValueError("DATA_KEYS is not set: the tracker store encrypts personal data at rest "
+                             "(python -m textnorm.sealing new-key makes a key; see .env.example)")
         patches.install()
         # Rasa has configured its logging (console and --log-file) by now: mask what it writes.
         install_log_masking()
@@ -196,7 +212,7 @@ class HezeTrackerStore(SQLTrackerStore):
         if not rows or any(row.type_name == SessionStarted.type_name for row in rows):
             return False
         for row in rows:
-            tracker.update(Event.from_parameters(json.loads(row.data)))
+            tracker.update(Event.from_parameters(self._load(tracker.sender_id, row.data)))
         saved.count, saved.last_id = len(tracker.events), rows[-1].id
         return True
 
@@ -204,7 +220,8 @@ class HezeTrackerStore(SQLTrackerStore):
         rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).all()
         if not rows or not self.domain:
             return None
-        full = DialogueStateTracker.from_dict(sender_id, [json.loads(row.data) for row in rows], self.domain.slots)
+        full = DialogueStateTracker.from_dict(sender_id, [self._load(sender_id, row.data) for row in rows],
+                                              self.domain.slots)
         tracker = windowed(full, self.window)
         self._mark(tracker, _Saved(len(tracker.events), rows[-1].id))
         return tracker
@@ -233,7 +250,12 @@ class HezeTrackerStore(SQLTrackerStore):
             with self.engine.connect() as conn:
                 head = self._head(conn, tracker.sender_id)
             if head is not None:  # the database has some of it: stock counts what is there
-                await super().save(tracker)
+                await self.stream_events(tracker)
+                with self.session_scope() as session:
+                    new = list(self._additional_events(session, tracker))
+                with self.engine.begin() as conn:
+                    for event in new:
+                        conn.execute(self._insert, self._row(tracker.sender_id, event))
                 self._kept.pop(tracker.sender_id, None)
                 return
             saved = _Saved(0, 0)  # a new conversation: every event is new
@@ -257,13 +279,27 @@ class HezeTrackerStore(SQLTrackerStore):
             self._mark(kept, _Saved(len(kept.events), saved.last_id))
         self._keep(kept)
 
-    @staticmethod
-    def _row(sender_id: Text, event: Event) -> Dict[Text, Any]:
-        """One ``events`` row, with the columns stock ``SQLTrackerStore.save`` fills."""
+    def _row(self, sender_id: Text, event: Event) -> Dict[Text, Any]:
+        """One ``events`` row, with the columns stock ``SQLTrackerStore.save`` fills; ``data`` sealed."""
         data = event.as_dict()
         return {"sender_id": sender_id, "type_name": event.type_name, "timestamp": data.get("timestamp"),
                 "intent_name": data.get("parse_data", {}).get("intent", {}).get("name"),
-                "action_name": data.get("name"), "data": json.dumps(data)}
+                "action_name": data.get("name"), "data": self.keyring.seal(json.dumps(data), sender_id)}
+
+    def _load(self, sender_id: Text, stored: Text) -> Dict[Text, Any]:
+        """A row's event as a dict: opened (a row written in clear is read as it is). A row that does
+        not open (a key removed too early, a damaged row) raises: a conversation is never silently
+        read without some of its events."""
+        return json.loads(self.keyring.open(stored, sender_id))
+
+    async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
+        """Stock's read (full tracker, ``stream_events``), with the rows opened."""
+        with self.session_scope() as session:
+            rows = self._event_query(session, sender_id, fetch_events_from_all_sessions).all()
+            events = [self._load(sender_id, row.data) for row in rows]
+        if not self.domain or not events:
+            return None
+        return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
 
     def _keep(self, tracker: DialogueStateTracker) -> None:
         self._kept[tracker.sender_id] = tracker

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from textnorm.sealing import keyring_setting
+
 ROOT = Path(__file__).resolve().parent.parent
 _SAMPLE_SECRETS = {"", "change-me", "changeme", "secret", "test"}
 
@@ -34,6 +36,10 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8030"
 
     heze_db_url: str = "sqlite:///var/heze.db"
+    # Keys that encrypt personal data at rest (the tracker store's events; textnorm/sealing.py):
+    # "id:key,id:key", the first seals, all open. Empty: the embedded default keeps one in
+    # var/data.keys; production must set it (keep it apart from the database's backups).
+    data_keys: SecretStr = SecretStr("")
 
     payment_provider: Literal["sandbox"] = "sandbox"
     payment_sandbox_secret: SecretStr | None = None
@@ -79,11 +85,18 @@ class Settings(BaseSettings):
                 raise ValueError("RASA_API_TOKEN is empty or a sample value; refusing to start")
             if self.payment_provider == "sandbox":
                 raise ValueError("the sandbox payment provider takes no real money; not in production")
+            if not self.data_keys.get_secret_value().strip():
+                raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
             if not self.public_base_url.startswith("https://"):
                 raise ValueError("PUBLIC_BASE_URL must be https:// in production")
             if (self.wechat_token and self.wechat_mode == "plain") or (self.miniprogram_token and self.miniprogram_mode == "plain"):
                 raise ValueError("WeChat plain mode sends citizens' messages unencrypted; use safe mode in production")
         return self
+
+    @property
+    def data_keys_text(self) -> str:
+        """``DATA_KEYS``, or the embedded default's key file (made the first time)."""
+        return keyring_setting(self.data_keys.get_secret_value(), str(ROOT / "var" / "data.keys"))
 
     @property
     def payment_notify_url(self) -> str:

@@ -130,6 +130,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for name in ("token", "encoding_aes_key", "appid", "secret", "mode", "api_base", "kf_account"):
             value = getattr(settings, f"{prefix}_{name}")
             env[f"{prefix}_{name}".upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    env["DATA_KEYS"] = settings.data_keys_text
     env["PHONE_CHANNEL_TOKEN"] = settings.phone_channel_token.get_secret_value() or secrets.token_hex(24)
     env["WECHAT_CLAIMS"] = settings.wechat_claims
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)

@@ -16,6 +16,7 @@ from services.db import make_engine
 from services.migrate import upgrade
 from services.seed import seed
 from services.settings import ROOT, Settings
+from textnorm.sealing import new_key
 
 # Tests that need Rasa itself run inside .venv-rasa (tests/rasa/test_runtime.py starts them).
 collect_ignore = ["rasa_env"]
@@ -30,6 +31,7 @@ def make_settings(**overrides: object) -> Settings:
         "rasa_api_token": SecretStr("test-token-" + uuid.uuid4().hex),
         "payment_sandbox_secret": SecretStr("sandbox-" + uuid.uuid4().hex),
         "heze_db_url": "sqlite:///:memory:",
+        "data_keys": SecretStr(f"t1:{new_key()}"),  # the stack's processes seal the tracker store with it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]

@@ -1,5 +1,6 @@
-"""rasa_runtime.tracker_store: what is on disk is what stock Rasa writes and reads; the kept tracker
-is used only while the database agrees with it; the window keeps the conversation's state."""
+"""rasa_runtime.tracker_store: with no keys, what is on disk is what stock Rasa writes and reads; with
+keys, every row's event is sealed and nothing personal is on disk in clear; the kept tracker is used
+only while the database agrees with it; the window keeps the conversation's state."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
+import sqlalchemy as sa
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.events import (ActionExecuted, ActiveLoop, BotUttered, Event, SessionStarted, SlotSet,
@@ -15,6 +17,10 @@ from rasa.shared.core.events import (ActionExecuted, ActiveLoop, BotUttered, Eve
 from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 
 from rasa_runtime.tracker_store import HezeTrackerStore, windowed
+from textnorm.sealing import Keyring, SealedValueError, new_key
+
+KEY1, KEY2 = new_key(), new_key()
+KEYS = f"k1:{KEY1}"
 
 Clock = Iterator[float]
 
@@ -37,11 +43,26 @@ def db(tmp_path: Path) -> str:
 
 
 def store(domain: Any, db: str, **kwargs: Any) -> HezeTrackerStore:
+    kwargs.setdefault("keys", KEYS)
     return HezeTrackerStore(domain=domain, dialect="sqlite", db=db, **kwargs)
+
+
+def clear_store(domain: Any, db: str, **kwargs: Any) -> HezeTrackerStore:
+    return HezeTrackerStore(domain=domain, dialect="sqlite", db=db, keys="", in_clear=True, **kwargs)
 
 
 def stock(domain: Any, db: str) -> SQLTrackerStore:
     return SQLTrackerStore(domain=domain, dialect="sqlite", db=db)
+
+
+class FromDisk:
+    """Stock's read of the latest session (every event from its SessionStarted on), rows opened."""
+
+    def __init__(self, domain: Any, db: str, keys: str = KEYS) -> None:
+        self.store = store(domain, db, keys=keys)
+
+    async def retrieve(self, sender: str) -> DialogueStateTracker:
+        return await self.store._retrieve(sender, fetch_events_from_all_sessions=False)
 
 
 class Talk:
@@ -104,13 +125,13 @@ def dumped(tracker: DialogueStateTracker) -> List[dict]:
 
 def test_rows_are_what_stock_reads_back(domain: Any, db: str) -> None:
     talk = Talk()
-    ours = store(domain, db)
+    ours = clear_store(domain, db)
     turns = [talk.start() + talk.greeting(1)] + [talk.bill()] + [talk.greeting(2)]
     tracker = play(ours, "a", turns)
     back = run(stock(domain, db).retrieve("a"))
     # stock reads the session from its SessionStarted on (action_session_start, just before it, stays on disk)
     assert dumped(back) == [e.as_dict() for t in turns for e in t][1:]
-    assert dumped(back) == dumped(run(store(domain, db).retrieve("a")))
+    assert dumped(back) == dumped(run(clear_store(domain, db).retrieve("a")))
     assert back.current_state(EventVerbosity.NONE) == tracker.current_state(EventVerbosity.NONE)
     assert dumped(tracker) == dumped(back)  # the kept tracker is what stock would read
     with ours.session_scope() as session:  # stock's columns filled the same way
@@ -120,7 +141,8 @@ def test_rows_are_what_stock_reads_back(domain: Any, db: str) -> None:
     assert {r.action_name for r in rows if r.type_name == "action"} >= {"utter_greet", "bill_form", "action_listen"}
 
 
-def test_stock_rows_are_read_and_continued(domain: Any, db: str) -> None:
+def test_stock_rows_are_read_and_continued_sealed(domain: Any, db: str) -> None:
+    """Rows written in clear before encryption was turned on are read; what follows is sealed."""
     talk = Talk()
     old = stock(domain, db)
     t = old.init_tracker("b")
@@ -129,8 +151,70 @@ def test_stock_rows_are_read_and_continued(domain: Any, db: str) -> None:
     run(old.save(t))
     ours = store(domain, db)
     tracker = play(ours, "b", [talk.greeting(2)])
-    assert [e["text"] for e in dumped(run(old.retrieve("b"))) if e["event"] == "user"] == ["你好1", "你好2"]
-    assert ours.counts["read"] == 1 and dumped(tracker) == dumped(run(old.retrieve("b")))
+    on_disk = FromDisk(domain, db)
+    assert [e["text"] for e in dumped(run(on_disk.retrieve("b"))) if e["event"] == "user"] == ["你好1", "你好2"]
+    assert ours.counts["read"] == 1 and dumped(tracker) == dumped(run(on_disk.retrieve("b")))
+    with ours.session_scope() as session:
+        data = [r.data for r in session.query(ours.SQLEvent).filter(ours.SQLEvent.sender_id == "b").order_by(ours.SQLEvent.id)]
+    assert not any(d.startswith("s1:") for d in data[:len(talk.start() + talk.greeting(1))])
+    assert all(d.startswith("s1:k1:") for d in data[len(talk.start() + talk.greeting(1)):])
+
+
+PERSONAL = ["13800000001", "370102199001011234", "6222020200112233445"]
+
+
+def test_nothing_personal_is_on_disk_in_clear(domain: Any, db: str) -> None:
+    """User text, entities, slot values, metadata and the bot's words are sealed; the database file
+    (and its WAL) holds none of the numbers; the store reads them back whole."""
+    talk = Talk()
+    ours = store(domain, db)
+    turns = [talk.start() + talk.turn(f"我的电话{PERSONAL[0]}，身份证{PERSONAL[1]}", "inform",
+                                      SlotSet("lookup_phone", PERSONAL[0]), BotUttered(f"卡号{PERSONAL[2]}", {}))]
+    play(ours, "p", turns)
+    ours.engine.dispose()
+    raw = b"".join(p.read_bytes() for p in Path(db).parent.iterdir() if p.name.startswith(Path(db).name))
+    for number in PERSONAL + ["我的电话"]:
+        assert number.encode() not in raw, number
+    back = run(FromDisk(domain, db).retrieve("p"))
+    assert dumped(back) == [e.as_dict() for t in turns for e in t][1:]
+    assert back.get_slot("lookup_phone") == PERSONAL[0]
+
+
+def test_a_row_moved_to_another_conversation_or_a_missing_key_does_not_open(domain: Any, db: str) -> None:
+    talk = Talk()
+    ours = store(domain, db)
+    play(ours, "q", [talk.start() + talk.greeting(1)])
+    with ours.engine.begin() as conn:  # a sealed row copied under another sender id
+        conn.execute(ours.SQLEvent.__table__.insert().from_select(
+            ["sender_id", "type_name", "timestamp", "intent_name", "action_name", "data"],
+            ours.SQLEvent.__table__.select().with_only_columns(
+                sa.literal("r"), ours.SQLEvent.type_name, ours.SQLEvent.timestamp, ours.SQLEvent.intent_name,
+                ours.SQLEvent.action_name, ours.SQLEvent.data).where(ours.SQLEvent.sender_id == "q")))
+    with pytest.raises(SealedValueError):
+        run(store(domain, db).retrieve("r"))
+    with pytest.raises(SealedValueError, match="k1"):  # the key was removed before the rows were moved
+        run(store(domain, db, keys=f"k2:{KEY2}").retrieve("q"))
+
+
+def test_a_new_key_reads_the_old_rows_and_seals_the_new_ones(domain: Any, db: str) -> None:
+    talk = Talk()
+    play(store(domain, db), "s", [talk.start() + talk.greeting(1)])
+    rotated = store(domain, db, keys=f"k2:{KEY2},k1:{KEY1}")
+    play(rotated, "s", [talk.greeting(2)])
+    assert [e["text"] for e in dumped(run(FromDisk(domain, db, keys=f"k2:{KEY2},k1:{KEY1}").retrieve("s")))
+            if e["event"] == "user"] == ["你好1", "你好2"]
+    with rotated.session_scope() as session:
+        keys = [Keyring.parse(f"k2:{KEY2},k1:{KEY1}").key_of(r.data)
+                for r in session.query(rotated.SQLEvent).order_by(rotated.SQLEvent.id)]
+    assert keys == ["k1"] * len(talk.start() + talk.greeting(1)) + ["k2"] * len(talk.greeting(2))
+
+
+def test_without_keys_the_store_refuses_to_start(domain: Any, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATA_KEYS", raising=False)
+    with pytest.raises(ValueError, match="DATA_KEYS"):
+        HezeTrackerStore(domain=domain, dialect="sqlite", db=db)
+    monkeypatch.setenv("DATA_KEYS", KEYS)
+    assert HezeTrackerStore(domain=domain, dialect="sqlite", db=db).keyring.current == "k1"
 
 
 def test_a_saved_tracker_is_kept_and_used_while_the_database_agrees(domain: Any, db: str) -> None:
@@ -147,7 +231,7 @@ def test_events_another_worker_wrote_are_caught_up(domain: Any, db: str) -> None
     play(second, "d", [talk.greeting(2)])  # reads from disk, writes its turn
     tracker = play(first, "d", [talk.greeting(3)])
     assert first.counts["caught_up"] == 1
-    assert dumped(tracker) == dumped(run(stock(domain, db).retrieve("d")))
+    assert dumped(tracker) == dumped(run(FromDisk(domain, db).retrieve("d")))
 
 
 def test_a_tracker_changed_but_not_saved_is_not_used_again(domain: Any, db: str) -> None:
@@ -188,7 +272,7 @@ def test_the_window_keeps_the_state_and_every_event_stays_on_disk(domain: Any, d
     turns = [talk.start() + talk.greeting(0)] + [talk.greeting(n) for n in range(1, 6)] + [talk.bill()]
     turns += [talk.greeting(n) for n in range(6, 20)]
     tracker = play(ours, "h", turns)
-    full = run(stock(domain, db).retrieve("h"))
+    full = run(FromDisk(domain, db).retrieve("h"))
     kept = run(ours.retrieve("h"))
     assert kept is not None and ours.counts["read"] == 0
     assert len([e for e in kept.events if isinstance(e, UserUttered)]) <= 4 + 2
@@ -301,8 +385,6 @@ def test_rows_another_writer_adds_during_our_turn_are_read_next_time(domain: Any
 
 
 def test_the_store_adds_its_index_once_and_twice_is_harmless(domain: Any, db: str) -> None:
-    import sqlalchemy as sa
-
     store(domain, db)
     second = store(domain, db)  # another worker starting: the index exists already
     indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(second.engine).get_indexes("events")}

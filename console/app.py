@@ -31,6 +31,7 @@ from console.exports import NOT_LABELS, nlu_yaml, test_story
 from console.labels import intent_label, outcome
 from console.retention import purge
 from console.settings import ConsoleSettings
+from services import sealed
 from services.db import make_engine, make_sessionmaker
 from services.models import AuditEntry, ConsoleUser, ConversationSummary, FeedbackTicket, MessageAnnotation, Rating
 from services.settings import ROOT
@@ -139,6 +140,7 @@ def parse_entities(text: str) -> list[dict[str, str]]:
 def create_app(settings: ConsoleSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sealed.use(settings.keyring)  # tickets' and calls' personal fields (services/sealed.py)
         engine = make_engine(settings.heze_db_url)
         sessions = make_sessionmaker(engine)
         tracker = create_engine(settings.tracker_url, connect_args={"check_same_thread": False}

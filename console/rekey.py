@@ -1,4 +1,5 @@
-"""``python -m console rekey``: seal every tracker-store row under the current key of ``DATA_KEYS``.
+"""``python -m console rekey``: seal every tracker-store row, and the service database's personal
+fields (services/sealed.py), under the current key of ``DATA_KEYS``.
 
 It seals rows written in clear (before encryption was turned on) and moves rows sealed under an
 older key to the current one, in batches of committed updates, so it can run while Rasa serves
@@ -16,10 +17,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, bindparam, create_engine, select, update
+from sqlalchemy import Engine, bindparam, column, create_engine, select, table, update
 
 from console.conversations import EVENTS
 from console.settings import get_console_settings
+from services.db import make_engine
+from services.migrate import upgrade
+from services.sealed import SEALED_COLUMNS
 from textnorm.sealing import Keyring, SealedValueError
 
 BATCH = 500
@@ -64,14 +68,52 @@ def rekey(engine: Engine, keyring: Keyring, batch: int = BATCH) -> Rekeyed:
             after = rows[-1].id
 
 
+def rekey_service_data(engine: Engine, keyring: Keyring, batch: int = BATCH) -> Rekeyed:
+    """The service database's sealed columns (bound to ``table.column``), the same way."""
+    if not keyring:
+        raise ValueError("DATA_KEYS is empty: nothing to seal with")
+    done = Rekeyed()
+    for name, columns in SEALED_COLUMNS.items():
+        t = table(name, column("id"), *(column(c) for c in columns))
+        after = 0
+        while True:
+            with engine.begin() as conn:
+                rows = conn.execute(select(t).where(t.c.id > after).order_by(t.c.id).limit(batch)).all()
+                if not rows:
+                    break
+                for row in rows:
+                    done.read += 1
+                    changes = {}
+                    for c in columns:
+                        stored = getattr(row, c)
+                        if stored is None or keyring.is_current(stored):
+                            continue
+                        try:
+                            clear = keyring.open(stored, f"{name}.{c}")
+                        except SealedValueError as e:
+                            raise SealedValueError(f"{name} row {row.id}, {c}: {e}") from e
+                        done.sealed += keyring.key_of(stored) is None
+                        done.moved += keyring.key_of(stored) is not None
+                        changes[c] = keyring.seal(clear, f"{name}.{c}")
+                    if changes:
+                        conn.execute(update(t).where(t.c.id == row.id).values(**changes))
+                after = rows[-1].id
+    return done
+
+
 def main() -> int:
     settings = get_console_settings()
     engine = create_engine(settings.tracker_url, hide_parameters=True)
     try:
         done = rekey(engine, settings.keyring)
+        heze = make_engine(settings.heze_db_url)
+        upgrade(heze)
+        service = rekey_service_data(heze, settings.keyring)
     except (ValueError, SealedValueError) as e:
         print(f"rekey: {e}", file=sys.stderr)
         return 1
-    print(f"rows read {done.read}, sealed from clear {done.sealed}, moved to key "
+    print(f"tracker store: rows read {done.read}, sealed from clear {done.sealed}, moved to key "
           f"{settings.keyring.current} {done.moved}")
+    print(f"service database: rows read {service.read}, fields sealed from clear {service.sealed}, moved to key "
+          f"{settings.keyring.current} {service.moved}")
     return 0

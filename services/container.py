@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from services import sealed
 from services.applications import ApplicationsBackend, SqlApplications
 from services.billing import SqlBilling
 from services.db import make_engine, make_sessionmaker
@@ -14,6 +15,7 @@ from services.payments import PaymentProvider, SandboxProvider
 from services.people import HandoffsBackend, OutboxSms, RatingsBackend, SmsProvider, SqlHandoffs, SqlRatings
 from services.settings import Settings
 from services.tickets import SqlTickets, TicketsBackend
+from textnorm.sealing import Keyring
 
 if TYPE_CHECKING:
     from knowledge.index import KnowledgeBase
@@ -37,6 +39,7 @@ class Services:
 
 def build_services(settings: Settings, engine: Engine | None = None,
                    knowledge: "KnowledgeBase | None" = None) -> Services:
+    sealed.use(Keyring.parse(settings.data_keys_text))  # the personal fields' keys (services/sealed.py)
     engine = engine or make_engine(settings.heze_db_url)
     sessions = make_sessionmaker(engine)
     secret = settings.payment_sandbox_secret

@@ -16,6 +16,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from services.sealed import Sealed
+
 
 class Base(DeclarativeBase):
     pass
@@ -102,9 +104,9 @@ class FeedbackTicket(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(12), unique=True, index=True)
     category: Mapped[str] = mapped_column(String(20))
-    content: Mapped[str] = mapped_column(Text)
-    location: Mapped[str] = mapped_column(String(200))
-    contact_phone: Mapped[str | None] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Sealed("feedback_tickets.content"))
+    location: Mapped[str] = mapped_column(Sealed("feedback_tickets.location"))
+    contact_phone: Mapped[str | None] = mapped_column(Sealed("feedback_tickets.contact_phone"))
     department: Mapped[str] = mapped_column(String(30), index=True)
     status: Mapped[str] = mapped_column(String(20), default="received", index=True)
     due_date: Mapped[dt.date] = mapped_column(Date)
@@ -147,8 +149,8 @@ class SmsOutbox(Base):
     __tablename__ = "sms_outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    phone: Mapped[str] = mapped_column(String(20))
-    text: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str] = mapped_column(Sealed("sms_outbox.phone"))
+    text: Mapped[str] = mapped_column(Sealed("sms_outbox.text"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -160,7 +162,7 @@ class PhoneCall(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)  # the Rasa sender id
     transport: Mapped[str] = mapped_column(String(20))  # audiosocket | websocket
-    caller: Mapped[str | None] = mapped_column(String(32))
+    caller: Mapped[str | None] = mapped_column(Sealed("phone_calls.caller"))
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # caller_hangup | handoff | silence | error (a malformed frame or 0xff from the PBX) | busy (refused)
@@ -180,10 +182,10 @@ class PhoneTurn(Base):
     call_pk: Mapped[int] = mapped_column(ForeignKey("phone_calls.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(10))  # speech | dtmf | silence | start
-    transcript: Mapped[str | None] = mapped_column(Text)
+    transcript: Mapped[str | None] = mapped_column(Sealed("phone_turns.transcript"))
     asr_confidence: Mapped[float | None] = mapped_column()
-    dtmf: Mapped[str | None] = mapped_column(String(32))
-    reply: Mapped[str | None] = mapped_column(Text)
+    dtmf: Mapped[str | None] = mapped_column(Sealed("phone_turns.dtmf"))
+    reply: Mapped[str | None] = mapped_column(Sealed("phone_turns.reply"))
     # Milliseconds from the end of the caller's speech (or the last key) to the first audio byte sent.
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     rasa_ms: Mapped[int | None] = mapped_column(Integer)

@@ -80,3 +80,40 @@ def test_the_command_rotates_and_reports(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "console", "rekey"], cwd=ROOT, env={**env, "DATA_KEYS": f"k3:{new_key()}"},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "events row 1" in result.stderr
+
+
+def test_personal_fields_of_the_service_database_are_sealed_and_rekeyed(tmp_path: Path) -> None:
+    from services import sealed
+    from services.models import FeedbackTicket, PhoneCall, SmsOutbox
+    from console.rekey import rekey_service_data
+    import datetime as dt
+
+    heze = make_engine(f"sqlite:///{tmp_path / 'heze.db'}")
+    upgrade(heze)
+    sessions = make_sessionmaker(heze)
+    before = sealed.keyring()
+    try:
+        sealed.use(Keyring.parse(K1))
+        with sessions() as s:
+            s.add(FeedbackTicket(number="T0000001", category="complaint", content=f"路灯坏了，电话{PHONE}",
+                                 location="牡丹区中华路88号", contact_phone=PHONE, department="城管",
+                                 due_date=dt.date(2026, 12, 20), channel="wechat", sender_id="s1"))
+            s.add(SmsOutbox(phone=PHONE, text="您的工单T0000001已受理"))
+            s.add(PhoneCall(call_id="call-1", transport="audiosocket", caller=PHONE,
+                            started_at=dt.datetime.now(dt.timezone.utc)))
+            s.commit()
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("heze.db*"))
+        for clear in (PHONE, "牡丹区中华路88号", "路灯坏了", "已受理"):
+            assert clear.encode() not in raw, clear
+        with sessions() as s:  # the code reads plain text
+            ticket = s.scalars(select(FeedbackTicket)).one()
+            assert (ticket.contact_phone, ticket.location) == (PHONE, "牡丹区中华路88号")
+        both = Keyring.parse(f"{K2},{K1}")
+        done = rekey_service_data(heze, both)
+        assert (done.moved, done.sealed) == (6, 0)  # ticket 3 + sms 2 + call 1 fields
+        sealed.use(Keyring.parse(K2))  # the old key gone
+        with sessions() as s:
+            assert s.scalars(select(SmsOutbox.phone)).one() == PHONE
+            assert s.scalars(select(PhoneCall.caller)).one() == PHONE
+    finally:
+        sealed.use(before)

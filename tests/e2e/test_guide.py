@@ -30,7 +30,7 @@ def test_the_phone_gets_a_short_answer_and_the_guide_by_sms(running: Running) ->
     assert answer.startswith("普通护照申请的所需材料：") and "短信发给您" in answer and "http" not in answer
     assert "尾号0002" in joined(running.say("g2", "好的", PHONE))
     with running.services.sessions() as s:
-        texts = s.scalars(select(SmsOutbox.text).where(SmsOutbox.phone == "13800000002")).all()
+        texts = [m.text for m in s.scalars(select(SmsOutbox)) if m.phone == "13800000002"]  # sealed: not searchable
     assert any("/guide/passport" in t for t in texts)
 
 

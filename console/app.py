@@ -126,6 +126,17 @@ def domain_entities() -> set[str]:
     return entities
 
 
+def domain_actions() -> list[str]:
+    """The bot's actions and responses named in the domain, for the list's action filter."""
+    actions: set[str] = set()
+    for path in (ROOT / "bot" / "domain").glob("*.yml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        actions.update(str(a) for a in data.get("actions") or [])
+        actions.update(str(f) for f in data.get("forms") or {})
+        actions.update(str(r) for r in data.get("responses") or {})
+    return sorted(actions)
+
+
 def parse_entities(text: str) -> list[dict[str, str]]:
     """'entity=value; entity=value' as typed by a reviewer -> Rasa entity dicts."""
     out = []
@@ -154,6 +165,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                                       dt.timedelta(hours=settings.console_session_hours))
         app.state.intents = domain_intents()
         app.state.entities = domain_entities()
+        app.state.actions = domain_actions()
         app.state.sync_lock = asyncio.Lock()
 
         async def keep_in_step() -> None:
@@ -346,8 +358,11 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def conversations(request: Request, who: Staff = Depends(staff)) -> HTMLResponse:
         f, rows, total = await listed(request)
         pages = max(1, -(-total // settings.console_page_size))
+        reviewers = await rows_of(request, select(ConsoleUser.username).order_by(ConsoleUser.username))
         return page(request, "conversations.html", who, rows=rows, total=total, f=f, pages=pages,
-                    query=urlencode(f.query()), channels=CHANNELS, flags=FLAGS, intents=request.app.state.intents)
+                    query=urlencode(f.query()), channels=CHANNELS, flags=FLAGS, intents=request.app.state.intents,
+                    entity_names=sorted(request.app.state.entities), action_names=request.app.state.actions,
+                    reviewers=reviewers)
 
     def conversation_context(request: Request, sender: str, reveal: int | None = None) -> dict[str, Any]:
         with sessions_of(request)() as s:
@@ -721,12 +736,18 @@ def dashboard_data(sessions: sessionmaker, days: int) -> dict[str, Any]:
     series = {c: [0] * len(day_list) for c in CHANNELS}
     position = {d: i for i, d in enumerate(day_list)}
     intents: Counter[str] = Counter()
-    for started, channel, _, _, names in rows:
+    per_day, handed, not_understood = [0] * len(day_list), [0] * len(day_list), [0] * len(day_list)
+    for started, channel, handoff, fallback, names in rows:
         started = started if started.tzinfo else started.replace(tzinfo=dt.timezone.utc)
         day = started.astimezone(tz).date().isoformat()
-        if day in position and channel in series:
-            series[channel][position[day]] += 1
+        if day in position:
+            per_day[position[day]] += 1
+            handed[position[day]] += bool(handoff)
+            not_understood[position[day]] += bool(fallback)
+            if channel in series:
+                series[channel][position[day]] += 1
         intents.update(n for n in names.split() if n not in ("greet", "nlu_fallback"))
+    trend_flags = {"转人工的对话": "handoff", "没听懂的对话": "fallback"}
     n = len(rows)
     scored = sum(c for _, c in ratings)
     on_time = sum(1 for status, due_date, updated in due
@@ -737,6 +758,12 @@ def dashboard_data(sessions: sessionmaker, days: int) -> dict[str, Any]:
         "per_day": charts.stacked_days(day_list, series, width=1100, height=260, names=CHANNEL_NAMES,
                                        link=lambda day, channel: "/conversations?" + urlencode(
                                            {"channel": channel, "date_from": day, "date_to": day})),
+        "trend": charts.trend(day_list, {
+            "转人工的对话": [h / t if t else None for h, t in zip(handed, per_day)],
+            "没听懂的对话": [f / t if t else None for f, t in zip(not_understood, per_day)]},
+            colours={"转人工的对话": "#d2691e", "没听懂的对话": "#b22222"},
+            link=lambda day, name: "/conversations?" + urlencode(
+                {"flag": trend_flags[name], "date_from": day, "date_to": day})),
         "containment": charts.gauge("自助办结率（未转人工）", (n - sum(1 for r in rows if r[2])) / n if n else None,
                                     "/conversations?flag=handoff"),
         "fallback": charts.gauge("没听懂的对话占比", sum(1 for r in rows if r[3]) / n if n else None,

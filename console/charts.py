@@ -70,6 +70,39 @@ def stacked_days(days: list[str], series: dict[str, list[int]], width: int = 640
     return "".join(parts)
 
 
+def trend(days: list[str], lines: dict[str, list[Optional[float]]], width: int = 1100, height: int = 220,
+          colours: Optional[dict[str, str]] = None, link: Optional[Callable[[str, str], str]] = None) -> str:
+    """Shares per day (0–1) as lines, one per name, with a legend; a day with no conversations has no
+    point. ``link(day, name)`` makes each point a link to what it counts."""
+    if not days or not any(v is not None for values in lines.values() for v in values):
+        return '<p class="muted">暂无数据</p>'
+    colours = colours or {}
+    left, bottom, legend = 44, 28, 22
+    plot_h, step = height - bottom - legend, (width - left - 10) / len(days)
+    parts = [_svg(width, height, "每天的比率"),
+             f'<text x="4" y="{legend + 10}">100%</text><text x="4" y="{legend + plot_h}">0%</text>',
+             f'<line x1="{left}" y1="{legend + plot_h}" x2="{width - 10}" y2="{legend + plot_h}" stroke="#999"/>']
+    for j, (name, values) in enumerate(lines.items()):
+        colour = colours.get(name, "#4682b4")
+        points = [(left + (i + 0.5) * step, legend + plot_h * (1 - v), day, v)
+                  for i, (day, v) in enumerate(zip(days, values)) if v is not None]
+        if len(points) > 1:
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                         + " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in points) + '"/>')
+        for x, y, day, v in points:
+            dot = (f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"><title>{escape(day)} '
+                   f'{escape(name)}：{v * 100:.0f}%</title></circle>')
+            parts.append(_linked(link(day, name) if link else None, dot))
+        parts.append(f'<rect x="{left + j * 150}" y="4" width="12" height="12" fill="{colour}"/>'
+                     f'<text x="{left + j * 150 + 16}" y="14">{escape(name)}</text>')
+    for i, day in enumerate(days):
+        if len(days) <= 16 or i % 2 == 0:
+            parts.append(f'<text x="{left + (i + 0.5) * step:.1f}" y="{height - 8}" text-anchor="middle" '
+                         f'font-size="10">{escape(day[5:])}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def gauge(label: str, share: float | None, href: Optional[str] = None) -> str:
     """A percentage as a horizontal meter; ``href``: the conversations it counts."""
     title = f'<a href="{escape(href)}">{escape(label)}</a>' if href else escape(label)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from textnorm.masking import mask, mask_data
 from textnorm.sealing import Keyring, SealedValueError
-from services.models import (ConsoleState, ConversationSummary, MessageAnnotation, PhoneCall, PhoneTurn, Rating)
+from services.models import (AuditEntry, ConsoleState, ConversationSummary, MessageAnnotation, PhoneCall, PhoneTurn, Rating)
 
 logger = logging.getLogger(__name__)
 NO_KEYS = Keyring([])
@@ -36,6 +36,9 @@ EVENTS = Table(
 CHANNELS = ("wechat", "miniprogram", "phone", "rest")
 FALLBACK_ACTIONS = {"action_fallback", "action_default_fallback", "action_offer_human"}
 HANDOFF_ACTIONS = {"action_handoff"}
+QUIET_ACTIONS = {"action_listen", "action_session_start"}  # every conversation has them: no filter
+# What a reviewer does to a conversation (the audit log's actions), for the "reviewer" filter.
+REVIEW_ACTIONS = ("reviewed", "unreviewed", "correct", "flag", "unflag", "tags", "note")
 WECHAT_DEADLINE_S = 4.0  # the channel's passive-reply deadline: a later reply went out as a customer-service message
 TEXT_LIMIT = 4000
 BATCH = 5000
@@ -131,7 +134,7 @@ class ConversationIndex:
                     summary = summaries.get(row.sender_id)
                     if summary is None:
                         summary = ConversationSummary(sender_id=row.sender_id, ref=conversation_ref(self.key, row.sender_id),
-                                                      channel="rest", turns=0, intents=" ",
+                                                      channel="rest", turns=0, intents=" ", entities=" ", actions=" ",
                                                       text="", started_at=_when(row.timestamp), tags=" ",
                                                       last_at=_when(row.timestamp), reviewed=False, fallback=False,
                                                       handoff=False, late_reply=False, silence_hangup=False)
@@ -163,6 +166,7 @@ class ConversationIndex:
                     s.delete(x)
                     continue
                 x.turns, x.intents, x.text, x.min_confidence, x.awaiting_since = 0, " ", "", None, None
+                x.entities, x.actions = " ", " "
                 x.fallback = x.handoff = x.late_reply = False
             for row in rows:
                 if row.sender_id in summaries:
@@ -184,6 +188,10 @@ class ConversationIndex:
             name, conf = intent.get("name"), intent.get("confidence")
             if name and f" {name} " not in x.intents:
                 x.intents += f"{name} "
+            for e in (data.get("parse_data") or {}).get("entities") or []:
+                entity = str(e.get("entity") or "") if isinstance(e, dict) else ""
+                if entity and entity.isidentifier() and f" {entity} " not in (x.entities or " "):
+                    x.entities = (x.entities or " ") + f"{entity} "
             if name == "nlu_fallback":
                 x.fallback = True
             if isinstance(conf, (int, float)) and not str(data.get("text", "")).startswith("/"):
@@ -197,6 +205,9 @@ class ConversationIndex:
                 x.late_reply = True
             x.awaiting_since = None
         elif kind == "action":
+            name = str(row.action_name or "")
+            if name and name not in QUIET_ACTIONS and f" {name} " not in (x.actions or " "):
+                x.actions = (x.actions or " ") + f"{name} "
             if row.action_name in FALLBACK_ACTIONS:
                 x.fallback = True
             if row.action_name in HANDOFF_ACTIONS:
@@ -226,6 +237,10 @@ class Filters:
     rating: str = ""  # "1".."5" or "low" (1-2)
     reviewed: str = ""  # yes | no
     tag: str = ""
+    entity: str = ""  # an entity the NLU found in a citizen's message
+    action: str = ""  # an action the bot took
+    flagged: str = ""  # yes: a reviewer flagged one of its messages
+    reviewer: str = ""  # a staff member who reviewed, corrected, flagged, tagged or noted it
     q: str = ""
     sort: str = "-last_at"
     page: int = 1
@@ -277,6 +292,15 @@ def list_conversations(s: Session, f: Filters, page_size: int) -> tuple[list[Con
         q = q.where(c.reviewed.is_(f.reviewed == "yes"))
     if f.tag:
         q = q.where(c.tags.contains(f" {f.tag.strip()} "))
+    if f.entity:
+        q = q.where(c.entities.contains(f" {f.entity.strip()} "))
+    if f.action:
+        q = q.where(c.actions.contains(f" {f.action.strip()} "))
+    if f.flagged == "yes":
+        q = q.where(c.sender_id.in_(select(MessageAnnotation.sender_id).where(MessageAnnotation.flagged.is_(True))))
+    if f.reviewer:
+        q = q.where(c.ref.in_(select(AuditEntry.conversation).where(AuditEntry.username == f.reviewer.strip(),
+                                                                      AuditEntry.action.in_(REVIEW_ACTIONS))))
     if f.q:
         q = q.where(or_(c.text.contains(f.q), c.sender_id.contains(f.q)))
     total = s.scalar(select(func.count()).select_from(q.subquery())) or 0

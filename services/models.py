@@ -250,6 +250,8 @@ class ConversationSummary(Base):
     last_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     turns: Mapped[int] = mapped_column(Integer, default=0)
     intents: Mapped[str] = mapped_column(Text, default="")  # " intent_a intent_b " for LIKE filters
+    entities: Mapped[str] = mapped_column(Text, default=" ", server_default=" ")  # " entity_a entity_b "
+    actions: Mapped[str] = mapped_column(Text, default=" ", server_default=" ")  # " action_a action_b " (the bot's)
     min_confidence: Mapped[float | None] = mapped_column(index=True)
     fallback: Mapped[bool] = mapped_column(default=False)
     handoff: Mapped[bool] = mapped_column(default=False)

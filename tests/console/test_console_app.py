@@ -1,6 +1,7 @@
 """Access rules, CSRF, lock-out, the learning loop and masking, against the console app in-process."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -288,3 +289,38 @@ def test_create_user_command(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "已创建" in ok.stdout
     assert create("first-admin").returncode == 1  # exists
     assert create("short", "short").returncode == 1  # password too short
+
+
+def test_filters_by_entity_action_flagged_message_and_reviewer(console: TestClient) -> None:
+    from sqlalchemy import insert
+
+    from console.conversations import EVENTS
+    from tests.console.synthetic import conversation
+
+    rows = conversation("rest-entity-1", "rest", [("交水费户号1000000002", "pay_bill", 0.95)], 1_760_000_000.0)
+    data = json.loads(rows[1]["data"])
+    data["parse_data"]["entities"] = [{"entity": "bill_type", "value": "水费"}, {"entity": "account_number", "value": "1000000002"}]
+    rows[1]["data"] = json.dumps(data, ensure_ascii=False)
+    with console.app.state.tracker.begin() as t:  # type: ignore[attr-defined]
+        t.execute(insert(EVENTS), rows)
+    csrf = sign_in(console, "rev")
+    found = console.get("/api/conversations", params={"entity": "account_number"}).json()
+    assert [c["id"] for c in found["conversations"]] == [ref(console, "rest-entity-1")]
+    assert console.get("/api/conversations", params={"entity": "district"}).json()["total"] == 0
+    handed = console.get("/api/conversations", params={"action": "action_handoff"}).json()
+    assert handed["total"] == 3 and all(c["handoff"] for c in handed["conversations"])
+    sender = "rest-0-000003"
+    event = first_user_event(console, sender)
+    assert console.post(f"/conversations/{ref(console, sender)}/messages/{event}/flag",
+                        data={"csrf_token": csrf, "on": "yes"}).status_code == 303
+    flagged = console.get("/api/conversations", params={"flagged": "yes"}).json()
+    assert [c["id"] for c in flagged["conversations"]] == [ref(console, sender)]
+    other = "wechat-0-000000"
+    assert console.post(f"/conversations/{ref(console, other)}/review",
+                        data={"csrf_token": csrf, "reviewed": "yes"}).status_code == 303
+    by_rev = {c["id"] for c in console.get("/api/conversations", params={"reviewer": "rev"}).json()["conversations"]}
+    assert by_rev == {ref(console, sender), ref(console, other)}
+    assert console.get("/api/conversations", params={"reviewer": "lead"}).json()["total"] == 0
+    page = console.get("/conversations", params={"reviewer": "rev"}).text
+    assert "<option value=\"rev\" selected>" in page, re.findall(r"<option value=\"rev\"[^>]*>", page)
+    assert "<option value=\"bill_type\"" in page

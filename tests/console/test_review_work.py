@@ -126,3 +126,6 @@ def test_dashboard_charts_fit_their_cards_speak_chinese_and_link_to_the_list(con
     assert 'href="/conversations?flag=handoff"' in page and 'href="/conversations?flag=fallback"' in page
     assert re.search(r'href="/conversations\?channel=phone&amp;date_from=\d{4}-\d\d-\d\d&amp;date_to=', page)
     assert "svg.chart { width: 100%" in console.get("/static/console.css").text
+    # the trend over days: a line per rate, each day's point linking to that day's conversations
+    assert "每天转人工和没听懂的比率" in page and page.count("<polyline") == 2
+    assert re.search(r'href="/conversations\?flag=fallback&amp;date_from=(\d{4}-\d\d-\d\d)&amp;date_to=\1"', page)

@@ -26,6 +26,7 @@ from services.migrate import upgrade
 from services.settings import ROOT
 from tests.console.synthetic import write_conversations
 from tests.sandbox import free_port
+from textnorm.sealing import Keyring, new_key
 
 PASSWORD = "mudan console 2026 春"
 
@@ -55,13 +56,14 @@ def main() -> None:
     Accounts(make_sessionmaker(engine)).create_user("bench", PASSWORD, "admin")
     tracker = make_engine(f"sqlite:///{tmp / 'tracker.db'}")
     t0 = time.perf_counter()
-    senders = write_conversations(tracker, args.conversations)
+    keys = f"b1:{new_key()}"  # rows sealed as the tracker store writes them: the console opens each one
+    senders = write_conversations(tracker, args.conversations, keyring=Keyring.parse(keys))
     written_s = time.perf_counter() - t0
     port = free_port()
     key = "bench-pseudonym-key"
     refs = [conversation_ref(key.encode(), sender) for sender in senders]  # the console's links carry these
     env = {**os.environ, "HEZE_DB_URL": heze, "TRACKER_DB": str(tmp / "tracker.db"), "CONSOLE_PORT": str(port),
-           "HEZE_ENV": "test", "CONSOLE_PSEUDONYM_KEY": key}
+           "HEZE_ENV": "test", "CONSOLE_PSEUDONYM_KEY": key, "DATA_KEYS": keys}
     proc = subprocess.Popen([sys.executable, "-m", "console", "serve"], cwd=ROOT, env=env,
                             stdout=open(tmp / "console.log", "wb"), stderr=subprocess.STDOUT)
     results: dict[str, object] = {"conversations": args.conversations, "tracker_write_s": round(written_s, 1)}

@@ -9,8 +9,11 @@ from typing import Callable, Optional
 PALETTE = {"wechat": "#2e8b57", "miniprogram": "#4682b4", "phone": "#d2691e", "rest": "#808080"}
 
 
-def _svg(width: float, height: float, label: str) -> str:
-    return (f'<svg class="chart" role="img" aria-label="{escape(label)}" viewBox="0 0 {width:.0f} {height:.0f}" '
+def _svg(width: float, height: float, label: str, linked: bool = False) -> str:
+    """A chart's frame. One with links is a labelled group (an image may not hold links: its
+    children are not announced and cannot be reached from the keyboard), one without an image."""
+    role = "group" if linked else "img"
+    return (f'<svg class="chart" role="{role}" aria-label="{escape(label)}" viewBox="0 0 {width:.0f} {height:.0f}" '
             f'preserveAspectRatio="xMinYMin meet">')
 
 
@@ -25,7 +28,7 @@ def bar_chart(rows: list[tuple[str, float]], width: int = 520, bar_h: int = 22, 
         return '<p class="muted">暂无数据</p>'
     top = max(v for _, v in rows) or 1
     label_w, h = min(170, width // 3), bar_h * len(rows) + 10
-    parts = [_svg(width, h, label)]
+    parts = [_svg(width, h, label, linked=bool(links))]
     for i, (name, value) in enumerate(rows):
         y = 5 + i * bar_h
         w = (width - label_w - 70) * value / top
@@ -49,7 +52,7 @@ def stacked_days(days: list[str], series: dict[str, list[int]], width: int = 640
     left, bottom, legend = 36, 28, 22
     plot_h = height - bottom - legend
     step = (width - left - 10) / len(days)
-    parts = [_svg(width, height, "每天的对话"),
+    parts = [_svg(width, height, "每天的对话", linked=link is not None),
              f'<text x="4" y="{legend + 10}">{top}</text><text x="4" y="{legend + plot_h}">0</text>']
     for i, day in enumerate(days):
         x, y = left + i * step, float(legend + plot_h)
@@ -79,7 +82,7 @@ def trend(days: list[str], lines: dict[str, list[Optional[float]]], width: int =
     colours = colours or {}
     left, bottom, legend = 44, 28, 22
     plot_h, step = height - bottom - legend, (width - left - 10) / len(days)
-    parts = [_svg(width, height, "每天的比率"),
+    parts = [_svg(width, height, "每天的比率", linked=link is not None),
              f'<text x="4" y="{legend + 10}">100%</text><text x="4" y="{legend + plot_h}">0%</text>',
              f'<line x1="{left}" y1="{legend + plot_h}" x2="{width - 10}" y2="{legend + plot_h}" stroke="#999"/>']
     for j, (name, values) in enumerate(lines.items()):

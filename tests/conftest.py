@@ -16,7 +16,13 @@ from services.db import make_engine
 from services.migrate import upgrade
 from services.seed import seed
 from services.settings import ROOT, Settings
-from textnorm.sealing import new_key
+from services import sealed
+from textnorm.sealing import Keyring, new_key
+
+# One keyring for the whole test run: the service database's sealed columns use one keyring per
+# process (services/sealed.py), so every stack, console and services object of the run shares it.
+TEST_DATA_KEYS = f"t1:{new_key()}"
+sealed.use(Keyring.parse(TEST_DATA_KEYS))
 
 # Tests that need Rasa itself run inside .venv-rasa (tests/rasa/test_runtime.py starts them).
 collect_ignore = ["rasa_env"]
@@ -31,7 +37,7 @@ def make_settings(**overrides: object) -> Settings:
         "rasa_api_token": SecretStr("test-token-" + uuid.uuid4().hex),
         "payment_sandbox_secret": SecretStr("sandbox-" + uuid.uuid4().hex),
         "heze_db_url": "sqlite:///:memory:",
-        "data_keys": SecretStr(f"t1:{new_key()}"),  # the stack's processes seal the tracker store with it
+        "data_keys": SecretStr(TEST_DATA_KEYS),  # the stack's processes seal personal data with it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]

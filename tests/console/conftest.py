@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from console.app import create_app
 from console.auth import Accounts
@@ -15,6 +16,8 @@ from services.db import make_engine, make_sessionmaker
 from services.migrate import upgrade
 from services.seed import seed
 from tests.console.synthetic import write_conversations
+from tests.conftest import TEST_DATA_KEYS
+from textnorm.sealing import Keyring
 
 PASSWORD = "correct horse battery"
 
@@ -30,10 +33,11 @@ def console(tmp_path: Path) -> Iterator[TestClient]:
     for name, role in (("admin", "admin"), ("lead", "supervisor"), ("rev", "reviewer")):
         accounts.create_user(name, PASSWORD, role)
     tracker = make_engine(f"sqlite:///{tmp_path / 'tracker.db'}")
-    write_conversations(tracker, 12)
+    keys = TEST_DATA_KEYS  # sealed as the tracker store writes them: every page opens the rows
+    write_conversations(tracker, 12, keyring=Keyring.parse(keys))
     tracker.dispose()
     settings = ConsoleSettings(_env_file=None, heze_db_url=heze, tracker_db=str(tmp_path / "tracker.db"),  # type: ignore[call-arg]
-                               wechat_claims=str(tmp_path / "wechat.db"))
+                               wechat_claims=str(tmp_path / "wechat.db"), data_keys=SecretStr(keys))
     with TestClient(create_app(settings), follow_redirects=False) as client:
         yield client
     engine.dispose()

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from console.conversations import EVENTS
+from textnorm.sealing import Keyring
 
 # The personal numbers the tests look for on every page: none of them may appear in the clear.
 PHONE = "13812345678"
@@ -56,8 +57,10 @@ def conversation(sender: str, channel: str, script: list[tuple[str, str, float]]
     return rows
 
 
-def write_conversations(engine: Engine, n: int, seed: int = 0, days: int = 14) -> list[str]:
-    """``n`` conversations spread over the last ``days`` days; returns their sender ids."""
+def write_conversations(engine: Engine, n: int, seed: int = 0, days: int = 14,
+                        keyring: Keyring | None = None) -> list[str]:
+    """``n`` conversations spread over the last ``days`` days; returns their sender ids. With a
+    ``keyring``, each row's event is sealed as the project's tracker store writes it."""
     EVENTS.metadata.create_all(engine)
     rnd = random.Random(seed)
     now = time.time()
@@ -67,7 +70,8 @@ def write_conversations(engine: Engine, n: int, seed: int = 0, days: int = 14) -
         channel = ("wechat", "miniprogram", "phone", "rest")[i % 4]
         sender = f"{channel}-{seed}-{i:06d}"
         senders.append(sender)
-        batch.extend(conversation(sender, channel, SCRIPTS[i % len(SCRIPTS)], now - rnd.uniform(0, days * 86400)))
+        rows = conversation(sender, channel, SCRIPTS[i % len(SCRIPTS)], now - rnd.uniform(0, days * 86400))
+        batch.extend({**r, "data": keyring.seal(r["data"], sender)} for r in rows) if keyring else batch.extend(rows)
         if len(batch) > 5000:
             with engine.begin() as conn:
                 conn.execute(insert(EVENTS), batch)

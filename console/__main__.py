@@ -50,6 +50,29 @@ def purge_now() -> int:
     return 0
 
 
+def rebuild_now() -> int:
+    """Every conversation's summary computed again from its events (after an upgrade that added a
+    summary column); what reviewers wrote stays."""
+    from sqlalchemy import select
+
+    from console.conversations import ConversationIndex, ref_key
+    from services.models import ConversationSummary
+
+    configure_logging()
+    settings = get_console_settings()
+    engine = make_engine(settings.heze_db_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    key = ref_key(sessions, settings.console_pseudonym_key.get_secret_value())
+    index = ConversationIndex(make_engine(settings.tracker_url), sessions, key, settings.keyring)
+    with sessions() as s:
+        senders = list(s.scalars(select(ConversationSummary.sender_id)))
+    for start in range(0, len(senders), 500):
+        index.rebuild(senders[start:start + 500])
+    print(f"重新统计了 {len(senders)} 个对话 / rebuilt")
+    return 0
+
+
 def serve() -> int:
     import uvicorn
 
@@ -68,6 +91,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the console")
     sub.add_parser("purge", help="delete conversations, calls and recordings past the retention period")
+    sub.add_parser("rebuild", help="compute every conversation's summary again from its events")
     sub.add_parser("rekey", help="seal every tracker-store row under the first key of DATA_KEYS")
     user = sub.add_parser("create-user", help="add a console user")
     user.add_argument("--username", required=True)
@@ -76,6 +100,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "purge":
         return purge_now()
+    if args.command == "rebuild":
+        return rebuild_now()
     if args.command == "rekey":
         from console.rekey import main as rekey_main
 

@@ -81,3 +81,28 @@ def test_the_purge_command(tmp_path: Path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "删除了 1 个对话" in out.stdout and "保留 30 天" in out.stdout
+
+
+def test_the_rebuild_command_fills_what_an_upgrade_added(tmp_path: Path) -> None:
+    """Summaries read before migration 0008 have no entities/actions: `console rebuild` fills them
+    from the events, and keeps what reviewers wrote."""
+    heze = make_engine(f"sqlite:///{tmp_path / 'heze.db'}")
+    upgrade(heze)
+    sessions = make_sessionmaker(heze)
+    tracker = make_engine(f"sqlite:///{tmp_path / 'tracker.db'}")
+    write_conversations(tracker, 4)
+    ConversationIndex(tracker, sessions).sync()
+    with sessions() as s:
+        for x in s.scalars(select(ConversationSummary)):
+            x.entities, x.actions, x.note = " ", " ", "已回电"
+        s.commit()
+    env = {"HEZE_DB_URL": f"sqlite:///{tmp_path / 'heze.db'}", "TRACKER_DB": str(tmp_path / "tracker.db"),
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "console", "rebuild"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "重新统计了 4 个对话" in out.stdout
+    with sessions() as s:
+        rows = list(s.scalars(select(ConversationSummary)))
+    assert all("utter_ok" in x.actions or "action_fallback" in x.actions for x in rows)
+    assert all(x.note == "已回电" and x.turns == 3 for x in rows)

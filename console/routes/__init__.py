@@ -1,0 +1,1 @@
+"""The console's routes, one module per area; ``console.app.create_app`` includes their routers."""

@@ -1,24 +1,45 @@
 """Services API: health, the payment page citizens open, payment provider notifications, and the
-full service guides that answers link to (``/guide/<slug>``)."""
+full service guides that answers link to (``/guide/<slug>``). A background task sweeps payment
+orders (queries silent ones, closes expired ones) every ``PAYMENT_SWEEP_S``."""
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from html import escape
 
 import httpx
+import qrcode
+import qrcode.image.svg
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from knowledge.config import KnowledgeSettings
 from knowledge.content import Topic, load_topics, section_html
-from services.billing import PaymentMismatch, format_yuan
+from services.billing import OrderView, PaymentMismatch, format_yuan
 from services.container import Services
-from services.payments import InvalidNotification, SandboxProvider, handle_notification
+from services.payments import (
+    Checkout,
+    InvalidNotification,
+    ProviderError,
+    SandboxProvider,
+    handle_notification,
+    sweep,
+)
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_NOTIFY_BYTES = 16 * 1024
+# A refused notification: status and the fixed message WeChat Pay's answer format carries
+# ({"code": "FAIL", "message": ...}); the specific reason goes to the log only.
+NOTIFY_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    InvalidNotification: (400, "invalid notification"),
+    PaymentMismatch: (409, "order mismatch"),
+}
 
 _PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>{title}</title>
@@ -30,8 +51,54 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(title=escape(title), body=body), status_code=status)
 
 
+def _sandbox_form(checkout: Checkout) -> str:
+    return (f'<form method="post" action="{escape(checkout.params["action"])}">'
+            "<p>（测试环境：不会真实扣款）</p><button type=submit>确认支付</button></form>")
+
+
+def _jsapi_button(checkout: Checkout) -> str:
+    """WeChat's in-app payment (JSAPI 调起支付) inside the official account's web view."""
+    params = json.dumps(checkout.params).replace("<", "\\u003c")
+    return ("<button id=pay type=button>微信支付</button><p id=msg></p><script>"
+            f"var p={params};document.getElementById('pay').onclick=function(){{"
+            "if(typeof WeixinJSBridge==='undefined'){document.getElementById('msg').textContent='请在微信里打开这个页面。';return;}"
+            "WeixinJSBridge.invoke('getBrandWCPayRequest',p,function(r){"
+            "if(r.err_msg==='get_brand_wcpay_request:ok'){location.reload();}});};</script>")
+
+
+def _native_qr(checkout: Checkout) -> str:
+    """A Native order's code_url as a QR code (long-press it in WeChat, or scan it)."""
+    svg = qrcode.make(checkout.params["code_url"], image_factory=qrcode.image.svg.SvgPathImage)
+    return ("<p>请用微信扫一扫，或在微信里长按识别二维码付款。</p>"
+            f'<div style="width:16em">{svg.to_string(encoding="unicode")}</div>')
+
+
+# Checkout.kind -> the part of the payment page that takes the payment
+CHECKOUT_PAGES: dict[str, Callable[[Checkout], str]] = {
+    "sandbox": _sandbox_form,
+    "jsapi": _jsapi_button,
+    "native": _native_qr,
+}
+
+
 def create_app(settings: Settings, services: Services) -> FastAPI:
-    app = FastAPI(title="Heze services API", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweep_forever()) if settings.payment_sweep_s > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    async def _sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.payment_sweep_s)
+            now = dt.datetime.now(dt.timezone.utc)
+            counts = await run_in_threadpool(sweep, services.payments, billing, now,
+                                             dt.timedelta(seconds=settings.payment_query_after_s))
+            if any(counts.values()):
+                log.info("payment sweep: %s", counts)
+
+    app = FastAPI(title="Heze services API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     billing = services.billing
 
     @app.get("/health")
@@ -72,11 +139,28 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
             return _page("已缴费", head + "<p>这笔费用已经缴清，谢谢。</p>")
         if order.status != "pending":
             return _page("订单已失效", head + "<p>订单已失效，请重新发起缴费。</p>", 410)
-        form = ""
-        if isinstance(services.payments, SandboxProvider):
-            form = (f'<form method="post" action="/pay/{escape(order.order_no)}/sandbox">'
-                    "<p>（测试环境：不会真实扣款）</p><button type=submit>确认支付</button></form>")
-        return _page("缴费", head + form)
+        checkout = checkout_of(order)
+        if checkout is None:
+            return _page("暂时不能支付", head + "<p>支付暂时不可用，请稍后再试。</p>", 502)
+        return _page("缴费", head + CHECKOUT_PAGES[checkout.kind](checkout))
+
+    def checkout_of(order: OrderView) -> Checkout | None:
+        try:
+            return services.payments.checkout(order)
+        except ProviderError as exc:
+            log.warning("checkout of order %s failed: %s", order.order_no, exc)
+            return None
+
+    @app.get("/pay/{order_no}/checkout")
+    def checkout_params(order_no: str) -> JSONResponse:
+        """The payment parameters, for the mini-program's ``wx.requestPayment``."""
+        order = billing.order(order_no) if order_no.isdigit() else None
+        if order is None or order.status != "pending":
+            return JSONResponse({"error": "no payable order"}, status_code=404)
+        checkout = checkout_of(order)
+        if checkout is None:
+            return JSONResponse({"error": "payment unavailable"}, status_code=502)
+        return JSONResponse({"kind": checkout.kind, "params": checkout.params})
 
     @app.post("/pay/{order_no}/sandbox", response_class=HTMLResponse)
     async def sandbox_pay(order_no: str) -> HTMLResponse:
@@ -100,16 +184,14 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
             return JSONResponse({"error": "unknown provider"}, status_code=404)
         body = await request.body()
         if len(body) > MAX_NOTIFY_BYTES:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+            return JSONResponse({"code": "FAIL", "message": "body too large"}, status_code=413)
         try:
             outcome = await run_in_threadpool(handle_notification, services.payments, billing, body, request.headers)
-        except InvalidNotification as exc:
-            log.warning("payment notification rejected: %s", exc)
-            return JSONResponse({"error": "invalid notification"}, status_code=400)
-        except PaymentMismatch as exc:
-            log.warning("payment notification does not match its order: %s", exc)
-            return JSONResponse({"error": "order mismatch"}, status_code=409)
-        log.info("order %s %s", outcome.order_no, "paid" if outcome.changed else "already paid")
+        except tuple(NOTIFY_ERRORS) as exc:
+            status, message = next(v for k, v in NOTIFY_ERRORS.items() if isinstance(exc, k))
+            log.warning("%s payment notification refused (%s): %s", provider_name, status, exc)
+            return JSONResponse({"code": "FAIL", "message": message}, status_code=status)
+        log.info("order %s %s", outcome.order_no, outcome.status if outcome.changed else "unchanged (repeat)")
         return PlainTextResponse("success")
 
     return app

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.models import Bill, PaymentOrder
+from services.models import Bill, PaymentOrder, PaymentRefund
 
 # bill type -> how citizens call it. Insurance contributions are looked up by ID-card number.
 BILL_TYPES: dict[str, str] = {
@@ -32,6 +32,14 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "refunded": frozenset(),
 }
 LIVE_STATES = frozenset({"pending", "paid"})
+# refund state machine; a refund that counts against the order's amount is any but "closed"
+REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"succeeded", "closed", "abnormal"}),
+    "abnormal": frozenset({"succeeded", "closed"}),
+    "succeeded": frozenset(),
+    "closed": frozenset(),
+}
+ORDER_TTL = dt.timedelta(minutes=30)
 
 
 class InvalidTransition(Exception):
@@ -64,6 +72,18 @@ class OrderView:
     amount_fen: int
     status: str
     created: bool = False
+    channel: str = ""
+    sender_id: str = ""
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefundView:
+    refund_no: str
+    order_no: str
+    amount_fen: int
+    order_amount_fen: int
+    status: str
 
 
 @dataclass(frozen=True)
@@ -96,7 +116,12 @@ def _bill_view(b: Bill) -> BillView:
 
 
 def _order_view(o: PaymentOrder, created: bool = False) -> OrderView:
-    return OrderView(o.order_no, o.bill_id, o.amount_fen, o.status, created)
+    expires = o.expires_at.replace(tzinfo=dt.timezone.utc) if o.expires_at and o.expires_at.tzinfo is None else o.expires_at
+    return OrderView(o.order_no, o.bill_id, o.amount_fen, o.status, created, o.channel, o.sender_id, expires)
+
+
+def _refund_view(r: PaymentRefund) -> RefundView:
+    return RefundView(r.refund_no, r.order.order_no, r.amount_fen, r.order.amount_fen, r.status)
 
 
 def transition(order: PaymentOrder, to: str) -> None:
@@ -108,10 +133,12 @@ def transition(order: PaymentOrder, to: str) -> None:
 
 class SqlBilling:
     def __init__(
-        self, sessions: sessionmaker, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+        self, sessions: sessionmaker, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        order_ttl: dt.timedelta = ORDER_TTL,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self.order_ttl = order_ttl
 
     def outstanding(self, bill_type: str, account: str) -> list[BillView]:
         with self._sessions() as s:
@@ -143,8 +170,10 @@ class SqlBilling:
             bill = s.get(Bill, bill_id)
             if bill is None:
                 raise PaymentMismatch(f"no bill {bill_id}")
+            now = self._clock()
             order = PaymentOrder(
-                order_no=self._clock().strftime("%Y%m%d") + f"{secrets.randbelow(10**10):010d}",
+                order_no=now.strftime("%Y%m%d") + f"{secrets.randbelow(10**10):010d}",
+                expires_at=now + self.order_ttl,
                 bill_id=bill.id,
                 active_bill_id=bill.id,
                 amount_fen=bill.amount_fen,
@@ -183,13 +212,85 @@ class SqlBilling:
                 raise PaymentMismatch("unknown order")
             if amount_fen != o.amount_fen:
                 raise PaymentMismatch("amount does not match the order")
-            if o.status == "paid":
+            if o.status in ("paid", "refunded"):
                 if o.provider_txn_id != provider_txn_id:
                     raise PaymentMismatch("order already paid by another transaction")
                 return PaymentOutcome(o.order_no, o.status, changed=False)
+            if o.status != "pending":
+                raise PaymentMismatch(f"payment for an order that is {o.status}: refund it")
             transition(o, "paid")
             o.provider_txn_id = provider_txn_id
             o.paid_at = self._clock()
             o.bill.status = "paid"
             s.commit()
             return PaymentOutcome(o.order_no, o.status, changed=True)
+
+    def pending_due(self, before: dt.datetime) -> list[OrderView]:
+        """Pending orders that expire before ``before`` (the sweep's work list), oldest first."""
+        with self._sessions() as s:
+            rows = s.scalars(select(PaymentOrder).where(PaymentOrder.status == "pending",
+                                                        PaymentOrder.expires_at <= before)
+                             .order_by(PaymentOrder.expires_at)).all()
+            return [_order_view(o) for o in rows]
+
+    def expire(self, order_no: str) -> PaymentOutcome:
+        """A pending order that the provider has closed: expired, its bill free for a new order."""
+        with self._sessions() as s:
+            o = s.scalar(select(PaymentOrder).where(PaymentOrder.order_no == order_no).with_for_update())
+            if o is None:
+                raise PaymentMismatch("unknown order")
+            if o.status != "pending":
+                return PaymentOutcome(o.order_no, o.status, changed=False)
+            transition(o, "expired")
+            s.commit()
+            return PaymentOutcome(o.order_no, o.status, changed=True)
+
+    def start_refund(self, order_no: str, amount_fen: int, reason: str) -> RefundView:
+        """Record a refund about to be asked of the provider; never more than is left to refund."""
+        with self._sessions() as s:
+            o = s.scalar(select(PaymentOrder).where(PaymentOrder.order_no == order_no).with_for_update())
+            if o is None or o.status != "paid":
+                raise InvalidTransition(f"order {order_no} is not paid; nothing to refund")
+            taken = s.scalar(select(func.coalesce(func.sum(PaymentRefund.amount_fen), 0))
+                             .where(PaymentRefund.order_id == o.id, PaymentRefund.status != "closed"))
+            if not 0 < amount_fen <= o.amount_fen - int(taken or 0):
+                raise InvalidTransition(f"order {order_no}: a refund of {amount_fen} fen exceeds what is left")
+            count = s.scalar(select(func.count()).select_from(PaymentRefund).where(PaymentRefund.order_id == o.id))
+            refund = PaymentRefund(refund_no=f"{o.order_no}R{int(count or 0) + 1:02d}", order=o,
+                                   amount_fen=amount_fen, status="pending", reason=reason[:80])
+            s.add(refund)
+            s.commit()
+            return _refund_view(refund)
+
+    def refund(self, refund_no: str) -> RefundView | None:
+        with self._sessions() as s:
+            r = s.scalar(select(PaymentRefund).where(PaymentRefund.refund_no == refund_no))
+            return _refund_view(r) if r else None
+
+    def confirm_refund(self, refund_no: str, *, order_no: str, amount_fen: int, status: str,
+                       provider_refund_id: str) -> PaymentOutcome:
+        """Apply a verified refund result (``succeeded``, ``closed`` or ``abnormal``); repeats change
+        nothing. When the succeeded refunds cover the order, the order is refunded."""
+        with self._sessions() as s:
+            r = s.scalar(select(PaymentRefund).where(PaymentRefund.refund_no == refund_no).with_for_update())
+            if r is None or r.order.order_no != order_no:
+                raise PaymentMismatch("unknown refund")
+            if amount_fen != r.amount_fen:
+                raise PaymentMismatch("refund amount does not match")
+            if r.status == status:
+                return PaymentOutcome(order_no, r.order.status, changed=False)
+            if status not in REFUND_TRANSITIONS[r.status]:
+                raise PaymentMismatch(f"refund is {r.status}; {status} does not apply")
+            r.status = status
+            r.provider_refund_id = provider_refund_id
+            if status == "succeeded":
+                r.succeeded_at = self._clock()
+                s.flush()
+                refunded = s.scalar(select(func.sum(PaymentRefund.amount_fen))
+                                    .where(PaymentRefund.order_id == r.order_id, PaymentRefund.status == "succeeded"))
+                if int(refunded or 0) >= r.order.amount_fen:
+                    # The bill keeps its status: a refund (most often of a bill paid twice) does not
+                    # say the bill is owed again; staff settle that with the biller.
+                    transition(r.order, "refunded")
+            s.commit()
+            return PaymentOutcome(order_no, r.order.status, changed=True)

@@ -1,6 +1,8 @@
 """Builds the backends a process uses from its settings (the composition root)."""
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,7 @@ from services import sealed
 from services.applications import ApplicationsBackend, SqlApplications
 from services.billing import SqlBilling
 from services.db import make_engine, make_sessionmaker
-from services.payments import PaymentProvider, SandboxProvider
+from services.payments import PaymentProvider, SandboxProvider, SqlNonces
 from services.people import HandoffsBackend, OutboxSms, RatingsBackend, SmsProvider, SqlHandoffs, SqlRatings
 from services.settings import Settings
 from services.tickets import SqlTickets, TicketsBackend
@@ -37,23 +39,40 @@ class Services:
     knowledge: "KnowledgeBase | None" = None
 
 
+def _sandbox(settings: Settings, sessions: sessionmaker) -> PaymentProvider:
+    secret = settings.payment_sandbox_secret
+    assert secret is not None  # checked by Settings
+    return SandboxProvider(secret.get_secret_value().encode(), settings.public_base_url)
+
+
+def _wechatpay(settings: Settings, sessions: sessionmaker) -> PaymentProvider:
+    from services import wechatpay
+
+    return wechatpay.build(settings, SqlNonces(sessions, "wechatpay").claim)
+
+
+# settings.payment_provider -> how that provider is built
+PAYMENT_PROVIDERS: dict[str, Callable[[Settings, sessionmaker], PaymentProvider]] = {
+    "sandbox": _sandbox,
+    "wechatpay": _wechatpay,
+}
+
+
 def build_services(settings: Settings, engine: Engine | None = None,
                    knowledge: "KnowledgeBase | None" = None) -> Services:
     sealed.use(Keyring.parse(settings.data_keys_text))  # the personal fields' keys (services/sealed.py)
     engine = engine or make_engine(settings.heze_db_url)
     sessions = make_sessionmaker(engine)
-    secret = settings.payment_sandbox_secret
-    assert secret is not None  # checked by Settings
     return Services(
         engine=engine,
         sessions=sessions,
         applications=SqlApplications(sessions),
-        billing=SqlBilling(sessions),
+        billing=SqlBilling(sessions, order_ttl=dt.timedelta(seconds=settings.payment_order_ttl_s)),
         tickets=SqlTickets(sessions),
         handoffs=SqlHandoffs(sessions),
         ratings=SqlRatings(sessions),
         sms=OutboxSms(sessions),
-        payments=SandboxProvider(secret.get_secret_value().encode(), settings.public_base_url),
+        payments=PAYMENT_PROVIDERS[settings.payment_provider](settings, sessions),
         public_base_url=settings.public_base_url,
         knowledge=knowledge,
     )

@@ -93,7 +93,40 @@ class PaymentOrder(Base):
     sender_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     paid_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # After this an unpaid order is closed at the provider and expires (None: made before 0009).
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     bill: Mapped[Bill] = relationship()
+
+
+class PaymentRefund(Base):
+    """A refund of part or all of a paid order: ``pending -> succeeded | closed | abnormal``.
+    The order becomes ``refunded`` when its succeeded refunds add up to its amount."""
+
+    __tablename__ = "payment_refunds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    refund_no: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("payment_orders.id"), index=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    reason: Mapped[str] = mapped_column(String(80))
+    provider_refund_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    succeeded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    order: Mapped[PaymentOrder] = relationship()
+
+
+class PaymentNonce(Base):
+    """A (timestamp, nonce) pair a provider signed a notification with: seen once, refused twice.
+    Rows older than the signature window are pruned; an older message fails its timestamp check."""
+
+    __tablename__ = "payment_nonces"
+    __table_args__ = (UniqueConstraint("provider", "timestamp", "nonce", name="uq_payment_nonces"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    timestamp: Mapped[int] = mapped_column(BigInteger, index=True)
+    nonce: Mapped[str] = mapped_column(String(64))
 
 
 class FeedbackTicket(Base):

@@ -41,8 +41,25 @@ class Settings(BaseSettings):
     # var/data.keys; production must set it (keep it apart from the database's backups).
     data_keys: SecretStr = SecretStr("")
 
-    payment_provider: Literal["sandbox"] = "sandbox"
+    payment_provider: Literal["sandbox", "wechatpay"] = "sandbox"
     payment_sandbox_secret: SecretStr | None = None
+    # An order not paid this long after it was made is closed (WeChat Pay's time_expire too).
+    payment_order_ttl_s: int = 1800
+    # A pending order with no notification this long after it was made is queried at the provider.
+    payment_query_after_s: int = 300
+    # How often the services API queries silent orders and closes expired ones; 0: never.
+    payment_sweep_s: float = 60.0
+
+    # WeChat Pay API v3 (services/wechatpay.py; deploy/wechatpay.md). JSAPI orders are paid to the
+    # official account's and the mini-program's appids above (WECHAT_APPID, MINIPROGRAM_APPID): the
+    # openid a citizen has is the one the chat channel knows. Native orders use WECHAT_APPID.
+    wechatpay_mchid: str = ""
+    wechatpay_private_key_path: str = ""  # the merchant API certificate's key, apiclient_key.pem
+    wechatpay_cert_serial: str = ""  # that certificate's serial number
+    wechatpay_apiv3_key: SecretStr = SecretStr("")  # 32 characters, set in the merchant platform
+    wechatpay_public_key_path: str = ""  # WeChat Pay's platform public key, pub_key.pem
+    wechatpay_public_key_id: str = ""  # its id, PUB_KEY_ID_...
+    wechatpay_api_base: str = "https://api.mch.weixin.qq.com"
     sms_provider: Literal["outbox"] = "outbox"
 
     # WeChat official account (channels/wechat.py; deploy/wechat.md). Empty token or appid: not configured.
@@ -80,6 +97,8 @@ class Settings(BaseSettings):
     def _check_secrets(self) -> "Settings":
         if self.payment_provider == "sandbox" and not self.payment_sandbox_secret:
             raise ValueError("PAYMENT_SANDBOX_SECRET must be set for the sandbox payment provider")
+        if self.payment_provider == "wechatpay":
+            self._check_wechatpay()
         if self.heze_env == "production":
             if self.rasa_api_token.get_secret_value().lower() in _SAMPLE_SECRETS:
                 raise ValueError("RASA_API_TOKEN is empty or a sample value; refusing to start")
@@ -93,6 +112,24 @@ class Settings(BaseSettings):
                 raise ValueError("WeChat plain mode sends citizens' messages unencrypted; use safe mode in production")
         return self
 
+    def _check_wechatpay(self) -> None:
+        missing = [name.upper() for name in ("wechatpay_mchid", "wechatpay_private_key_path", "wechatpay_cert_serial",
+                                             "wechatpay_public_key_path", "wechatpay_public_key_id", "wechat_appid")
+                   if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"the wechatpay payment provider needs {', '.join(missing)}")
+        if len(self.wechatpay_apiv3_key.get_secret_value().encode()) != 32:
+            raise ValueError("WECHATPAY_APIV3_KEY must be the 32-character APIv3 key")
+        for name in ("wechatpay_private_key_path", "wechatpay_public_key_path"):
+            if not self.resolve(getattr(self, name)).is_file():
+                raise ValueError(f"{name.upper()}: no such file")
+        if self.heze_env == "production" and not self.wechatpay_api_base.startswith("https://"):
+            raise ValueError("WECHATPAY_API_BASE must be https:// in production")
+
+    def resolve(self, path: str) -> Path:
+        """A path from settings; relative paths are relative to the repository root."""
+        return Path(path) if Path(path).is_absolute() else ROOT / path
+
     @property
     def data_keys_text(self) -> str:
         """``DATA_KEYS``, or the embedded default's key file (made the first time)."""
@@ -102,6 +139,11 @@ class Settings(BaseSettings):
     def payment_notify_url(self) -> str:
         """Where the payment provider posts notifications (loopback for the sandbox)."""
         return f"http://{self.services_api_host}:{self.services_api_port}/payments/notify/{self.payment_provider}"
+
+    @property
+    def payment_public_notify_url(self) -> str:
+        """The notify URL a real provider is given with each order: public, https in production."""
+        return f"{self.public_base_url.rstrip('/')}/payments/notify/{self.payment_provider}"
 
 
 @lru_cache(maxsize=1)

@@ -71,7 +71,14 @@ class FakeWeChat:
 
 @contextmanager
 def serve(fake: FakeWeChat, port: int) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
+    with serve_app(fake.app(), port) as url:
+        yield url
+
+
+@contextmanager
+def serve_app(app: FastAPI, port: int) -> Iterator[str]:
+    """Any ASGI app on a real local port, in a thread, for the duration of the block."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

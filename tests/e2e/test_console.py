@@ -130,7 +130,7 @@ def test_a_reviewer_session_in_the_browser(running: Running) -> None:
 def test_a_reviewers_morning_in_the_browser(running: Running) -> None:
     """Inbox → label → open a conversation → correct → review next → export; axe on every page."""
     password = "morning-" + uuid.uuid4().hex[:8]
-    create_user(running, "li", password, role="supervisor")
+    create_user(running, "li", password, role="admin")
     # Vague things callers say; the ones the NLU is unsure of (as its parse says) are the inbox's.
     vague = ["嗯嗯那个啥呀", "俺寻思着吧那个", "哎呀这个那个", "就是那个事儿呗", "喂喂喂那个", "那个谁来着",
              "呃呃呃", "咋说呢这个", "你听我说啊", "就那个嘛", "这这这", "啥玩意儿"]
@@ -199,11 +199,12 @@ def test_a_reviewers_morning_in_the_browser(running: Running) -> None:
         story = page.request.get(f"{running.console_url}/conversations/{running.ref(callers[2])}/story.yml")
         assert story.ok and "give_feedback" in story.text() and "13800000012" not in story.text()
 
-        for path in ("/conversations", "/tickets", "/humans", "/admin/users", "/admin/audit"):
+        for path in ("/conversations", "/tickets", "/humans", "/admin/users", "/admin/audit",
+                     "/conversations/c00000000000000000000"):  # the last: the error page (404)
             page.goto(f"{running.console_url}{path}")
-            if path == "/admin/users":  # a supervisor is not an admin: the refusal page is checked too
-                assert page.locator("main").count() == 1
+            assert page.locator("main h1").count() == 1, path
             accessible(page)
+        assert "没有这个对话" in page.content()
         browser.close()
     for name in ("m1-dashboard", "m2-inbox", "m3-inbox-labelled", "m4-corrected", "m5-next"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000

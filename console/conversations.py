@@ -71,12 +71,17 @@ def _when(ts: float | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts or 0, dt.timezone.utc)
 
 
+UNREADABLE = "此条记录无法解密（密钥不对或已删除），请管理员检查 DATA_KEYS。"
+
+
 def event_data(row: Any, keyring: Keyring) -> dict[str, Any] | None:
     """A tracker-store row's event, opened with the deployment's keys (rasa_runtime/tracker_store.py
-    seals ``data``); None for a row that does not open or parse (logged with its id only)."""
+    seals ``data``); None for a row whose JSON is damaged (logged with its id only). A row that does
+    not open raises ``SealedValueError``: the index stops there rather than count it as empty, the
+    transcript shows it as unreadable, an export is refused."""
     try:
         data = json.loads(keyring.open(row.data or "{}", row.sender_id))
-    except (ValueError, SealedValueError) as e:
+    except ValueError as e:
         logger.warning("events row %s cannot be read: %s", row.id, type(e).__name__)
         return None
     return data if isinstance(data, dict) else None
@@ -315,7 +320,7 @@ class Turn:
     """One line of the transcript."""
 
     event_id: int
-    kind: str  # user | bot | action | slot | other
+    kind: str  # user | bot | action | slot | unreadable (a row that does not open with the keys)
     at: dt.datetime
     text: str = ""
     intent: str | None = None
@@ -334,7 +339,12 @@ def transcript(tracker: Engine, s: Session, sender: str, reveal_event: int | Non
     turns: list[Turn] = []
     slots: dict[str, Any] = {}  # each slot's value so far: a line only when it changes
     for row in rows:
-        data = event_data(row, keyring)
+        try:
+            data = event_data(row, keyring)
+        except SealedValueError:
+            logger.error("events row %s does not open with DATA_KEYS", row.id)
+            turns.append(Turn(row.id, "unreadable", _when(row.timestamp), UNREADABLE))
+            continue
         if data is None:
             continue
         shown = (lambda v: v) if row.id == reveal_event else mask
@@ -402,7 +412,11 @@ def inbox(tracker: Engine, s: Session, key: bytes, threshold: float = 0.6, limit
     for row in rows:
         if (row.sender_id, row.id) in labelled:
             continue
-        data = event_data(row, keyring)
+        try:
+            data = event_data(row, keyring)
+        except SealedValueError:
+            logger.error("events row %s does not open with DATA_KEYS", row.id)
+            continue
         if data is None:
             continue
         text = str(data.get("text") or "")

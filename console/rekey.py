@@ -11,7 +11,9 @@ Rotating a key (docs/DESIGN.md, "Encryption at rest"):
 3. ``python -m console rekey`` (prints how many rows moved; 0 left under old keys);
 4. remove the old keys from ``DATA_KEYS`` and restart.
 
-A row that does not open under any listed key stops the run with its id: nothing is skipped."""
+Every row is opened first, before anything is written: a row no listed key opens (the wrong
+``DATA_KEYS`` in this shell, a key dropped too early) stops the run with its id and nothing is
+changed. A row written during the run is sealed by Rasa under a listed key already."""
 from __future__ import annotations
 
 import sys
@@ -36,9 +38,29 @@ class Rekeyed:
     moved: int = 0  # rows that were under an older key
 
 
+def check_opens(engine: Engine, keyring: Keyring, batch: int = BATCH) -> int:
+    """Open every sealed tracker row and sealed field without writing; raises on the first that
+    does not open. Returns how many values were opened."""
+    opened = after = 0
+    with engine.connect() as conn:
+        while True:
+            rows = conn.execute(select(EVENTS.c.id, EVENTS.c.sender_id, EVENTS.c.data).where(EVENTS.c.id > after)
+                                .order_by(EVENTS.c.id).limit(batch)).all()
+            if not rows:
+                return opened
+            for row in rows:
+                try:
+                    keyring.open(row.data or "", row.sender_id)
+                except SealedValueError as e:
+                    raise SealedValueError(f"events row {row.id}: {e}; nothing was changed") from e
+                opened += 1
+            after = rows[-1].id
+
+
 def rekey(engine: Engine, keyring: Keyring, batch: int = BATCH) -> Rekeyed:
     if not keyring:
         raise ValueError("DATA_KEYS is empty: nothing to seal with")
+    check_opens(engine, keyring, batch)
     done = Rekeyed()
     after = 0
     change = update(EVENTS).where(EVENTS.c.id == bindparam("row_id")).values(data=bindparam("new_data"))
@@ -51,8 +73,8 @@ def rekey(engine: Engine, keyring: Keyring, batch: int = BATCH) -> Rekeyed:
             changes = []
             for row in rows:
                 done.read += 1
-                stored = row.data or ""
-                if keyring.is_current(stored):
+                stored = row.data
+                if stored is None or keyring.is_current(stored):
                     continue
                 try:
                     clear = keyring.open(stored, row.sender_id)
@@ -68,8 +90,9 @@ def rekey(engine: Engine, keyring: Keyring, batch: int = BATCH) -> Rekeyed:
             after = rows[-1].id
 
 
-def rekey_service_data(engine: Engine, keyring: Keyring, batch: int = BATCH) -> Rekeyed:
-    """The service database's sealed columns (bound to ``table.column``), the same way."""
+def rekey_service_data(engine: Engine, keyring: Keyring, batch: int = BATCH, write: bool = True) -> Rekeyed:
+    """The service database's sealed columns (bound to ``table.column``), the same way; with
+    ``write`` False every value is opened and nothing is changed (the check before a run)."""
     if not keyring:
         raise ValueError("DATA_KEYS is empty: nothing to seal with")
     done = Rekeyed()
@@ -95,7 +118,7 @@ def rekey_service_data(engine: Engine, keyring: Keyring, batch: int = BATCH) -> 
                         done.sealed += keyring.key_of(stored) is None
                         done.moved += keyring.key_of(stored) is not None
                         changes[c] = keyring.seal(clear, f"{name}.{c}")
-                    if changes:
+                    if changes and write:
                         conn.execute(update(t).where(t.c.id == row.id).values(**changes))
                 after = rows[-1].id
     return done
@@ -105,9 +128,10 @@ def main() -> int:
     settings = get_console_settings()
     engine = create_engine(settings.tracker_url, hide_parameters=True)
     try:
-        done = rekey(engine, settings.keyring)
         heze = make_engine(settings.heze_db_url)
         upgrade(heze)
+        rekey_service_data(heze, settings.keyring, write=False)  # everything opens, before any write
+        done = rekey(engine, settings.keyring)
         service = rekey_service_data(heze, settings.keyring)
     except (ValueError, SealedValueError) as e:
         print(f"rekey: {e}", file=sys.stderr)

@@ -44,11 +44,14 @@ class ConsoleSettings(BaseSettings):
     def _check(self) -> "ConsoleSettings":
         if self.heze_env == "production" and not self.console_secure_cookies:
             raise ValueError("CONSOLE_SECURE_COOKIES must be true in production (the console runs behind HTTPS)")
+        if self.heze_env == "production" and not self.data_keys.get_secret_value().strip():
+            raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
         return self
 
     @property
     def keyring(self) -> Keyring:
-        return keyring_for(self.data_keys.get_secret_value(), str(ROOT / "var" / "data.keys"))
+        key_file = None if self.heze_env == "production" else str(ROOT / "var" / "data.keys")
+        return keyring_for(self.data_keys.get_secret_value(), key_file)
 
     @property
     def tracker_url(self) -> str:

@@ -55,18 +55,25 @@ def _kind(head: str, length: int) -> tuple[str, str]:
 
 def _candidate(kind: str, prefix: str, length: int, n: int) -> str:
     if kind == "mobile":
-        return f"{prefix}1380000{9000 + n % 1000:04d}"
+        return f"{prefix}1380000{9000 + n:04d}"
     if kind == "id18":
-        body = f"37170219000101{n % 1000:03d}"
+        body = f"37170219000101{n:03d}"
         return body + id_check_char(body)
     if kind == "id15":
-        return f"371702000101{n % 1000:03d}"
+        return f"371702000101{n:03d}"
     if kind == "card":
         body = "6200" + str(n).zfill(length - 5)
         return body + _luhn(body)
     if kind == "landline":
         return "0530" + str(n).zfill(length - 4)
     return prefix + str(n).zfill(length - len(prefix))
+
+
+SERIES = 999  # stand-ins of one kind in one conversation (an ID card's sequence code has three digits)
+
+
+class TooManyNumbers(ValueError):
+    """A conversation with more different numbers of one kind than there are stand-ins for them."""
 
 
 class StandIns:
@@ -82,12 +89,12 @@ class StandIns:
             return masked
         if masked not in self._given:
             kind, prefix = _kind(m.group(1), len(masked))
-            n = self._count.get(kind + prefix, 0)
-            while True:
-                n += 1
+            for n in range(self._count.get(kind + prefix, 0) + 1, SERIES + 1):
                 value = _candidate(kind, prefix, len(masked), n)
                 if masked_number(value.upper()) != masked.upper() and value not in self._given.values():
                     break
+            else:
+                raise TooManyNumbers(f"more than {SERIES} different numbers of one kind in one conversation")
             self._count[kind + prefix] = n
             self._given[masked] = value
         return self._given[masked]

@@ -24,6 +24,7 @@ from console.settings import ConsoleSettings
 from services.settings import ROOT
 from services.tickets import CATEGORIES, FALLBACK_DEPARTMENT, ROUTES, STATUS_NAMES
 from textnorm.masking import mask
+from textnorm.sealing import SealedValueError
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -47,7 +48,8 @@ SECURITY_HEADERS = {
 
 class ConsoleError(Exception):
     """Every refusal the console gives: an HTTP status and a sentence for staff. One handler
-    (``answer_error``) shows it in the console's own page, or as JSON to the API and exports; a GET
+    (``answer_error``) shows it in the console's own page, or as ``{"detail": ...}`` JSON (FastAPI's
+    key, as its own 422s) to the API and exports; a GET
     page asked for without a session is sent to the login page instead."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -87,7 +89,7 @@ async def answer_error(request: Request, exc: Exception) -> Response:
     if error.status == 401 and request.method == "GET" and not wants_json(request):
         return RedirectResponse("/login?" + urlencode({"next": request.url.path}), status_code=303)
     if wants_json(request):
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        return JSONResponse({"detail": error.message}, status_code=error.status)  # FastAPI's own key
     return page(request, "error.html", None, status=error.status, message=error.message, status_code=error.status)
 
 
@@ -222,6 +224,10 @@ async def sync(app: FastAPI) -> None:
         try:
             await asyncio.to_thread(app.state.index.sync)
             app.state.sync_failing = False
+        except SealedValueError as exc:  # the index stops at that row rather than count it as empty
+            if not getattr(app.state, "sync_failing", False):
+                logger.error("a tracker-store row does not open with DATA_KEYS (%s); the list stops there", exc)
+            app.state.sync_failing = True
         except Exception as exc:  # noqa: BLE001 - the tracker store may not exist yet (Rasa creates it)
             if not getattr(app.state, "sync_failing", False):
                 logger.warning("cannot read the tracker store yet (%s); will retry", type(exc).__name__)

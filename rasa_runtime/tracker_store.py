@@ -167,6 +167,18 @@ class HezeTrackerStore(SQLTrackerStore):
         with self.session_scope():
             pass  # stock's check that a configured PostgreSQL schema exists, once
         self._index_sender_and_id()
+        self._check_keys()
+
+    def _check_keys(self) -> None:
+        """The newest sealed row opens with the keyring, or the store does not start: with the wrong
+        ``DATA_KEYS`` every read would fail, Rasa's fail-safe wrapper would answer each citizen as a
+        new conversation and the turns written on top of the old rows would be miscounted."""
+        events = self.SQLEvent.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(events.c.sender_id, events.c.data).where(events.c.data.like("s1:%"))
+                               .order_by(events.c.id.desc()).limit(1)).first()
+        if row is not None:
+            self._load(row.sender_id, row.data)
 
     def _index_sender_and_id(self) -> None:
         """An index on (sender_id, id), added beside stock's: the per-turn ``max(id)`` of one sender.

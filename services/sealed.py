@@ -2,7 +2,7 @@
 
 ``Sealed`` is a column type: what the code writes is sealed on its way to the database and opened
 on its way back, so models, queries that read them and the console see plain text. The fields are
-the ones nothing searches by: a ticket's content, place and contact phone, the SMS outbox, a call's
+the ones nothing searches by: a ticket's content, place, contact phone and reply, the SMS outbox, a call's
 caller number and what was heard, pressed and answered on it. A sealed value is bound to its table
 and column. Numbers the services look things up by (an application's applicant phone, a bill's
 account) stay as the upstream systems keep them.
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Text
 from sqlalchemy.types import TypeDecorator
 
-from textnorm.sealing import Keyring
+from textnorm.sealing import Keyring, KeyringError
 
 _keyring: Keyring | None = None
 
@@ -53,7 +53,12 @@ class Sealed(TypeDecorator[str]):
         self.where = where
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        return None if value is None else keyring().seal(value, self.where)
+        if value is None:
+            return None
+        ring = keyring()
+        if not ring:  # never written in clear because a process was started without its keys
+            raise KeyringError(f"no DATA_KEYS: {self.where} is not written in clear")
+        return ring.seal(value, self.where)
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
         return None if value is None else keyring().open(value, self.where)
@@ -63,7 +68,7 @@ class Sealed(TypeDecorator[str]):
 
 
 SEALED_COLUMNS = {  # table: columns, for re-encryption
-    "feedback_tickets": ("content", "location", "contact_phone"),
+    "feedback_tickets": ("content", "location", "contact_phone", "reply"),
     "sms_outbox": ("phone", "text"),
     "phone_calls": ("caller",),
     "phone_turns": ("transcript", "dtmf", "reply"),

@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     @property
     def data_keys_text(self) -> str:
         """``DATA_KEYS``, or the embedded default's key file (made the first time)."""
-        return keyring_setting(self.data_keys.get_secret_value(), str(ROOT / "var" / "data.keys"))
+        key_file = None if self.heze_env == "production" else str(ROOT / "var" / "data.keys")
+        return keyring_setting(self.data_keys.get_secret_value(), key_file)
 
     @property
     def payment_notify_url(self) -> str:

@@ -17,12 +17,10 @@ from services.migrate import upgrade
 from services.seed import seed
 from services.settings import ROOT, Settings
 from services import sealed
-from textnorm.sealing import Keyring, new_key
+from tests.sandbox import TEST_DATA_KEYS
+from textnorm.sealing import Keyring
 
-# One keyring for the whole test run: the service database's sealed columns use one keyring per
-# process (services/sealed.py), so every stack, console and services object of the run shares it.
-TEST_DATA_KEYS = f"t1:{new_key()}"
-sealed.use(Keyring.parse(TEST_DATA_KEYS))
+sealed.use(Keyring.parse(TEST_DATA_KEYS))  # the test process's own (services built in-process)
 
 # Tests that need Rasa itself run inside .venv-rasa (tests/rasa/test_runtime.py starts them).
 collect_ignore = ["rasa_env"]

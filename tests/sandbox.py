@@ -16,7 +16,12 @@ from services.seed import seed
 from services.settings import Settings
 from console.settings import ConsoleSettings
 from stack.processes import Stack, prepare_tracker_store, specs
+from textnorm.sealing import new_key
 from voice.settings import VoiceSettings
+
+# One keyring for the whole test run: the service database's sealed columns use one keyring per
+# process (services/sealed.py), so every stack, console, gateway and services object shares it.
+TEST_DATA_KEYS = f"t1:{new_key()}"
 
 
 def free_port() -> int:
@@ -29,14 +34,15 @@ def voice_settings(tmp: Path, **overrides: Any) -> VoiceSettings:
     """The voice gateway on free ports with its caches under ``tmp`` (not the checkout's .env)."""
     values: dict[str, Any] = {"heze_env": "test", "voice_http_port": free_port(),
                               "voice_audiosocket_port": free_port(), "voice_tts_cache_dir": str(tmp / "tts"),
-                              "voice_gateway_token": "gateway-" + secrets.token_hex(12), **overrides}
+                              "voice_gateway_token": "gateway-" + secrets.token_hex(12),
+                              "data_keys": TEST_DATA_KEYS, **overrides}
     return VoiceSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def console_settings(**overrides: Any) -> ConsoleSettings:
     """The console on a free port (not the checkout's .env)."""
     return ConsoleSettings(_env_file=None, **{"heze_env": "test", "console_port": free_port(),  # type: ignore[call-arg]
-                                              **overrides})
+                                              "data_keys": TEST_DATA_KEYS, **overrides})
 
 
 def start_stack(settings: Settings, tmp: Path, voice: VoiceSettings | None = None,

@@ -8,7 +8,9 @@ store (``python -m console rekey``), then remove the old key (docs/DESIGN.md, "E
 
 A sealed value is text: ``s1:<key id>:<base64url(12-byte nonce + ciphertext + tag)>``. The
 associated data binds it to where it belongs (the tracker store passes the conversation's sender
-id), so a sealed value copied to another row does not open. Text that does not start with ``s1:``
+id, the service database ``table.column``), so a value moved to another conversation or another
+column does not open (rows within one conversation, or values within one column, could still be
+swapped by someone who can write the database). Text that does not start with ``s1:``
 is taken as written before encryption was turned on and returned as it is (re-encryption seals it).
 
 Pure Python with ``cryptography`` (in both environments: 3.10 for Rasa, 3.11 for the rest)."""
@@ -61,8 +63,8 @@ class Keyring:
         self._keys: Dict[str, AESGCM] = {}
         self.current: Optional[str] = None
         for key_id, raw in keys:
-            if not _KEY_ID.fullmatch(key_id):
-                raise KeyringError(f"a key id is 1-16 of [0-9A-Za-z_-]; got {key_id[:20]!r}")
+            if not _KEY_ID.fullmatch(key_id):  # never echoed: an operator may have pasted a key there
+                raise KeyringError("a key id is 1-16 of [0-9A-Za-z_-] (DATA_KEYS is written id:key,id:key)")
             if key_id in self._keys:
                 raise KeyringError(f"key id {key_id!r} is listed twice")
             self._keys[key_id] = AESGCM(raw)
@@ -130,16 +132,25 @@ def keyring_setting(setting: str, key_file: Optional[str] = None) -> str:
     if setting.strip() or key_file is None:
         return setting
     if not os.path.exists(key_file):
+        # Written whole under another name, then linked into place: a process starting at the same
+        # time either finds no file or the whole keyring, never an empty one. The id is random, so a
+        # generated key never shares an id with a deployment's key.
         os.makedirs(os.path.dirname(key_file) or ".", exist_ok=True)
+        part = f"{key_file}.{os.getpid()}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"d{os.urandom(3).hex()}:{new_key()}\n")
         try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
+            os.link(part, key_file)
+        except FileExistsError:  # another process made it first: theirs is the keyring
             pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(f"k1:{new_key()}\n")
+        finally:
+            os.unlink(part)
     with open(key_file) as f:
-        return f.read().strip()
+        text = f.read().strip()
+    if not text:
+        raise KeyringError(f"{key_file} is empty: delete it to have a key made, or set DATA_KEYS")
+    return text
 
 
 def keyring_for(setting: str, key_file: Optional[str] = None) -> Keyring:

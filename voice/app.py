@@ -21,6 +21,7 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from services import sealed
 from services.db import make_engine, make_sessionmaker
 from voice import audiosocket
 from voice.asr import open_recogniser
@@ -68,6 +69,7 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         vad = await asyncio.to_thread(SileroModel)
         voice = await asyncio.to_thread(choose_voice, settings.voice_tts_voice)
         speaker = Speaker(voice, settings.path(settings.voice_tts_cache_dir), settings.voice_tts_cache_entries)
+        sealed.use(settings.keyring)  # callers' numbers and what was heard are sealed (services/sealed.py)
         engine = make_engine(settings.heze_db_url)
         recorder = None
         if settings.voice_record_audio:

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.settings import ROOT
+from textnorm.sealing import Keyring, keyring_for
 
 PRODUCTION_MODEL = "var/models/vosk-model-small-cn-0.22"
 PRODUCTION_WHISPER_MODEL = "var/models/faster-whisper-small"
@@ -25,6 +26,9 @@ class VoiceSettings(BaseSettings):
     rasa_port: int = 5005
     phone_channel_token: SecretStr = SecretStr("")
     heze_db_url: str = "sqlite:///var/heze.db"
+    # The keys of the service database's sealed fields (callers' numbers, what was heard): see
+    # services/settings.py. The stack hands the same keyring to every process.
+    data_keys: SecretStr = SecretStr("")
 
     voice_host: str = "127.0.0.1"
     voice_http_port: int = 8010
@@ -87,6 +91,8 @@ class VoiceSettings(BaseSettings):
         if self.heze_env == "production":
             if not self.phone_channel_token.get_secret_value():
                 raise ValueError("PHONE_CHANNEL_TOKEN must be set in production")
+            if not self.data_keys.get_secret_value().strip():
+                raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
             if len(self.voice_gateway_token.get_secret_value()) < 16:
                 raise ValueError("VOICE_GATEWAY_TOKEN must be set (16+ characters) in production")
             if self.voice_asr_engine == "vosk" and not self.voice_vosk_model:
@@ -94,6 +100,11 @@ class VoiceSettings(BaseSettings):
             if self.voice_asr_engine == "whisper" and not self.voice_whisper_model:
                 raise ValueError("VOICE_WHISPER_MODEL must name a faster-whisper model in production (make models)")
         return self
+
+    @property
+    def keyring(self) -> Keyring:
+        key_file = None if self.heze_env == "production" else str(ROOT / "var" / "data.keys")
+        return keyring_for(self.data_keys.get_secret_value(), key_file)
 
     @property
     def rasa_webhook(self) -> str:

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from console.auth import Staff, audit
 from console.conversations import (CHANNELS, FLAGS, Filters, list_conversations, phone_turns, transcript)
 from console.exports import nlu_yaml, test_story
-from console.web import (RowId, bad_number, conversation_of, form_checked, index_of, not_found, page, ref_of, role,
+from console.standins import TooManyNumbers
+from console.web import (ConsoleError, RowId, bad_number, conversation_of, form_checked, index_of, not_found, page, ref_of, role,
                          rows_of, sessions_of, settings_of, small_number, staff, sync)
 from services.models import ConsoleUser, ConversationSummary, FeedbackTicket, MessageAnnotation
 
@@ -106,8 +107,14 @@ async def recording(request: Request, who: Staff = Depends(staff),
 async def story(request: Request, who: Staff = Depends(staff),
                 sender: str = Depends(conversation_of)) -> PlainTextResponse:
     ctx = await asyncio.to_thread(conversation_context, request, sender)
+    if any(t.kind == "unreadable" for t in ctx["turns"]):
+        raise ConsoleError(409, "这个对话有记录无法解密（密钥不对或已删除），不能导出。")
+    try:
+        text = await asyncio.to_thread(test_story, ctx["ref"], ctx["turns"])
+    except TooManyNumbers as exc:
+        raise ConsoleError(409, f"这个对话里的号码太多，无法导出：{exc}") from exc
     await asyncio.to_thread(audit, sessions_of(request), who.username, "export_story", ctx["ref"])
-    return PlainTextResponse(test_story(ctx["ref"], ctx["turns"]), media_type="text/yaml; charset=utf-8",
+    return PlainTextResponse(text, media_type="text/yaml; charset=utf-8",
                              headers={"Content-Disposition": 'attachment; filename="test_story.yml"'})
 
 

@@ -146,7 +146,8 @@ async def tags(request: Request, who: Staff = Depends(staff), sender: str = Depe
                     current.append(tag)
             current = [t for t in current if t != form.get("remove", "")]
             summary.tags = " " + " ".join(current) + " "
-            audited(s, who.username, "tags", ref_of(request, sender), f"+{form.get('add', '')} -{form.get('remove', '')}")
+            audited(s, who.username, "tags", ref_of(request, sender),
+                    f"+{mask(form.get('add', ''))} -{mask(form.get('remove', ''))}")
             s.commit()
     await asyncio.to_thread(change)
     return back(request, sender)

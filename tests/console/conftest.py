@@ -16,7 +16,7 @@ from services.db import make_engine, make_sessionmaker
 from services.migrate import upgrade
 from services.seed import seed
 from tests.console.synthetic import write_conversations
-from tests.conftest import TEST_DATA_KEYS
+from tests.sandbox import TEST_DATA_KEYS
 from textnorm.sealing import Keyring
 
 PASSWORD = "correct horse battery"

@@ -325,3 +325,31 @@ def test_filters_by_entity_action_flagged_message_and_reviewer(console: TestClie
     page = console.get("/conversations", params={"reviewer": "rev"}).text
     assert "<option value=\"rev\" selected>" in page, re.findall(r"<option value=\"rev\"[^>]*>", page)
     assert "<option value=\"bill_type\"" in page
+
+
+def test_a_row_that_does_not_open_is_shown_as_such_and_not_exported(console: TestClient) -> None:
+    """Rows sealed under a key the console does not have: the transcript says so where they are,
+    the export is refused, and the index stops at them rather than fill the list with empty
+    summaries (a conversation after them waits until the keys are right)."""
+    from sqlalchemy import insert
+
+    from console.conversations import EVENTS, UNREADABLE
+    from tests.console.synthetic import conversation
+    from textnorm.sealing import Keyring, new_key
+
+    stray = Keyring.parse(f"x1:{new_key()}")
+    rows = conversation("rest-lost-1", "rest", [("查一下进度", "check_progress", 0.95)], 1_760_000_000.0)
+    with console.app.state.tracker.begin() as t:  # type: ignore[attr-defined]
+        t.execute(insert(EVENTS), rows[:2])  # readable: the index has read them
+    sign_in(console, "admin")
+    assert console.get("/api/conversations", params={"q": "查一下进度"}).json()["total"] == 1
+    after = conversation("rest-after-1", "rest", [("交电费", "pay_bill", 0.95)], 1_760_000_100.0)
+    with console.app.state.tracker.begin() as t:  # type: ignore[attr-defined]
+        t.execute(insert(EVENTS), [{**r, "data": stray.seal(r["data"], r["sender_id"])} for r in rows[2:]])
+        t.execute(insert(EVENTS), after)
+    turns = console.get(f"/api/conversations/{ref(console, 'rest-lost-1')}").json()["turns"]
+    assert [t["kind"] for t in turns].count("unreadable") == len(rows) - 2
+    assert UNREADABLE in console.get(f"/conversations/{ref(console, 'rest-lost-1')}").text
+    refused = console.get(f"/conversations/{ref(console, 'rest-lost-1')}/story.yml")
+    assert refused.status_code == 409 and "无法解密" in refused.text
+    assert console.get("/api/conversations", params={"q": "交电费"}).json()["total"] == 0  # stopped, not skipped

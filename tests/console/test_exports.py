@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 import yaml
 
 from console.conversations import Turn
@@ -112,3 +113,14 @@ def test_followup_actions_end_the_story_and_sessions_are_stories() -> None:
                         act("action_session_start"), user("你好", "greet"), act("utter_greet")])
     assert stories == [[{"user": "阿巴阿巴", "intent": "nlu_fallback"}, {"action": "action_fallback"}],
                        [{"user": "你好", "intent": "greet"}, {"action": "utter_greet"}]]
+
+
+def test_a_conversation_with_more_numbers_than_stand_ins_is_refused_not_looped() -> None:
+    from console.standins import SERIES, StandIns, TooManyNumbers
+
+    stand_ins = StandIns()
+    given = {stand_ins.number(f"139****{n:04d}") for n in range(SERIES)}
+    assert len(given) == SERIES
+    with pytest.raises(TooManyNumbers):
+        for n in range(SERIES, 2 * SERIES):
+            stand_ins.number(f"139****{n:04d}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
+from sqlalchemy.exc import StatementError
 
 from console.conversations import EVENTS, ConversationIndex, transcript
 from console.rekey import rekey
@@ -54,15 +55,19 @@ def test_rotation_moves_every_row_to_the_new_key(tmp_path: Path) -> None:
     assert said == [mask(text) for text, _, _ in SCRIPTS[1]] and len(said) == len(SCRIPTS[1])
 
 
-def test_a_row_no_key_opens_stops_the_run_with_its_id(tmp_path: Path) -> None:
+def test_a_row_no_key_opens_stops_the_run_before_anything_is_written(tmp_path: Path) -> None:
+    """The wrong DATA_KEYS in the operator's shell: rows in clear are not sealed under it either."""
     tracker = make_engine(f"sqlite:///{tmp_path / 'tracker.db'}")
     EVENTS.metadata.create_all(tracker)
+    clear = conversation("clear", "rest", SCRIPTS[0], time.time() - 10)
     with tracker.begin() as t:
+        t.execute(insert(EVENTS), clear)
         t.execute(insert(EVENTS), sealed(conversation("lost", "rest", SCRIPTS[2], time.time()), Keyring.parse(K1)))
-    with pytest.raises(SealedValueError, match="events row 1"):
-        rekey(tracker, Keyring.parse(K2))
-    with tracker.connect() as t:  # nothing was changed
-        assert {Keyring.parse(K1).key_of(d) for d in t.execute(select(EVENTS.c.data)).scalars()} == {"k1"}
+    with pytest.raises(SealedValueError, match=f"events row {len(clear) + 1}: .*nothing was changed"):
+        rekey(tracker, Keyring.parse(K2), batch=3)
+    with tracker.connect() as t:
+        keys = [Keyring.parse(K1).key_of(d) for d in t.execute(select(EVENTS.c.data).order_by(EVENTS.c.id)).scalars()]
+    assert keys == [None] * len(clear) + ["k1"] * (len(keys) - len(clear))
 
 
 def test_the_command_rotates_and_reports(tmp_path: Path) -> None:
@@ -117,3 +122,23 @@ def test_personal_fields_of_the_service_database_are_sealed_and_rekeyed(tmp_path
             assert s.scalars(select(PhoneCall.caller)).one() == PHONE
     finally:
         sealed.use(before)
+
+
+def test_a_process_without_keys_never_writes_a_personal_field_in_clear(tmp_path: Path) -> None:
+    from services import sealed
+    from services.models import SmsOutbox
+    from textnorm.sealing import KeyringError
+
+    heze = make_engine(f"sqlite:///{tmp_path / 'heze.db'}")
+    upgrade(heze)
+    before = sealed.keyring()
+    try:
+        sealed.use(Keyring.parse(""))
+        with make_sessionmaker(heze)() as s:
+            s.add(SmsOutbox(phone=PHONE, text="您好"))
+            with pytest.raises(StatementError, match="no DATA_KEYS: sms_outbox.phone is not written in clear") as refused:
+                s.commit()
+        assert isinstance(refused.value.orig, KeyringError)
+    finally:
+        sealed.use(before)
+    assert PHONE.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("heze.db*"))

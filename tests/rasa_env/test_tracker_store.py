@@ -389,3 +389,13 @@ def test_the_store_adds_its_index_once_and_twice_is_harmless(domain: Any, db: st
     second = store(domain, db)  # another worker starting: the index exists already
     indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(second.engine).get_indexes("events")}
     assert indexes["ix_events_sender_id_id"] == ["sender_id", "id"]
+
+
+def test_the_wrong_keys_stop_the_store_from_starting(domain: Any, db: str) -> None:
+    """Started with keys that do not open the rows, the store refuses to start (Rasa's fail-safe
+    wrapper would otherwise answer every citizen as a new conversation)."""
+    talk = Talk()
+    play(store(domain, db), "w", [talk.start() + talk.greeting(1)])
+    with pytest.raises(SealedValueError):
+        store(domain, db, keys=f"k2:{KEY2}")
+    assert store(domain, db, keys=f"k2:{KEY2},k1:{KEY1}").keyring.current == "k2"

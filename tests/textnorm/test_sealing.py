@@ -46,8 +46,21 @@ def test_a_keyring_that_cannot_be_used_is_refused(setting: str) -> None:
 def test_the_embedded_default_makes_its_key_file_once(tmp_path: Path) -> None:
     path = tmp_path / "var" / "data.keys"
     first = keyring_setting("", str(path))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and first.startswith("k1:")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and first.startswith("d")
     assert keyring_setting("", str(path)) == first  # kept, not made again
+    assert [p.name for p in path.parent.iterdir()] == ["data.keys"]  # no part file left
     setting = f"prod:{new_key()}"
     assert keyring_setting(setting, str(path)) == setting  # DATA_KEYS wins
-    assert keyring_for("", str(path)).current == "k1"
+    assert keyring_for("", str(path)).current == first.split(":")[0]
+    other = tmp_path / "other" / "data.keys"
+    assert keyring_setting("", str(other)).split(":")[0] != first.split(":")[0]  # never the same id twice
+    path.write_text("")
+    with pytest.raises(KeyringError, match="empty"):
+        keyring_setting("", str(path))
+
+
+def test_a_key_pasted_where_the_id_goes_is_not_echoed() -> None:
+    key = new_key()
+    with pytest.raises(KeyringError) as refused:
+        Keyring.parse(f"{key}:{new_key()}")
+    assert key[:8] not in str(refused.value)

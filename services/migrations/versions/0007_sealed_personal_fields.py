@@ -29,6 +29,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Sealed values are longer than these bounds: run a downgrade only on a database whose values
+    # were never sealed (PostgreSQL refuses longer values; SQLite keeps them).
     for table, column, length in WIDENED:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.alter_column(column, existing_type=sa.Text(), type_=sa.String(length=length))

@@ -100,12 +100,12 @@ class Settings(BaseSettings):
         if self.payment_provider == "wechatpay":
             self._check_wechatpay()
         if self.heze_env == "production":
+            if not self.data_keys.get_secret_value().strip():
+                raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
             if self.rasa_api_token.get_secret_value().lower() in _SAMPLE_SECRETS:
                 raise ValueError("RASA_API_TOKEN is empty or a sample value; refusing to start")
             if self.payment_provider == "sandbox":
                 raise ValueError("the sandbox payment provider takes no real money; not in production")
-            if not self.data_keys.get_secret_value().strip():
-                raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
             if not self.public_base_url.startswith("https://"):
                 raise ValueError("PUBLIC_BASE_URL must be https:// in production")
             if (self.wechat_token and self.wechat_mode == "plain") or (self.miniprogram_token and self.miniprogram_mode == "plain"):

@@ -56,6 +56,21 @@ def test_settings_refuse_sample_secrets_in_production() -> None:
         make_settings(payment_sandbox_secret=None)
 
 
+
+def test_every_process_refuses_to_start_in_production_without_data_keys() -> None:
+    """Personal data is encrypted at rest: no process makes itself a key file in production."""
+    from console.settings import ConsoleSettings
+    from voice.settings import VoiceSettings
+
+    with pytest.raises(ValidationError, match="DATA_KEYS"):
+        make_settings(heze_env="production", data_keys=SecretStr(""), public_base_url="https://x.test")
+    with pytest.raises(ValidationError, match="DATA_KEYS"):
+        ConsoleSettings(_env_file=None, heze_env="production", console_secure_cookies=True)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="DATA_KEYS"):
+        VoiceSettings(_env_file=None, heze_env="production", phone_channel_token="p" * 20,  # type: ignore[call-arg]
+                      voice_gateway_token="g" * 20)
+
+
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RASA_PORT", "6005")
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://heze.example.test")

@@ -23,8 +23,14 @@ class ApplicationView:
     steps: tuple[tuple[str, str, dt.datetime], ...]
 
 
+class ApplicationsUnavailable(Exception):
+    """The platform could not answer now (down, too slow, or refusing our calls). Not an answer:
+    the citizen is told it cannot be checked now and offered a human, never "not found"."""
+
+
 class ApplicationsBackend(Protocol):
-    """Read access to the application platform (SQL here; an HTTP adapter in production)."""
+    """Read access to the application platform: SQL (the embedded default), or the provincial
+    platform over HTTP (services/provincial.py), which may raise ``ApplicationsUnavailable``."""
 
     def by_number(self, number: str) -> ApplicationView | None: ...
 

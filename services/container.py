@@ -58,6 +58,19 @@ PAYMENT_PROVIDERS: dict[str, Callable[[Settings, sessionmaker], PaymentProvider]
 }
 
 
+def _provincial(settings: Settings, sessions: sessionmaker) -> ApplicationsBackend:
+    from services import provincial
+
+    return provincial.build(settings)
+
+
+# settings.applications_backend -> how that backend is built
+APPLICATIONS_BACKENDS: dict[str, Callable[[Settings, sessionmaker], ApplicationsBackend]] = {
+    "sql": lambda settings, sessions: SqlApplications(sessions),
+    "provincial": _provincial,
+}
+
+
 def build_services(settings: Settings, engine: Engine | None = None,
                    knowledge: "KnowledgeBase | None" = None) -> Services:
     sealed.use(Keyring.parse(settings.data_keys_text))  # the personal fields' keys (services/sealed.py)
@@ -66,7 +79,7 @@ def build_services(settings: Settings, engine: Engine | None = None,
     return Services(
         engine=engine,
         sessions=sessions,
-        applications=SqlApplications(sessions),
+        applications=APPLICATIONS_BACKENDS[settings.applications_backend](settings, sessions),
         billing=SqlBilling(sessions, order_ttl=dt.timedelta(seconds=settings.payment_order_ttl_s)),
         tickets=SqlTickets(sessions),
         handoffs=SqlHandoffs(sessions),

@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     # var/data.keys; production must set it (keep it apart from the database's backups).
     data_keys: SecretStr = SecretStr("")
 
+    # Where progress (办件进度) comes from: the service database (the embedded default), or the
+    # provincial integrated government-service platform (services/provincial.py;
+    # deploy/provincial-platform.md), with the appId and appKey it issued to this system.
+    applications_backend: Literal["sql", "provincial"] = "sql"
+    provincial_base_url: str = ""
+    provincial_app_id: str = ""
+    provincial_app_key: SecretStr = SecretStr("")
+    provincial_timeout_s: float = 3.0  # one attempt
+    provincial_retries: int = 2  # after a timeout, network error or 5xx; never after a 4xx
+    provincial_backoff_s: float = 0.2  # the first retry waits 0.1-0.2 s, doubling, capped below
+    provincial_backoff_cap_s: float = 2.0
+    provincial_deadline_s: float = 6.0  # a whole lookup, retries included (a caller is waiting)
+    provincial_breaker_failures: int = 5  # failed lookups in a row that open the breaker
+    provincial_breaker_cooldown_s: float = 30.0  # open this long, then one trial lookup
+    provincial_cache_s: float = 60.0  # answers (not failures) are kept this long; 0: not kept
+
     payment_provider: Literal["sandbox", "wechatpay"] = "sandbox"
     payment_sandbox_secret: SecretStr | None = None
     # An order not paid this long after it was made is closed (WeChat Pay's time_expire too).
@@ -99,6 +115,8 @@ class Settings(BaseSettings):
             raise ValueError("PAYMENT_SANDBOX_SECRET must be set for the sandbox payment provider")
         if self.payment_provider == "wechatpay":
             self._check_wechatpay()
+        if self.applications_backend == "provincial":
+            self._check_provincial()
         if self.heze_env == "production":
             if not self.data_keys.get_secret_value().strip():
                 raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
@@ -125,6 +143,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name.upper()}: no such file")
         if self.heze_env == "production" and not self.wechatpay_api_base.startswith("https://"):
             raise ValueError("WECHATPAY_API_BASE must be https:// in production")
+
+    def _check_provincial(self) -> None:
+        key = self.provincial_app_key.get_secret_value()
+        if not (self.provincial_base_url and self.provincial_app_id and key):
+            raise ValueError("the provincial applications backend needs PROVINCIAL_BASE_URL, PROVINCIAL_APP_ID "
+                             "and PROVINCIAL_APP_KEY")
+        if min(self.provincial_timeout_s, self.provincial_deadline_s, self.provincial_backoff_s) <= 0 \
+                or self.provincial_retries < 0 or self.provincial_breaker_failures < 1:
+            raise ValueError("PROVINCIAL_TIMEOUT_S, _DEADLINE_S and _BACKOFF_S must be positive, _RETRIES at least 0, "
+                             "_BREAKER_FAILURES at least 1")
+        if self.heze_env == "production":
+            if not self.provincial_base_url.startswith("https://"):
+                raise ValueError("PROVINCIAL_BASE_URL must be https:// in production")
+            if key.lower() in _SAMPLE_SECRETS or len(key) < 16:
+                raise ValueError("PROVINCIAL_APP_KEY is a sample value or too short; refusing to start")
 
     def resolve(self, path: str) -> Path:
         """A path from settings; relative paths are relative to the repository root."""

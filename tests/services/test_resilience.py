@@ -4,21 +4,7 @@ from __future__ import annotations
 import pytest
 
 from services.resilience import CLOSED, HALF_OPEN, OPEN, Backoff, CircuitBreaker, TtlCache
-
-
-class Clock:
-    """A monotonic clock that moves only when told to (or when something sleeps on it)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.fakes.clock import Clock
 
 
 def test_backoff_doubles_up_to_its_cap_with_half_of_each_step_jittered() -> None:

@@ -33,6 +33,9 @@ OFFERS: dict[str, tuple[str, str]] = {
     "check_ticket": ("还要查工单吗？", "ticket_form"),
 }
 
+# Responses that end by offering a human ("给您转人工吧？") outside any rule: "好" to one of them is a
+# hand-off (action_accept_offer). utter_offer_human is not here: a rule answers its "好".
+HUMAN_OFFERS = ("utter_progress_unavailable",)
 HANDOFF_CHANNELS = ("phone", "wechat", "miniprogram")  # channels that carry the citizen to a person themselves
 HANDOFF_TEXT = {
     "requested": "好的，正在为您转人工。请稍等，工作人员会接着帮您。",

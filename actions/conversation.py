@@ -8,7 +8,8 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import CHOICES_QUESTION, OFFERS, ServiceAction, asked_last, said_last, channel_of, hand_off, reset_flow
+from actions.common import (CHOICES_QUESTION, HUMAN_OFFERS, OFFERS, ServiceAction, asked_last, said_last, channel_of,
+                            hand_off, reset_flow)
 from knowledge.answer import answer
 from textnorm.numerals import normalize_numbers
 
@@ -198,7 +199,8 @@ class ActionStoreRating(ServiceAction):
 
 
 class ActionAcceptOffer(Action):
-    """"好" outside a form: starts the request the last answer offered ("还要交费吗？"), else the menu."""
+    """"好" outside a form: starts the request the last answer offered ("还要交费吗？") or the hand-off it
+    offered ("给您转人工吧？"), else the menu."""
 
     def name(self) -> str:
         return "action_accept_offer"
@@ -209,5 +211,7 @@ class ActionAcceptOffer(Action):
         offered = tracker.get_slot("offered_request")
         if offered in OFFERS and said_last(tracker, OFFERS[offered][0]):
             return [SlotSet("offered_request", None), FollowupAction(OFFERS[offered][1])]
+        if any(asked_last(tracker, domain, response) for response in HUMAN_OFFERS):
+            return [SlotSet("offered_request", None), FollowupAction("action_handoff")]
         dispatcher.utter_message(response="utter_menu")
         return [SlotSet("offered_request", None)]

@@ -9,7 +9,7 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, reset_flow
-from services.applications import ApplicationView
+from services.applications import ApplicationsUnavailable, ApplicationView
 from textnorm.ids import is_valid_mobile
 from textnorm.numbers import APPLICATION, PHONE, kind_of, named
 from textnorm.numerals import digits_only
@@ -17,6 +17,13 @@ from textnorm.numerals import digits_only
 NO_NUMBER = "none"
 _APPLICATION_NUMBER = re.compile(r"20\d{12}")
 _NO_WORDS = ("没有", "没编号", "不知道", "忘了", "找不着", "丢了", "不记得")
+
+
+def unavailable(dispatcher: CollectingDispatcher) -> dict[str, Any]:
+    """The platform cannot answer: the apology and the offer of a human (common.HUMAN_OFFERS: a "好"
+    takes it); the form ends without asking again."""
+    dispatcher.utter_message(response="utter_progress_unavailable")
+    return {"failed_attempts": 0, "flow_stopped": True}
 
 
 def _date(d: Any) -> str:
@@ -74,7 +81,11 @@ class ValidateProgressForm(FlowValidation):
         if not _APPLICATION_NUMBER.fullmatch(number):
             said = named(kind)
             return self.failed(dispatcher, tracker, "application_number", f"{said}受理编号是14位数字，我没听清。")
-        if self.services.applications.by_number(number) is None:
+        try:
+            found = self.services.applications.by_number(number)
+        except ApplicationsUnavailable:
+            return {"application_number": None, **unavailable(dispatcher)}
+        if found is None:
             return self.failed(dispatcher, tracker, "application_number", "没有查到这个编号。")
         return {"application_number": number, "failed_attempts": 0}
 
@@ -95,7 +106,11 @@ class ValidateProgressForm(FlowValidation):
         if not re.fullmatch(r"\d{3}[\dX]", last4):
             return self.failed(dispatcher, tracker, "id_last4", "请说身份证号最后4位，我没听清。")
         phone = tracker.get_slot("lookup_phone")
-        if not phone or not self.services.applications.by_applicant(phone, last4):
+        try:
+            found = bool(phone) and bool(self.services.applications.by_applicant(phone, last4))
+        except ApplicationsUnavailable:
+            return {"id_last4": None, **unavailable(dispatcher)}
+        if not found:
             return self.failed(dispatcher, tracker, "id_last4", "手机号和身份证后4位对不上，没有查到。")
         return {"id_last4": last4, "failed_attempts": 0}
 
@@ -111,11 +126,15 @@ class ActionAnswerProgress(ServiceAction):
             return reset_flow()
         number = tracker.get_slot("application_number")
         apps = self.services.applications
-        if number and number != NO_NUMBER:
-            app = apps.by_number(number)
-            found = [app] if app else []
-        else:
-            found = apps.by_applicant(tracker.get_slot("lookup_phone") or "", tracker.get_slot("id_last4") or "")
+        try:
+            if number and number != NO_NUMBER:
+                app = apps.by_number(number)
+                found = [app] if app else []
+            else:
+                found = apps.by_applicant(tracker.get_slot("lookup_phone") or "", tracker.get_slot("id_last4") or "")
+        except ApplicationsUnavailable:
+            unavailable(dispatcher)
+            return reset_flow()
         if not found:
             dispatcher.utter_message(text="没有查到您的办件。")
             return reset_flow()

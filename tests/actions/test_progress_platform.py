@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -36,7 +37,7 @@ def down(services: Services) -> Services:
     return on_platform(services, down_url())
 
 
-def offered_human(msgs: list[dict]) -> bool:  # type: ignore[type-arg]
+def offered_human(msgs: list[dict[str, Any]]) -> bool:
     return [m.get("response") for m in msgs] == ["utter_progress_unavailable"]
 
 

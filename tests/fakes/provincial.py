@@ -94,7 +94,7 @@ class FakeProvincialPlatform:
         app = FastAPI()
 
         @app.middleware("http")
-        async def check(request: Request, call_next):  # type: ignore[no-untyped-def]
+        async def check(request: Request, call_next):
             body = await request.body()
             why = self._refusal(request, body)
             if why:

@@ -9,7 +9,9 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
+from actions.sms import NOT_SENT, send_sms
 from services.billing import BILL_TYPES, ID_NUMBER_BILLS, format_yuan
+from services.sms import SmsMessage
 from textnorm.ids import is_valid_mobile
 from textnorm.keywords import first_match
 from textnorm.numbers import ID_NUMBER, kind_of, named
@@ -137,9 +139,13 @@ class ActionPayBill(ServiceAction):
         amount = format_yuan(order.amount_fen)
         if channel == "phone":
             caller = caller_number(tracker)
-            if caller and is_valid_mobile(caller):
-                self.services.sms.send(caller, f"【菏泽政务】您的缴费订单{order.order_no}，金额{amount}元。点此缴费：{url}")
-                dispatcher.utter_message(text=f"{intro}缴费链接已发到您的手机。也可以到村里的便民服务站缴费。")
+            sms = await send_sms(self.services, caller, SmsMessage("payment_link", {
+                "order": order.order_no, "amount": amount})) if caller and is_valid_mobile(caller) else None
+            if sms in ("sent", "queued"):
+                said = "缴费链接已发到您的手机。" if sms == "sent" else "缴费链接稍后发到您的手机。"
+                dispatcher.utter_message(text=f"{intro}{said}也可以到村里的便民服务站缴费。")
+            elif sms is not None:
+                dispatcher.utter_message(text=f"{intro}{NOT_SENT[sms]}请到村里的便民服务站缴费，说出户号就行。")
             else:
                 dispatcher.utter_message(text=f"{intro}请到村里的便民服务站缴费，说出您的户号就行。")
         else:

@@ -10,6 +10,8 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
+from actions.sms import NOT_SENT, send_sms
+from services.sms import SmsMessage
 from services.tickets import CATEGORIES
 from textnorm.ids import is_valid_mobile
 from textnorm.keywords import first_match
@@ -142,7 +144,9 @@ class ActionSubmitFeedback(ServiceAction):
         due = f"{ticket.due_date.month}月{ticket.due_date.day}日"
         dispatcher.utter_message(text=f"已受理。工单号：{number}。已转给{ticket.department}，{due}前答复您。")
         if phone:
-            self.services.sms.send(phone, f"【菏泽政务】您反映的问题已受理，工单号{ticket.number}，{due}前答复。")
+            sms = await send_sms(self.services, phone, SmsMessage("ticket_receipt", {"ticket": ticket.number, "due": due}))
+            if sms in NOT_SENT:
+                dispatcher.utter_message(text=f"{NOT_SENT[sms]}请记下工单号。")
         return reset_flow() + ask_rating(dispatcher, "feedback", tracker)
 
 

@@ -9,9 +9,11 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import CHOICES_QUESTION, ServiceAction, caller_number, channel_of, said_last
-from knowledge.answer import Answer, answer, pick, sentences, spoken
+from actions.sms import NOT_SENT, arrives, send_sms
+from knowledge.answer import Answer, answer, pick, spoken
 from knowledge.index import Hit
 from knowledge.text import OVERVIEW, aspect_of
+from services.sms import SmsMessage
 from textnorm.ids import is_valid_mobile
 
 NUMBERS = "①②③"
@@ -127,11 +129,11 @@ class ActionGuideOfferAccepted(ServiceAction):
         if not caller or not is_valid_mobile(caller):
             dispatcher.utter_message(text="没有拿到您的手机号，短信发不了。需要的话，请说“转人工”。")
             return [SlotSet("guide_offer", None)]
-        topic = kb.topics[slug]
         section = tracker.get_slot("guide_section") or OVERVIEW
-        text = topic.section(section).text if section == OVERVIEW or section in topic.sections else ""
-        summary = "".join(sentences(text)[:2])
-        url = guide_url(self.services.public_base_url, slug)
-        self.services.sms.send(caller, f"【菏泽政务】{topic.title}（{section}）：{summary} 完整指南：{url}")
-        dispatcher.utter_message(text=f"好的，完整指南已经用短信发到您尾号{caller[-4:]}的手机上了。还有别的事吗？")
+        sms = await send_sms(self.services, caller, SmsMessage("guide_link", {
+            "title": kb.topics[slug].title, "section": section, "slug": slug}))
+        if sms in NOT_SENT:
+            dispatcher.utter_message(text=f"{NOT_SENT[sms]}需要的话，请说“转人工”。")
+        else:
+            dispatcher.utter_message(text=f"好的，完整指南{arrives(sms)}用短信发到您尾号{caller[-4:]}的手机上。还有别的事吗？")
         return [SlotSet("guide_offer", None)]

@@ -1,10 +1,13 @@
 """Services API: health, the payment page citizens open, payment provider notifications, and the
-full service guides that answers link to (``/guide/<slug>``). A background task sweeps payment
-orders (queries silent ones, closes expired ones) every ``PAYMENT_SWEEP_S``."""
+full service guides that answers link to (``/guide/<slug>``), and the SMS gateway's pushed receipts
+and replies (``/sms/aliyun/<token>/report|up``). Background tasks sweep payment orders (query
+silent ones, close expired ones) every ``PAYMENT_SWEEP_S`` and SMS (retry, read receipts) every
+``SMS_SWEEP_S``."""
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +17,7 @@ from html import escape
 import httpx
 import qrcode
 import qrcode.image.svg
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
@@ -31,6 +34,7 @@ from services.payments import (
     sweep,
 )
 from services.settings import Settings
+from services.sms import SmsSender
 
 log = logging.getLogger(__name__)
 MAX_NOTIFY_BYTES = 16 * 1024
@@ -84,10 +88,22 @@ CHECKOUT_PAGES: dict[str, Callable[[Checkout], str]] = {
 def create_app(settings: Settings, services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_sweep_forever()) if settings.payment_sweep_s > 0 else None
+        tasks = [asyncio.create_task(run()) for run, every in ((_sweep_forever, settings.payment_sweep_s),
+                                                               (_sms_forever, settings.sms_sweep_s)) if every > 0]
         yield
-        if task is not None:
+        for task in tasks:
             task.cancel()
+
+    async def _sms_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.sms_sweep_s)
+            try:
+                counts = await run_in_threadpool(services.sms.sweep)
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
+                log.exception("SMS sweep failed")
+                continue
+            if any(counts.values()):
+                log.info("SMS sweep: %s", counts)
 
     async def _sweep_forever() -> None:
         while True:
@@ -194,4 +210,36 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         log.info("order %s %s", outcome.order_no, outcome.status if outcome.changed else "unchanged (repeat)")
         return PlainTextResponse("success")
 
+    app.include_router(sms_push_router(settings, services.sms))
     return app
+
+
+def sms_push_router(settings: Settings, sms: SmsSender) -> APIRouter:
+    """Alibaba Cloud SMS's HTTP pushes (SmsReport receipts, SmsUp replies). They carry no
+    signature: the path's token is the check, compared in constant time; a receipt applies only
+    to the message with its BizId sent to its number. Answers in the push's own format."""
+    from services.aliyun_sms import pushed_replies, pushed_reports
+
+    router = APIRouter()
+    token = settings.aliyun_sms_push_token.get_secret_value()
+
+    @router.post("/sms/aliyun/{given}/{kind}")
+    async def sms_push(given: str, kind: str, request: Request) -> JSONResponse:
+        if not token or not hmac.compare_digest(given.encode(), token.encode()) or kind not in ("report", "up"):
+            return JSONResponse({"code": 1, "msg": "not found"}, status_code=404)
+        body = await request.body()
+        if len(body) > MAX_NOTIFY_BYTES * 4:
+            return JSONResponse({"code": 1, "msg": "body too large"}, status_code=413)
+        try:
+            items = json.loads(body)
+        except ValueError:
+            return JSONResponse({"code": 1, "msg": "bad json"}, status_code=400)
+        if kind == "report":
+            applied = [await run_in_threadpool(sms.report, biz, phone, receipt)
+                       for biz, phone, receipt in pushed_reports(items)]
+        else:
+            applied = [await run_in_threadpool(sms.reply, phone, content) for phone, content in pushed_replies(items)]
+        log.info("SMS %s push: %d entries, %d applied", kind, len(applied), sum(applied))
+        return JSONResponse({"code": 0, "msg": "成功"})
+
+    return router

@@ -14,8 +14,9 @@ from services.applications import ApplicationsBackend, SqlApplications
 from services.billing import SqlBilling
 from services.db import make_engine, make_sessionmaker
 from services.payments import PaymentProvider, SandboxProvider, SqlNonces
-from services.people import HandoffsBackend, OutboxSms, RatingsBackend, SmsProvider, SqlHandoffs, SqlRatings
+from services.people import HandoffsBackend, RatingsBackend, SqlHandoffs, SqlRatings
 from services.settings import Settings
+from services.sms import Limits, NumberIndex, OutboxGateway, SmsGateway, SmsSender
 from services.tickets import SqlTickets, TicketsBackend
 from textnorm.sealing import Keyring
 
@@ -32,7 +33,7 @@ class Services:
     tickets: TicketsBackend
     handoffs: HandoffsBackend
     ratings: RatingsBackend
-    sms: SmsProvider
+    sms: SmsSender
     payments: PaymentProvider
     public_base_url: str = "http://127.0.0.1:8030"
     # The service-guide search; None where a process does not answer guide questions.
@@ -71,6 +72,26 @@ APPLICATIONS_BACKENDS: dict[str, Callable[[Settings, sessionmaker], Applications
 }
 
 
+def _aliyun_sms(settings: Settings) -> SmsGateway:
+    from services import aliyun_sms
+
+    return aliyun_sms.build(settings)
+
+
+# settings.sms_provider -> how that gateway is built
+SMS_GATEWAYS: dict[str, Callable[[Settings], SmsGateway]] = {
+    "outbox": lambda settings: OutboxGateway(),
+    "aliyun": _aliyun_sms,
+}
+
+
+def _sms(settings: Settings, sessions: sessionmaker) -> SmsSender:
+    index = NumberIndex.from_settings(settings.sms_number_key.get_secret_value(), settings.data_keys_text)
+    limits = Limits(dt.timedelta(seconds=settings.sms_min_interval_s), settings.sms_per_day)
+    return SmsSender(sessions, SMS_GATEWAYS[settings.sms_provider](settings), index,
+                     sign_name=settings.sms_sign_name, base_url=settings.public_base_url, limits=limits)
+
+
 def build_services(settings: Settings, engine: Engine | None = None,
                    knowledge: "KnowledgeBase | None" = None) -> Services:
     sealed.use(Keyring.parse(settings.data_keys_text))  # the personal fields' keys (services/sealed.py)
@@ -84,7 +105,7 @@ def build_services(settings: Settings, engine: Engine | None = None,
         tickets=SqlTickets(sessions),
         handoffs=SqlHandoffs(sessions),
         ratings=SqlRatings(sessions),
-        sms=OutboxSms(sessions),
+        sms=_sms(settings, sessions),
         payments=PAYMENT_PROVIDERS[settings.payment_provider](settings, sessions),
         public_base_url=settings.public_base_url,
         knowledge=knowledge,

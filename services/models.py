@@ -177,7 +177,10 @@ class Rating(Base):
 
 
 class SmsOutbox(Base):
-    """Text messages written by the embedded SMS provider instead of being sent."""
+    """Every text message, whichever provider: the outbox's rows are the messages themselves; a
+    gateway's rows carry their state (services/sms.py: ``pending → sent → delivered | undelivered``,
+    ``pending → retry → sent | failed``, ``pending → failed``). Rows before migration 0010 have
+    only phone and text."""
 
     __tablename__ = "sms_outbox"
 
@@ -185,6 +188,39 @@ class SmsOutbox(Base):
     phone: Mapped[str] = mapped_column(Sealed("sms_outbox.phone"))
     text: Mapped[str] = mapped_column(Sealed("sms_outbox.text"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    kind: Mapped[str | None] = mapped_column(String(32))  # the template (services/sms.py TEMPLATES)
+    params: Mapped[str | None] = mapped_column(Sealed("sms_outbox.params"))  # its parameters, JSON
+    provider: Mapped[str] = mapped_column(String(16), default="outbox", server_default="outbox")
+    status: Mapped[str] = mapped_column(String(12), default="outbox", server_default="outbox", index=True)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # keyed hash (services/sms.py)
+    biz_id: Mapped[str | None] = mapped_column(String(64), index=True)  # the gateway's id for it
+    error_code: Mapped[str | None] = mapped_column(String(64))  # the gateway's code, as it sent it
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    reported_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # the receipt
+
+
+class SmsOptOut(Base):
+    """A number that gets no SMS (replied TD/退订, or listed by staff), by its keyed hash only."""
+
+    __tablename__ = "sms_opt_outs"
+
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(12))  # "reply" | "staff"
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SmsQuota(Base):
+    """SMS sent to one number on one day (China time) and when the last went: the rate limit,
+    taken by one conditional UPDATE so every process agrees."""
+
+    __tablename__ = "sms_quota"
+
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)  # yyyymmdd
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PhoneCall(Base):

@@ -1,11 +1,11 @@
-"""Hand-offs to human agents, satisfaction ratings and SMS: the records a conversation leaves."""
+"""Hand-offs to human agents and satisfaction ratings: the records a conversation leaves (SMS: services/sms.py)."""
 from __future__ import annotations
 
 from typing import Protocol
 
 from sqlalchemy.orm import sessionmaker
 
-from services.models import Handoff, Rating, SmsOutbox
+from services.models import Handoff, Rating
 
 HANDOFF_REASONS = frozenset({"requested", "failed_attempts", "fallback"})
 
@@ -16,12 +16,6 @@ class HandoffsBackend(Protocol):
 
 class RatingsBackend(Protocol):
     def record(self, *, sender_id: str, channel: str, flow: str, score: int) -> None: ...
-
-
-class SmsProvider(Protocol):
-    """Sends one text message. Real gateways plug in behind this interface."""
-
-    def send(self, phone: str, text: str) -> None: ...
 
 
 class SqlHandoffs:
@@ -47,16 +41,4 @@ class SqlRatings:
             raise ValueError("a rating is 1 to 5")
         with self._sessions() as s:
             s.add(Rating(sender_id=sender_id, channel=channel, flow=flow, score=score))
-            s.commit()
-
-
-class OutboxSms:
-    """The embedded default: each message goes to the sms_outbox table instead of a gateway."""
-
-    def __init__(self, sessions: sessionmaker) -> None:
-        self._sessions = sessions
-
-    def send(self, phone: str, text: str) -> None:
-        with self._sessions() as s:
-            s.add(SmsOutbox(phone=phone, text=text))
             s.commit()

@@ -76,7 +76,24 @@ class Settings(BaseSettings):
     wechatpay_public_key_path: str = ""  # WeChat Pay's platform public key, pub_key.pem
     wechatpay_public_key_id: str = ""  # its id, PUB_KEY_ID_...
     wechatpay_api_base: str = "https://api.mch.weixin.qq.com"
-    sms_provider: Literal["outbox"] = "outbox"
+    # SMS (services/sms.py; deploy/sms.md): "outbox" keeps each message in the sms_outbox table (the
+    # embedded default); "aliyun" sends through Alibaba Cloud SMS with the approved signature name and
+    # template codes ("kind:SMS_123,..."; kinds in services/sms.py TEMPLATES).
+    sms_provider: Literal["outbox", "aliyun"] = "outbox"
+    sms_sign_name: str = "菏泽政务"
+    sms_templates: str = ""
+    sms_min_interval_s: int = 60  # per number: at most one SMS in this long ...
+    sms_per_day: int = 10  # ... and this many a day (China time); in the database, so all processes agree
+    # The key of the hashes opt-outs and quotas look numbers up by; empty: derived from DATA_KEYS'
+    # first key (the embedded default). Set once in production and never rotated (a new key forgets opt-outs).
+    sms_number_key: SecretStr = SecretStr("")
+    sms_timeout_s: float = 5.0
+    sms_sweep_s: float = 60.0  # how often the services API retries and reads receipts; 0: never
+    aliyun_sms_access_key_id: str = ""
+    aliyun_sms_access_key_secret: SecretStr = SecretStr("")
+    aliyun_sms_api_base: str = "https://dysmsapi.aliyuncs.com"
+    # The secret path part of the receipt and reply push URLs (/sms/aliyun/<token>/report|up); empty: off.
+    aliyun_sms_push_token: SecretStr = SecretStr("")
 
     # WeChat official account (channels/wechat.py; deploy/wechat.md). Empty token or appid: not configured.
     wechat_token: str = ""
@@ -117,6 +134,8 @@ class Settings(BaseSettings):
             self._check_wechatpay()
         if self.applications_backend == "provincial":
             self._check_provincial()
+        if self.sms_provider == "aliyun":
+            self._check_aliyun_sms()
         if self.heze_env == "production":
             if not self.data_keys.get_secret_value().strip():
                 raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
@@ -158,6 +177,23 @@ class Settings(BaseSettings):
                 raise ValueError("PROVINCIAL_BASE_URL must be https:// in production")
             if key.lower() in _SAMPLE_SECRETS or len(key) < 16:
                 raise ValueError("PROVINCIAL_APP_KEY is a sample value or too short; refusing to start")
+
+    def _check_aliyun_sms(self) -> None:
+        from services.aliyun_sms import parse_templates
+        from services.sms import TEMPLATES
+
+        if not (self.aliyun_sms_access_key_id and self.aliyun_sms_access_key_secret.get_secret_value()
+                and self.sms_sign_name):
+            raise ValueError("the aliyun SMS provider needs ALIYUN_SMS_ACCESS_KEY_ID, ALIYUN_SMS_ACCESS_KEY_SECRET "
+                             "and SMS_SIGN_NAME")
+        missing = sorted(set(TEMPLATES) - set(parse_templates(self.sms_templates)))
+        if missing:
+            raise ValueError(f"SMS_TEMPLATES has no approved template code for {', '.join(missing)}")
+        if self.heze_env == "production":
+            if not self.aliyun_sms_api_base.startswith("https://"):
+                raise ValueError("ALIYUN_SMS_API_BASE must be https:// in production")
+            if len(self.sms_number_key.get_secret_value()) < 32:
+                raise ValueError("SMS_NUMBER_KEY must be set (32+ characters) in production; it is never rotated")
 
     def resolve(self, path: str) -> Path:
         """A path from settings; relative paths are relative to the repository root."""

@@ -97,3 +97,11 @@ def test_a_correction_at_the_confirmation_is_no_refusal(seeded: Services) -> Non
                             slots={"bill_type": "water", "bill_account": "1000000001", "bill_id": "1"})
     slots = slot_events(events)
     assert slots["bill_confirm"] is None and "flow_stopped" not in slots and "先不交" not in texts(msgs)
+
+
+def test_an_opted_out_caller_is_told_no_sms_comes(seeded: Services) -> None:
+    seeded.sms.opt_out("13800000009")
+    msgs, _ = run(ActionPayBill(seeded), _confirmed(seeded, metadata={"channel": "phone", "caller": "13800000009"}))
+    assert "您已退订短信，这次不发短信" in texts(msgs) and "便民服务站" in texts(msgs) and "发到您的手机" not in texts(msgs)
+    with seeded.sessions() as s:
+        assert s.scalars(select(SmsOutbox)).all() == []

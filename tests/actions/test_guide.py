@@ -96,3 +96,10 @@ def test_out_of_scope_gives_way_to_a_confident_guide_answer(guided: Services) ->
     assert events == [{"event": "followup", "name": "action_answer_guide", "timestamp": None}]
     msgs, events = run(ActionOutOfScope(guided), tracker(text="猪肉多少钱一斤", intent="out_of_scope"))
     assert msgs[0]["response"] == "utter_out_of_scope" and events == []
+
+
+def test_a_second_guide_sms_within_the_minute_is_refused_honestly(guided: Services) -> None:
+    slots = {"guide_topic": "passport", "guide_section": "收费标准", "guide_offer": "sms"}
+    run(ActionGuideOfferAccepted(guided), tracker(text="好", intent="affirm", metadata=PHONE, slots=slots))
+    msgs, _ = run(ActionGuideOfferAccepted(guided), tracker(text="好", intent="affirm", metadata=PHONE, slots=slots))
+    assert "短信发得太频繁，这次没有发" in texts(msgs) and "尾号" not in texts(msgs)

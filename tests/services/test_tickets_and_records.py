@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from services.container import Services
 from services.models import Handoff, Rating, SmsOutbox
+from services.sms import SmsMessage
 from services.tickets import FALLBACK_DEPARTMENT, SqlTickets, route
 
 
@@ -62,7 +63,7 @@ def test_unknown_category_is_refused(services: Services) -> None:
 def test_handoffs_ratings_and_sms_are_stored(services: Services) -> None:
     hid = services.handoffs.create(sender_id="u", channel="phone", reason="requested")
     services.ratings.record(sender_id="u", channel="wechat", flow="bill", score=5)
-    services.sms.send("13800000001", "测试短信")
+    assert services.sms.send("13800000001", SmsMessage("ticket_receipt", {"ticket": "12345678", "due": "12月20日"})) == "sent"
     with pytest.raises(ValueError):
         services.ratings.record(sender_id="u", channel="wechat", flow="bill", score=6)
     with pytest.raises(ValueError):
@@ -70,7 +71,8 @@ def test_handoffs_ratings_and_sms_are_stored(services: Services) -> None:
     with services.sessions() as s:
         assert s.get(Handoff, hid).status == "waiting"  # type: ignore[union-attr]
         assert [r.score for r in s.scalars(select(Rating))] == [5]
-        assert [m.text for m in s.scalars(select(SmsOutbox))] == ["测试短信"]
+        assert [(m.text, m.status) for m in s.scalars(select(SmsOutbox))] == [
+            ("【菏泽政务】您反映的问题已受理，工单号12345678，12月20日前答复。", "outbox")]
 
 
 def test_applications_by_number_and_by_applicant(seeded: Services) -> None:

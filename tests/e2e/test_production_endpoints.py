@@ -13,7 +13,8 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import make_settings
 from tests.e2e.conftest import joined
-from tests.sandbox import free_port, production_env, start_stack
+from tests.sandbox import TEST_DATA_KEYS, free_port, production_env, start_stack
+from textnorm.sealing import Keyring
 
 pytestmark = pytest.mark.e2e
 REDIS_URL = os.environ.get("HEZE_TEST_REDIS", "127.0.0.1:6379")
@@ -53,7 +54,10 @@ def test_conversation_is_kept_in_postgresql(pg_stack: dict) -> None:  # type: ig
         assert "正在处理" in say("幺〇〇〇〇〇〇幺")
     with pg_stack["engine"].connect() as conn:
         rows = conn.execute(text("select data from events where sender_id = 'pg-1' and type_name = 'user'")).all()
-    assert len(rows) == 2 and all('"caller": "13800000001"' in r[0] for r in rows)
+    # Sealed at rest in PostgreSQL too: the number is not there in clear, the keys open each row.
+    keyring = Keyring.parse(TEST_DATA_KEYS)
+    assert len(rows) == 2 and not any("13800000001" in r[0] for r in rows)
+    assert all('"caller": "13800000001"' in keyring.open(r[0], "pg-1") for r in rows)
     # Rasa's Redis lock store took and released the conversation lock on every message.
     assert _lock_commands(r) > locks_before
 

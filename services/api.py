@@ -2,7 +2,8 @@
 full service guides that answers link to (``/guide/<slug>``), and the SMS gateway's pushed receipts
 and replies (``/sms/aliyun/<token>/report|up``). Background tasks sweep payment orders (query
 silent ones, close expired ones) every ``PAYMENT_SWEEP_S`` and SMS (retry, read receipts) every
-``SMS_SWEEP_S``."""
+``SMS_SWEEP_S``, and (WeChat Pay only) reconcile yesterday's trade bill once a day
+(``RECONCILE_CHECK_S``, services/reconcile.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -33,6 +34,7 @@ from services.payments import (
     handle_notification,
     sweep,
 )
+from services.reconcile import BillSource, due_day, reconcile_day
 from services.settings import Settings
 from services.sms import SmsSender
 
@@ -88,8 +90,10 @@ CHECKOUT_PAGES: dict[str, Callable[[Checkout], str]] = {
 def create_app(settings: Settings, services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reconciling = settings.reconcile_check_s if isinstance(services.payments, BillSource) else 0
         tasks = [asyncio.create_task(run()) for run, every in ((_sweep_forever, settings.payment_sweep_s),
-                                                               (_sms_forever, settings.sms_sweep_s)) if every > 0]
+                                                               (_sms_forever, settings.sms_sweep_s),
+                                                               (_reconcile_forever, reconciling)) if every > 0]
         yield
         for task in tasks:
             task.cancel()
@@ -113,6 +117,19 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
                                              dt.timedelta(seconds=settings.payment_query_after_s))
             if any(counts.values()):
                 log.info("payment sweep: %s", counts)
+
+    async def _reconcile_forever() -> None:
+        assert isinstance(services.payments, BillSource)
+        source = services.payments
+        while True:
+            await asyncio.sleep(settings.reconcile_check_s)
+            try:
+                day = await run_in_threadpool(due_day, services.sessions, source.name, dt.datetime.now(dt.timezone.utc),
+                                              settings.reconcile_after_hour)
+                if day is not None:
+                    await run_in_threadpool(reconcile_day, services.sessions, billing, source, day)
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
+                log.exception("daily reconciliation failed")
 
     app = FastAPI(title="Heze services API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     billing = services.billing

@@ -116,6 +116,45 @@ class PaymentRefund(Base):
     order: Mapped[PaymentOrder] = relationship()
 
 
+class ReconciliationRun(Base):
+    """One day's comparison of a provider's trade bill with our orders and refunds (services/reconcile.py):
+    ``running`` (a claim) -> ``ok`` | ``mismatches`` | ``failed`` (``error`` says why; no mismatches kept)."""
+
+    __tablename__ = "reconciliation_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bill_date: Mapped[dt.date] = mapped_column(Date, index=True)  # China time
+    provider: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(12))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    bill_rows: Mapped[int] = mapped_column(Integer, default=0)  # payments and refunds in the bill
+    payments: Mapped[int] = mapped_column(Integer, default=0)
+    refunds: Mapped[int] = mapped_column(Integer, default=0)
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    mismatch_count: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(200))
+    mismatches: Mapped[list["ReconciliationMismatch"]] = relationship(
+        back_populates="run", order_by="ReconciliationMismatch.id")
+
+
+class ReconciliationMismatch(Base):
+    """A difference between the bill and our records: order and refund numbers, amounts, a fixed
+    phrase; never a payer's openid or anything else personal."""
+
+    __tablename__ = "reconciliation_mismatches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_runs.id"), index=True)
+    order_no: Mapped[str] = mapped_column(String(32), index=True)
+    refund_no: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))  # services/reconcile.py KINDS
+    here_fen: Mapped[int | None] = mapped_column(BigInteger)  # our amount, if we have one
+    there_fen: Mapped[int | None] = mapped_column(BigInteger)  # the bill's amount, if it has one
+    detail: Mapped[str] = mapped_column(String(200))
+    run: Mapped[ReconciliationRun] = relationship(back_populates="mismatches")
+
+
 class PaymentNonce(Base):
     """A (timestamp, nonce) pair a provider signed a notification with: seen once, refused twice.
     Rows older than the signature window are pruned; an older message fails its timestamp check."""

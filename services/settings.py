@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     payment_query_after_s: int = 300
     # How often the services API queries silent orders and closes expired ones; 0: never.
     payment_sweep_s: float = 60.0
+    # Daily reconciliation with the provider's trade bill (wechatpay only; services/reconcile.py):
+    # how often the services API checks whether yesterday (China time) is still to be done; 0: never.
+    reconcile_check_s: float = 1800.0
+    reconcile_after_hour: int = 10  # China time; WeChat Pay advises fetching the bill after 10:00
 
     # WeChat Pay API v3 (services/wechatpay.py; deploy/wechatpay.md). JSAPI orders are paid to the
     # official account's and the mini-program's appids above (WECHAT_APPID, MINIPROGRAM_APPID): the

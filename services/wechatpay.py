@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
@@ -156,17 +157,30 @@ class WeChatPayClient:
 
     def trade_bill(self, bill_date: dt.date, bill_type: str = "ALL") -> bytes:
         """The day's trade bill (CSV, as WeChat Pay writes it), its SHA1 checked."""
+        into = io.BytesIO()
+        self.download_trade_bill(bill_date, into, bill_type)
+        return into.getvalue()
+
+    def download_trade_bill(self, bill_date: dt.date, into: BinaryIO, bill_type: str = "ALL") -> None:
+        """Stream the day's trade bill into ``into``, hashing as it comes; WeChatPayError
+        ``BILL_HASH_MISMATCH`` when its SHA1 is not the one 申请交易账单 announced (``into`` then
+        holds a file to throw away)."""
         info = self._call("GET", "/v3/bill/tradebill",
                           query={"bill_date": bill_date.isoformat(), "bill_type": bill_type}) or {}
         url = urlsplit(str(info["download_url"]))
         headers = {"Authorization": self._authorization("GET", url.path + ("?" + url.query if url.query else ""), b"")}
+        digest = hashlib.sha1()  # noqa: S324 - the hash WeChat Pay announces (hash_type SHA1)
         try:
-            resp = self._http.get(str(info["download_url"]), headers=headers)  # the file itself is not signed
+            with self._http.stream("GET", str(info["download_url"]), headers=headers) as resp:  # the file is not signed
+                if resp.status_code != 200:
+                    raise WeChatPayError(resp.status_code, "BILL_DOWNLOAD_FAILED")
+                for chunk in resp.iter_bytes(64 * 1024):
+                    digest.update(chunk)
+                    into.write(chunk)
         except httpx.HTTPError as exc:
             raise WeChatPayError(0, "NETWORK") from exc
-        if resp.status_code != 200 or hashlib.sha1(resp.content).hexdigest() != str(info.get("hash_value", "")).lower():
-            raise WeChatPayError(resp.status_code, "BILL_HASH_MISMATCH")
-        return resp.content
+        if digest.hexdigest() != str(info.get("hash_value", "")).lower():
+            raise WeChatPayError(200, "BILL_HASH_MISMATCH")
 
 
 class WeChatPayProvider:
@@ -274,6 +288,18 @@ class WeChatPayProvider:
         if status is None:  # PROCESSING: REFUND.SUCCESS (or ABNORMAL) is notified later
             return None
         return RefundNotification(refund.refund_no, refund.order_no, refund.amount_fen, status, str(r["refund_id"]))
+
+
+    def download_bill(self, day: dt.date, into: BinaryIO) -> bool:
+        """The day's ALL trade bill into ``into`` (services/reconcile.py); False when WeChat Pay
+        has none (NO_STATEMENT_EXIST: no payment or refund that day)."""
+        try:
+            self._client.download_trade_bill(day, into)
+        except WeChatPayError as exc:
+            if exc.code == "NO_STATEMENT_EXIST":
+                return False
+            raise
+        return True
 
 
 def build(settings: Any, claim: Callable[[int, str], bool], http: httpx.Client | None = None) -> WeChatPayProvider:

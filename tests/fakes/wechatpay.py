@@ -54,6 +54,47 @@ def _now_text() -> str:
     return dt.datetime.now(CHINA).isoformat(timespec="seconds")
 
 
+# 交易账单 ALL: the detail header, and the summary's (pay.weixin.qq.com/docs/merchant/products/bill-download/format-trade.html)
+BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
+               "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,"
+               "商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注")
+BILL_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+
+
+def yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def bill_line(when: str, appid: str, mchid: str, transaction_id: str, out_trade_no: str, openid: str, trade_type: str,
+              total: int, refund: tuple[str, str, int, str] | None = None) -> str:
+    """One detail line as WeChat Pay writes it: a payment (交易状态 SUCCESS), or with ``refund``
+    (refund_id, out_refund_no, amount, status) a refund (REFUND); every field after a backtick."""
+    fee = f"{total * 6 // 1000 / 100:.5f}"
+    if refund is None:
+        fields = [when, appid, mchid, "0", "", transaction_id, out_trade_no, openid, trade_type, "SUCCESS", "OTHERS",
+                  "CNY", yuan(total), "0.00", "0", "0", "0.00", "0.00", "", "", "菏泽政务缴费", "", fee, "0.60%",
+                  yuan(total), "0.00", ""]
+    else:
+        refund_id, out_refund_no, amount, status = refund
+        fields = [when, appid, mchid, "0", "", transaction_id, out_trade_no, openid, trade_type, "REFUND", "OTHERS",
+                  "CNY", "0.00", "0.00", refund_id, out_refund_no, yuan(amount), "0.00", "ORIGINAL", status,
+                  "菏泽政务缴费", "", "-" + fee, "0.60%", "0.00", yuan(amount), ""]
+    return "`" + ",`".join(fields) + "\r\n"
+
+
+def bill_csv(lines: list[str], *, bom: bool = True) -> bytes:
+    """A whole bill: header, ``lines`` (from bill_line), and the summary that adds them up."""
+    orders = refunds = 0
+    for line in lines:
+        fields = line[1:].rstrip("\r\n").split(",`")
+        orders += round(float(fields[24]) * 100)
+        refunds += round(float(fields[25]) * 100)
+    summary = "`" + ",`".join([str(len(lines)), yuan(orders), yuan(refunds), "0.00", "0.00000", yuan(orders),
+                               yuan(refunds)])
+    text = BILL_HEADER + "\r\n" + "".join(lines) + BILL_SUMMARY + "\r\n" + summary + "\r\n"
+    return ("\ufeff" if bom else "").encode() + text.encode()
+
+
 @dataclass
 class FakeWeChatPay:
     mchid: str
@@ -73,6 +114,7 @@ class FakeWeChatPay:
     refund_status: str = "PROCESSING"  # what 申请退款 answers with
     answer_key: rsa.RSAPrivateKey | None = None  # sign answers with another key (a forged server)
     bills: dict[str, bytes] = field(default_factory=dict)
+    bill_tamper: bool = False  # serve bill files altered in transit (their SHA1 no longer matches)
 
     # --- the API -----------------------------------------------------------------------------
     def app(self) -> FastAPI:
@@ -174,7 +216,9 @@ class FakeWeChatPay:
         @app.get("/v3/billdownload/file")
         def bill_file(token: str) -> Response:
             content = self.bills.get("token:" + token)
-            return Response(content, media_type="text/plain") if content is not None else Response(status_code=404)
+            if content is None:
+                return Response(status_code=404)
+            return Response(content + b" " if self.bill_tamper else content, media_type="text/plain")
 
         return app
 
@@ -213,6 +257,29 @@ class FakeWeChatPay:
 
     def _refund_public(self, no: str) -> dict[str, Any]:
         return dict(self.refunds[no])
+
+    def bill_for(self, day: str, *, amounts: dict[str, int] | None = None, refund_amounts: dict[str, int] | None = None,
+                 omit: frozenset[str] = frozenset(), extra: tuple[str, ...] = ()) -> bytes:
+        """The ALL trade bill of ``day`` (YYYY-MM-DD, China time) from this server's own orders paid and
+        refunds made that day, with planted differences: ``amounts`` / ``refund_amounts`` replace an
+        order's or refund's amount, ``omit`` leaves order or refund numbers out, ``extra`` adds lines
+        (bill_line) of orders the merchant never made. Kept for download as ``bills[day]``."""
+        amounts, refund_amounts = amounts or {}, refund_amounts or {}
+        lines = []
+        for no, o in self.orders.items():
+            if o.get("success_time", "").startswith(day) and no not in omit:
+                lines.append(bill_line(o["success_time"][:19].replace("T", " "), o["appid"], self.mchid,
+                                       o["transaction_id"], no, o["payer"].get("openid", ""), o["trade_type"],
+                                       amounts.get(no, o["amount"]["total"])))
+        for no, r in self.refunds.items():
+            if r["create_time"].startswith(day) and no not in omit:
+                o = self.orders[r["out_trade_no"]]
+                lines.append(bill_line(r["create_time"][:19].replace("T", " "), o["appid"], self.mchid,
+                                       r["transaction_id"], r["out_trade_no"], o["payer"].get("openid", ""),
+                                       o["trade_type"], 0,
+                                       (r["refund_id"], no, refund_amounts.get(no, r["amount"]["refund"]), r["status"])))
+        self.bills[day] = bill_csv(lines + list(extra))
+        return self.bills[day]
 
     # --- the citizen's and the platform's side -------------------------------------------------
     def check_jsapi(self, params: dict[str, str]) -> bool:

@@ -253,3 +253,31 @@ def test_settings_require_every_merchant_field(tmp_path: Path) -> None:
                            wechatpay_api_base="http://127.0.0.1:1")
     # The embedded default needs none of it.
     assert make_settings().payment_provider == "sandbox"
+
+
+def test_a_phone_caller_gets_the_link_by_sms_and_pays_through_native(pay: Pay) -> None:
+    """The whole way for a caller on a landline-less mobile: the bill action (as the action server
+    runs it) sends the link by SMS, the link opens a Native QR page, WeChat Pay notifies, the bill
+    is paid."""
+    from sqlalchemy import select
+
+    from actions.bills import ActionPayBill
+    from services.models import SmsOutbox
+    from tests.actions.helpers import run, texts, tracker
+
+    (bill,) = pay.services.billing.outstanding("water", "1000000001")
+    said, _ = run(ActionPayBill(pay.services), tracker(
+        slots={"bill_type": "water", "bill_account": "1000000001", "bill_id": str(bill.id), "bill_confirm": True},
+        metadata={"channel": "phone", "caller": "13800000021"}))
+    assert "发到您的手机" in texts(said)
+    with pay.services.sessions() as s:
+        (sms,) = [m for m in s.scalars(select(SmsOutbox)) if m.phone == "13800000021"]
+    link = re.search(r"https?://\S+/pay/[0-9A-Za-z]+", sms.text)
+    assert link is not None and link.group(0).startswith(pay.api), sms.text
+    page = pay.http.get(link.group(0))
+    assert page.status_code == 200 and "<svg" in page.text and "扫一扫" in page.text
+    order_no = link.group(0).rsplit("/", 1)[-1]
+    assert pay.fake.orders[order_no]["trade_type"] == "NATIVE"
+    assert pay.fake.pay(order_no, openid="oScanner").status_code == 200  # type: ignore[union-attr]
+    assert pay.status(order_no) == "paid"
+    assert pay.services.billing.outstanding("water", "1000000001") == []

@@ -28,7 +28,7 @@ import httpx
 from services.settings import Settings
 from stack.processes import Stack
 from tests.conftest import make_settings
-from tests.sandbox import (add_production_args, drop_database, free_port, production_database, production_env,
+from tests.sandbox import (add_production_args, drop_broker, drop_database, free_port, production_database, production_env,
                            start_stack)
 
 PARSE_TEXTS = ["你好", "俺想查一下办件进度", "二〇二六幺幺〇幺〇〇〇〇〇幺", "交水费", "路灯坏了好几天了",
@@ -148,6 +148,7 @@ def bench_stack(args: argparse.Namespace, prefix: str) -> Iterator[tuple[Path, S
         engine.dispose()
         if args.production:
             drop_database(args.pg, db_url)
+            drop_broker(extra)
 
 
 def main() -> None:

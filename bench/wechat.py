@@ -27,7 +27,7 @@ import httpx
 from bench.run import pct, write_results
 from services.settings import ROOT
 from tests.conftest import make_settings
-from tests.sandbox import (add_production_args, drop_database, free_port, production_database, production_env,
+from tests.sandbox import (add_production_args, drop_broker, drop_database, free_port, production_database, production_env,
                            start_stack)
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
 
@@ -145,6 +145,7 @@ def main() -> None:
             engine.dispose()
             if args.production:
                 drop_database(args.pg, db_url)
+            drop_broker(extra)
     for channel in ("wechat", "rest"):
         per_run = [r[channel] for r in runs]  # type: ignore[index]
         results[channel] = {k: statistics.median(run[k] for run in per_run) for k in per_run[0]}

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine
 
 from console.auth import Accounts
 from console.conversations import ConversationIndex, ref_key
+from console.feed import EventFeed
 from console.retention import purge
 from console.routes import admin, conversations, dashboard, humans, payments, review, signin, tickets
 from console.settings import ConsoleSettings
@@ -49,10 +50,16 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         app.state.actions = domain_actions()
         app.state.sync_lock = asyncio.Lock()
 
+        # With the event broker the index follows RabbitMQ in real time (console/feed.py) and the
+        # tracker store is read once a minute to backfill; without it, every 3 seconds.
+        feed = EventFeed(settings.broker_url, settings.rabbitmq_exchange, settings.rabbitmq_queue, index, app.state.sync_lock) \
+            if settings.rabbitmq_host else None
+        app.state.feed = feed
+
         async def keep_in_step() -> None:
             while True:
                 await sync(app)
-                await asyncio.sleep(3)
+                await asyncio.sleep(60 if feed else 3)
 
         async def purge_daily() -> None:
             while True:
@@ -64,6 +71,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 await asyncio.sleep(24 * 3600)
 
         tasks = [asyncio.create_task(keep_in_step()), asyncio.create_task(purge_daily())]
+        if feed is not None:
+            tasks.append(asyncio.create_task(feed.run()))
         try:
             yield
         finally:

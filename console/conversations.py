@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import (Column, Engine, Float, Integer, MetaData, String, Table, Text, func, or_,
                         select)
@@ -74,11 +74,25 @@ def _when(ts: float | None) -> dt.datetime:
 UNREADABLE = "此条记录无法解密（密钥不对或已删除），请管理员检查 DATA_KEYS。"
 
 
+@dataclass
+class BrokerEvent:
+    """An event from the event broker in the shape of a tracker-store row, its data already opened."""
+
+    id: int
+    sender_id: str
+    type_name: str
+    timestamp: float | None
+    action_name: str | None
+    opened: dict[str, Any]
+
+
 def event_data(row: Any, keyring: Keyring) -> dict[str, Any] | None:
     """A tracker-store row's event, opened with the deployment's keys (rasa_runtime/tracker_store.py
     seals ``data``); None for a row whose JSON is damaged (logged with its id only). A row that does
     not open raises ``SealedValueError``: the index stops there rather than count it as empty, the
     transcript shows it as unreadable, an export is refused."""
+    if isinstance(row, BrokerEvent):
+        return row.opened
     try:
         data = json.loads(keyring.open(row.data or "{}", row.sender_id))
     except ValueError as e:
@@ -132,26 +146,50 @@ class ConversationIndex:
                     rows = t.execute(select(EVENTS).where(EVENTS.c.id > mark).order_by(EVENTS.c.id).limit(BATCH)).all()
                 if not rows:
                     return read
-                senders = {r.sender_id for r in rows}
-                summaries = {x.sender_id: x for x in s.scalars(
-                    select(ConversationSummary).where(ConversationSummary.sender_id.in_(senders)))}
-                for row in rows:
-                    summary = summaries.get(row.sender_id)
-                    if summary is None:
-                        summary = ConversationSummary(sender_id=row.sender_id, ref=conversation_ref(self.key, row.sender_id),
-                                                      channel="rest", turns=0, intents=" ", entities=" ", actions=" ",
-                                                      text="", started_at=_when(row.timestamp), tags=" ",
-                                                      last_at=_when(row.timestamp), reviewed=False, fallback=False,
-                                                      handoff=False, late_reply=False, silence_hangup=False)
-                        s.add(summary)
-                        summaries[row.sender_id] = summary
-                    self._apply(summary, row)
-                self._join_service_data(s, senders, summaries)
+                self._ingest(s, rows)
                 state = s.get(ConsoleState, WATERMARK) or ConsoleState(key=WATERMARK, value="0")
                 state.value = str(rows[-1].id)
                 s.merge(state)
                 s.commit()
                 read += len(rows)
+
+    def apply_events(self, events: list[dict[str, Any]]) -> int:
+        """Events from the event broker (console/feed.py), opened, in the order they came; returns how
+        many were new. Each carries its tracker-store row id (``event_id``), so an event the index has
+        (from the tracker store, or delivered again after a restart) is not counted twice."""
+        rows = [BrokerEvent(int(e["event_id"]), str(e["sender_id"]), str(e["event"]), e.get("timestamp"),
+                            e.get("name") if e["event"] == "action" else None, e) for e in events]
+        if not rows:
+            return 0
+        with self._sessions() as s:
+            applied = self._ingest(s, rows)
+            s.commit()
+        return applied
+
+    def _ingest(self, s: Session, rows: Sequence[Any]) -> int:
+        """Apply rows (tracker-store rows or broker events) to their summaries, each event once: a
+        conversation's events are written one turn at a time, so an id at or below the summary's last
+        one is already counted."""
+        senders = {r.sender_id for r in rows}
+        summaries = {x.sender_id: x for x in s.scalars(
+            select(ConversationSummary).where(ConversationSummary.sender_id.in_(senders)))}
+        applied = 0
+        for row in rows:
+            summary = summaries.get(row.sender_id)
+            if summary is None:
+                summary = ConversationSummary(sender_id=row.sender_id, ref=conversation_ref(self.key, row.sender_id),
+                                              channel="rest", turns=0, intents=" ", entities=" ", actions=" ",
+                                              text="", started_at=_when(row.timestamp), tags=" ",
+                                              last_at=_when(row.timestamp), reviewed=False, fallback=False,
+                                              handoff=False, late_reply=False, silence_hangup=False)
+                s.add(summary)
+                summaries[row.sender_id] = summary
+            elif summary.last_event_id is not None and row.id <= summary.last_event_id:
+                continue
+            self._apply(summary, row)
+            applied += 1
+        self._join_service_data(s, senders, summaries)
+        return applied
 
     def rebuild(self, senders: list[str]) -> None:
         """Summaries computed again from the events that are left (after a retention purge took a

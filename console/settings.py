@@ -5,13 +5,13 @@ from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from services.settings import ROOT
+from services.settings import ROOT, EventBrokerSettings
 from textnorm.sealing import Keyring, keyring_for
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(EventBrokerSettings):
     model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
 
     heze_env: Literal["development", "production", "test"] = "development"
@@ -44,6 +44,9 @@ class ConsoleSettings(BaseSettings):
     def _check(self) -> "ConsoleSettings":
         if self.heze_env == "production" and not self.console_secure_cookies:
             raise ValueError("CONSOLE_SECURE_COOKIES must be true in production (the console runs behind HTTPS)")
+        if self.heze_env == "production" and not self.rabbitmq_host:
+            raise ValueError("RABBITMQ_HOST must be set in production: the conversation index follows Rasa's event "
+                             "broker (several Rasa replicas commit out of id order; polling the tracker store misses events)")
         if self.heze_env == "production" and not self.data_keys.get_secret_value().strip():
             raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
         return self

@@ -33,6 +33,11 @@ written in clear before encryption are read as they are; ``python -m console rek
 moves old rows to a new key. Every read of ``data`` here goes through ``_load``: stock's full-tracker
 read (HTTP API, ``rasa export``) too.
 
+With an event broker (deploy/endpoints.yml: ``rasa_runtime.event_broker.SealedPikaEventBroker``),
+``save`` publishes the new events after the commit, each with its row id (``event_id``), and waits
+for RabbitMQ's confirm before the turn ends: stock publishes before writing and re-reads the whole
+stored tracker to find the new events (``stream_events``), one more full read per turn.
+
 Creating this store installs ``rasa_runtime.patches`` (the documented way they get installed).
 """
 from __future__ import annotations
@@ -262,19 +267,18 @@ class HezeTrackerStore(SQLTrackerStore):
             with self.engine.connect() as conn:
                 head = self._head(conn, tracker.sender_id)
             if head is not None:  # the database has some of it: stock counts what is there
-                await self.stream_events(tracker)
                 with self.session_scope() as session:
                     new = list(self._additional_events(session, tracker))
                 with self.engine.begin() as conn:
-                    for event in new:
-                        conn.execute(self._insert, self._row(tracker.sender_id, event))
+                    ids = [conn.execute(self._insert, self._row(tracker.sender_id, e)).inserted_primary_key[0]
+                           for e in new]
                 self._kept.pop(tracker.sender_id, None)
+                await self._announce(tracker.sender_id, new, ids)
                 return
             saved = _Saved(0, 0)  # a new conversation: every event is new
             self._mark(tracker, saved)
         new = list(itertools.islice(tracker.events, saved.count, None))
-        if self.event_broker is not None:
-            await self._stream_new_events(self.event_broker, new, tracker.sender_id)
+        ids: List[int] = []
         if new:
             with self.engine.begin() as conn:  # commits on leaving
                 ids = [conn.execute(self._insert, self._row(tracker.sender_id, e)).inserted_primary_key[0]
@@ -285,11 +289,27 @@ class HezeTrackerStore(SQLTrackerStore):
             if not ours_only:  # another writer got in (a lock that expired mid-turn): read it all next time
                 self._kept.pop(tracker.sender_id, None)
                 self._saved.pop(id(tracker), None)
+                await self._announce(tracker.sender_id, new, ids)
                 return
         kept = windowed(from_session_start(tracker), self.window)
         if kept is not tracker:
             self._mark(kept, _Saved(len(kept.events), saved.last_id))
         self._keep(kept)
+        await self._announce(tracker.sender_id, new, ids)
+
+    async def _announce(self, sender_id: Text, events: List[Event], ids: List[int]) -> None:
+        """Publish the committed events to the event broker, each with its row id (``event_id``), in
+        order and confirmed before the turn ends (rasa_runtime/event_broker.py). Stock publishes
+        before it writes; a broker that is not ours gets stock's fire-and-forget ``publish``."""
+        if self.event_broker is None or not events:
+            return
+        bodies = [{"sender_id": sender_id, **event.as_dict(), "event_id": row_id} for event, row_id in zip(events, ids)]
+        publish_all = getattr(self.event_broker, "publish_all", None)
+        if publish_all is not None:
+            await publish_all(bodies)
+            return
+        for body in bodies:
+            self.event_broker.publish(body)
 
     def _row(self, sender_id: Text, event: Event) -> Dict[Text, Any]:
         """One ``events`` row, with the columns stock ``SQLTrackerStore.save`` fills; ``data`` sealed."""
@@ -320,7 +340,7 @@ class HezeTrackerStore(SQLTrackerStore):
             self._kept.popitem(last=False)
 
     async def stream_events(self, tracker: DialogueStateTracker) -> None:
-        """Stock behaviour for trackers this store did not read (``save`` streams its own)."""
+        """Stock's, for stock callers; ``save`` announces its own committed rows (``_announce``)."""
         if self.event_broker is None:
             return None
         old = await super().retrieve(tracker.sender_id)

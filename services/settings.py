@@ -14,7 +14,34 @@ ROOT = Path(__file__).resolve().parent.parent
 _SAMPLE_SECRETS = {"", "change-me", "changeme", "secret", "test"}
 
 
-class Settings(BaseSettings):
+class EventBrokerSettings(BaseSettings):
+    """RabbitMQ, where Rasa publishes each conversation's events (deploy/endpoints.yml names the broker
+    with these same variables) and the staff console reads them (console/feed.py). Empty host: no
+    broker (the embedded default); the console then reads the tracker store every few seconds."""
+
+    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
+
+    rabbitmq_host: str = ""
+    rabbitmq_port: int = 5672
+    rabbitmq_user: str = "guest"
+    rabbitmq_password: SecretStr = SecretStr("guest")
+    rabbitmq_queue: str = "heze_events"
+    rabbitmq_exchange: str = "rasa-exchange"  # Rasa's default fanout exchange; one per deployment
+
+    def broker_env(self) -> dict[str, str]:
+        return {"RABBITMQ_HOST": self.rabbitmq_host, "RABBITMQ_PORT": str(self.rabbitmq_port),
+                "RABBITMQ_USER": self.rabbitmq_user, "RABBITMQ_PASSWORD": self.rabbitmq_password.get_secret_value(),
+                "RABBITMQ_QUEUE": self.rabbitmq_queue, "RABBITMQ_EXCHANGE": self.rabbitmq_exchange}
+
+    @property
+    def broker_url(self) -> str:
+        from urllib.parse import quote
+
+        return (f"amqp://{quote(self.rabbitmq_user, safe='')}:{quote(self.rabbitmq_password.get_secret_value(), safe='')}"
+                f"@{self.rabbitmq_host}:{self.rabbitmq_port}/")
+
+
+class Settings(EventBrokerSettings):
     """Read from the environment and ``.env``; validated once at process start."""
 
     model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")

@@ -136,6 +136,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
     env["WECHAT_RETRY_S"] = str(settings.wechat_retry_s)
     env["WECHAT_HUMAN_S"] = str(settings.wechat_human_s)
+    env.update(settings.broker_env())
     return env
 
 

@@ -1,6 +1,7 @@
 """A whole stack on free ports for tests and benchmarks: migrated and seeded database, every process."""
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import time
@@ -102,7 +103,38 @@ def production_env(db_url: str, redis: str, workers: int) -> dict[str, str]:
     return {"TRACKER_DB_HOST": url.host or "", "TRACKER_DB_PORT": str(url.port or 5432),
             "TRACKER_DB_NAME": url.database or "", "TRACKER_DB_USER": url.username or "",
             "TRACKER_DB_PASSWORD": url.password or "", "REDIS_HOST": host, "REDIS_PORT": port,
-            "SANIC_WORKERS": str(workers)}
+            "SANIC_WORKERS": str(workers), **broker_env()}
+
+
+def broker_env(name: str | None = None) -> dict[str, str]:
+    """The event broker's variables: this machine's RabbitMQ, with an exchange and a queue of this run's
+    own (Rasa's exchange fans out to every queue bound to it: a shared one would fill the queues other
+    runs left behind). ``drop_broker`` removes them."""
+    name = name or f"heze_test_{secrets.token_hex(4)}"
+    return {"RABBITMQ_HOST": os.environ.get("HEZE_TEST_RABBITMQ_HOST", "127.0.0.1"),
+            "RABBITMQ_PORT": os.environ.get("HEZE_TEST_RABBITMQ_PORT", "5672"),
+            "RABBITMQ_USER": "guest", "RABBITMQ_PASSWORD": "guest",
+            "RABBITMQ_QUEUE": name, "RABBITMQ_EXCHANGE": name}
+
+
+def drop_broker(env: dict[str, str]) -> None:
+    """Delete the queues and the exchange ``broker_env`` named (best effort: RabbitMQ may be down)."""
+    import asyncio
+
+    import aio_pika
+
+    async def drop() -> None:
+        url = f"amqp://guest:guest@{env['RABBITMQ_HOST']}:{env['RABBITMQ_PORT']}/"
+        async with await aio_pika.connect(url, timeout=5) as connection:
+            channel = await connection.channel()
+            for queue in (env["RABBITMQ_QUEUE"], env["RABBITMQ_QUEUE"] + ".unreadable"):
+                await channel.queue_delete(queue)
+            await channel.exchange_delete(env["RABBITMQ_EXCHANGE"])
+
+    try:
+        asyncio.run(drop())
+    except Exception:  # noqa: BLE001 - nothing to clean when RabbitMQ is not there
+        pass
 
 
 def add_production_args(parser: Any) -> None:

@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 PREFIX = "s1:"
 _KEY_ID = re.compile(r"[0-9A-Za-z_-]{1,16}")
 ENV = "DATA_KEYS"
+# The associated data of the event broker's messages (rasa_runtime/event_broker.py, console/feed.py).
+BROKER_CONTEXT = "rasa-event-broker"
 
 
 class KeyringError(ValueError):

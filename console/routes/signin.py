@@ -14,8 +14,10 @@ router = APIRouter()
 
 
 @router.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health(request: Request) -> dict[str, str]:
+    """Up; and whether the conversation index follows the event broker ("off": no broker configured)."""
+    feed = getattr(request.app.state, "feed", None)
+    return {"status": "ok", "event_feed": "off" if feed is None else "connected" if feed.connected else "reconnecting"}
 
 
 def _login_form(request: Request, target: str, status_code: int = 200, error: str | None = None) -> HTMLResponse:

@@ -1,7 +1,9 @@
-"""The production endpoints (deploy/endpoints.yml): PostgreSQL tracker store, Redis lock store."""
+"""The production endpoints (deploy/endpoints.yml): PostgreSQL tracker store, Redis lock store, the
+RabbitMQ event broker that the console's conversation index follows."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import make_settings
 from tests.e2e.conftest import joined
-from tests.sandbox import TEST_DATA_KEYS, free_port, production_env, start_stack
+from tests.sandbox import TEST_DATA_KEYS, console_settings, drop_broker, free_port, production_env, start_stack
 from textnorm.sealing import Keyring
 
 pytestmark = pytest.mark.e2e
@@ -32,12 +34,15 @@ def pg_stack(rasa_model: Path, pg_database: str, tmp_path_factory: pytest.TempPa
     )
     host, port = REDIS_URL.split(":")
     extra = production_env(pg_database, REDIS_URL, workers=1)
-    stack, engine = start_stack(settings, tmp, extra_env=extra, fresh_schema=True)
+    console = console_settings(console_tracker_url=pg_database)
+    stack, engine = start_stack(settings, tmp, extra_env=extra, fresh_schema=True, console=console)
     try:
-        yield {"url": f"http://127.0.0.1:{settings.rasa_port}", "engine": engine, "redis": (host, int(port))}
+        yield {"url": f"http://127.0.0.1:{settings.rasa_port}", "engine": engine, "redis": (host, int(port)),
+               "console": f"http://127.0.0.1:{console.console_port}"}
     finally:
         stack.stop()
         engine.dispose()
+        drop_broker(extra)
 
 
 def test_conversation_is_kept_in_postgresql(pg_stack: dict) -> None:  # type: ignore[type-arg]
@@ -60,6 +65,17 @@ def test_conversation_is_kept_in_postgresql(pg_stack: dict) -> None:  # type: ig
     assert all('"caller": "13800000001"' in keyring.open(r[0], "pg-1") for r in rows)
     # Rasa's Redis lock store took and released the conversation lock on every message.
     assert _lock_commands(r) > locks_before
+    # The console's index has the conversation from the event broker, well before its once-a-minute
+    # tracker-store backfill would have read it.
+    assert httpx.get(f"{pg_stack['console']}/health").json()["event_feed"] == "connected"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with pg_stack["engine"].connect() as conn:
+            row = conn.execute(text("select turns, intents from conversation_summaries where sender_id = 'pg-1'")).first()
+        if row is not None and row.turns == 2:
+            break
+        time.sleep(0.2)
+    assert row is not None and row.turns == 2 and "check_ticket" in row.intents, row
 
 
 def _lock_commands(r: redis.Redis) -> int:

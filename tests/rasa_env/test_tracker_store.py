@@ -255,15 +255,34 @@ def test_a_new_session_written_elsewhere_is_read_in_full(domain: Any, db: str) -
     assert [e["text"] for e in dumped(tracker) if e["event"] == "user"] == ["你好2"]
 
 
-def test_new_events_are_streamed_once_each(domain: Any, db: str) -> None:
+def test_new_events_are_streamed_once_each_after_the_commit_with_their_row_ids(domain: Any, db: str) -> None:
     talk = Talk()
     broker = Collecting()
     ours = store(domain, db, event_broker=broker)
     turns = [talk.start() + talk.greeting(1), talk.greeting(2)]
     play(ours, "g", turns)
-    published = [{k: v for k, v in e.items() if k != "sender_id"} for e in broker.published]
+    published = [{k: v for k, v in e.items() if k not in ("sender_id", "event_id")} for e in broker.published]
     assert published == [e.as_dict() for t in turns for e in t]
     assert all(e["sender_id"] == "g" for e in broker.published)
+    with sa.create_engine(f"sqlite:///{db}").connect() as conn:
+        ids = conn.execute(sa.text("select id from events where sender_id = 'g' order by id")).scalars().all()
+    assert [e["event_id"] for e in broker.published] == ids
+
+
+def test_nothing_is_published_when_the_write_fails(domain: Any, db: str) -> None:
+    talk = Talk()
+    broker = Collecting()
+    ours = store(domain, db, event_broker=broker)
+    play(ours, "h", [talk.start() + talk.greeting(1)])
+    published = len(broker.published)
+    tracker = run(ours.get_or_create_tracker("h", append_action_listen=False))
+    for event in talk.greeting(2):
+        tracker.update(event)
+    with ours.engine.begin() as conn:
+        conn.execute(sa.text("drop table events"))
+    with pytest.raises(sa.exc.OperationalError):
+        run(ours.save(tracker))
+    assert len(broker.published) == published
 
 
 def test_the_window_keeps_the_state_and_every_event_stays_on_disk(domain: Any, db: str) -> None:
@@ -327,6 +346,8 @@ def test_the_store_is_the_one_the_endpoints_name() -> None:
     for path in ("bot/endpoints.yml", "deploy/endpoints.yml"):
         config = yaml.safe_load((ROOT / path).read_text())
         assert config["tracker_store"]["type"] == "rasa_runtime.tracker_store.HezeTrackerStore", path
+    broker = yaml.safe_load((ROOT / "deploy" / "endpoints.yml").read_text())["event_broker"]
+    assert broker["type"] == "rasa_runtime.event_broker.SealedPikaEventBroker"
 
 
 def test_turns_undone_by_the_core_fallback_are_not_history(domain: Any) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
 import aiohttp
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -41,7 +42,7 @@ from channels.wechat_pace import LoopLag, TurnPace
 from channels.wechat_protocol import (
     Envelope, ProtocolError, RequestGuard, open_message, pseudonym, split_text, text_reply, transfer_reply,
 )
-from channels.wechat_store import citizen_key, message_key, open_store
+from channels.wechat_store import citizen_key, message_key, message_token, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class WeChatInput(InputChannel):
         self.envelope = Envelope(token, encoding_aes_key, appid) if encoding_aes_key else None
         self.api = WeChatApi(appid, secret, api_base)
         self.store = open_store(claims, account=appid, channel=self.name())
+        self._app: Any = None  # the Sanic app, once the server has started
         self.delivery = Delivery(self.store, appid, self.name(), self._send_all, passive=self.passive_replies,
                                  deadline_s=deadline_s, pace=self.pace, kf_account=kf_account, human_s=human_s,
                                  retry_s=retry_s)
@@ -250,7 +252,7 @@ class WeChatInput(InputChannel):
         return text or None
 
     def _turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], openid: str, inbound: Inbound,
-              metadata: Dict[str, Any]) -> Callable[[], Awaitable[Union[Outcome, Failed]]]:
+              metadata: Dict[str, Any], key: str) -> Callable[[], Awaitable[Union[Outcome, Failed]]]:
         async def turn() -> Union[Outcome, Failed]:
             text, extra = inbound.text, metadata
             if inbound.media_id is not None:
@@ -259,15 +261,46 @@ class WeChatInput(InputChannel):
                     return Outcome([VOICE_UNCLEAR])
                 extra = {**metadata, "transcribed_by": "vosk"}
             assert text is not None
-            return await self._run_turn(on_new_message, openid, text, extra)
+            # Kept while it is answered (wechat_delivery): if this replica dies, another answers it.
+            message_id = message_token(key)
+            try:
+                await asyncio.to_thread(self.store.keep_failed, key, {"sender": openid, "text": text, "metadata": extra,
+                                                                      "message_id": message_id, "in_flight": True})
+            except Exception:  # noqa: BLE001 - answered all the same, only not protected against a crash
+                logger.exception("a %s message could not be kept while answered", self.name())
+            return await self._run_turn(on_new_message, openid, text, extra, message_id)
         return turn
 
+    async def _answered(self, openid: str, message_id: str) -> Optional[Outcome]:
+        """What the bot said to the message ``message_id`` when a worker that died had already run
+        its turn (the tracker has it), or None: a message taken over is answered once, not run twice."""
+        agent = getattr(getattr(self._app, "ctx", None), "agent", None)
+        if agent is None or agent.tracker_store is None:
+            return None
+        async with agent.lock_store.lock(openid):  # a turn of this citizen under way ends first
+            tracker = await agent.tracker_store.retrieve_full_tracker(openid)
+        events = list(tracker.events) if tracker is not None else []
+        start = next((i for i, e in enumerate(events) if isinstance(e, UserUttered) and e.message_id == message_id), None)
+        if start is None:
+            return None
+        said: List[Dict[str, Any]] = []
+        for event in events[start + 1:]:
+            if isinstance(event, UserUttered):
+                break
+            if isinstance(event, BotUttered):
+                said.append({"text": event.text, **{k: v for k, v in (event.data or {}).items() if v is not None}})
+        texts, _ = render(said)
+        if not texts:
+            return None  # the turn ran but said nothing (it failed): run it again
+        return Outcome(texts, any(isinstance(m.get("custom"), dict) and m["custom"].get("handoff") for m in said))
+
     async def _run_turn(self, on_new_message: Callable[[UserMessage], Awaitable[Any]], openid: str, text: str,
-                        metadata: Dict[str, Any]) -> Union[Outcome, Failed]:
+                        metadata: Dict[str, Any], message_id: Optional[str] = None) -> Union[Outcome, Failed]:
         """The bot's answer to one message; ``Failed`` when no reply came out of the turn."""
         collector = CollectingOutputChannel()
         try:
-            await on_new_message(UserMessage(text, collector, openid, input_channel=self.name(), metadata=metadata))
+            await on_new_message(UserMessage(text, collector, openid, input_channel=self.name(), metadata=metadata,
+                                             message_id=message_id))
         except Exception:  # noqa: BLE001 - logged without the message text
             logger.exception("a %s turn failed (citizen %s)", self.name(), pseudonym(openid))
         texts, payloads = render(collector.messages)
@@ -286,12 +319,19 @@ class WeChatInput(InputChannel):
         bp = Blueprint(f"{self.name()}_webhook", __name__)
         if self.enabled:
             async def retry(openid: str, text: str, metadata: Dict[str, Any]) -> Union[Outcome, Failed]:
-                return await self._run_turn(on_new_message, openid, text, metadata)
+                message_id = metadata.pop("message_id", None)
+                if message_id:
+                    answered = await self._answered(openid, message_id)
+                    if answered is not None:
+                        return answered
+                return await self._run_turn(on_new_message, openid, text, metadata, message_id)
             self.delivery.retry_turn = retry
 
             @bp.listener("after_server_start")
-            async def resume_kept_messages(*_: Any) -> None:
-                self.delivery.start_retrying()  # messages kept before a restart are answered too
+            async def resume_kept_messages(app: Any, *_: Any) -> None:
+                self._app = app  # its ctx.agent: the tracker and lock stores (_answered)
+                # Messages kept before a restart, and ones a worker held when it died, are answered too.
+                self.delivery.start_retrying(forever=True)
 
         @bp.exception(Exception)
         async def failed(request: Request, exc: Exception) -> HTTPResponse:
@@ -343,7 +383,7 @@ class WeChatInput(InputChannel):
             if inbound.text is None and inbound.media_id is None and not inbound.immediate:
                 return response.text("success")
             metadata = {"channel": self.name(), "msg_type": msg.get("MsgType", ""), **inbound.metadata}
-            turn = (self._turn(on_new_message, openid, inbound, metadata)
+            turn = (self._turn(on_new_message, openid, inbound, metadata, key)
                     if inbound.text is not None or inbound.media_id is not None else None)
             answer = await self.delivery.deliver(key, openid, started, turn=turn, immediate=inbound.immediate,
                                                  transferable=inbound.citizen)

@@ -15,6 +15,11 @@ with the clock, the sleep and the store calls injected so they can be tested wit
   without a message from them, each of their messages is transferred again without a turn.
 - A turn that failed (the services were down) gets the apology; the message is kept and run again
   every ``retry_s`` until it is answered, the answer going out as a customer-service message.
+- Every message being answered is kept too (the channel writes it, ``in_flight``) and held by the
+  worker answering it (a lease renewed while it works, ``HOLD_S``), until its reply is out. When a
+  Rasa replica dies mid-turn, WeChat's retries reach another replica, which sees the message taken;
+  once the dead worker's lease runs out, a retry round takes the message over and the reply goes out
+  as a customer-service message. Nothing is lost and nothing is answered twice.
 """
 from __future__ import annotations
 
@@ -33,7 +38,11 @@ logger = logging.getLogger(__name__)
 APOLOGY = "不好意思，系统暂时有点问题。您的消息已经记下了，好了以后马上回复您。"
 POLL_S = 0.1
 HUMAN_S = 30 * 60  # WeChat itself stops forwarding to agents after 30 min of an unclosed session
-LEASE_S = 300  # a kept message is run again by one worker at a time; a lease this old is taken over
+# A message being answered is held by its worker: a lease of HOLD_S, renewed every third of it while
+# the turn runs and until the reply is out. A worker that dies stops renewing; another worker's
+# retry round then takes the message over (and answers it once: the channel looks for the turn in
+# the tracker before running it again).
+HOLD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,8 @@ class Delivery:
         self.call = offload
         self._tasks: Set["asyncio.Future[Any]"] = set()
         self._retrying = False
+        self._kept_failed: Set[str] = set()  # messages _run kept as failed: not dropped when let go
+        self._forever: Optional["asyncio.Future[Any]"] = None
         # Runs a kept message again; the channel sets it once it has Rasa's on_new_message.
         self.retry_turn: Optional[RetryTurn] = None
 
@@ -131,18 +142,52 @@ class Delivery:
             return self._answer(reply, openid, first=True)
         # Judged before this turn joins the queue: could its reply still make the deadline?
         late = self.clock() - started + self.pace.expected_wait() > self.deadline_s
+        holding = await self._hold(key)
         task = asyncio.ensure_future(self._run(key, openid, turn))
         if not late:
             await self.wait(task, until - self.clock())
             if task.done():
                 reply = task.result()
                 await self.call(self.store.finish, key, reply)
+                await self._let_go(key, holding)
                 return self._answer(reply, openid, first=True)
         # Too slow for an answer in the response, or the queue says it would be: success now, the
         # reply later (a hand-off that comes late takes effect with the citizen's next message).
         await self.call(self.store.finish, key, Reply([]))
-        self.spawn(self._send_later(openid, task))
+        self.spawn(self._send_later(openid, task, key, holding))
         return SUCCESS
+
+    async def _hold(self, key: str) -> Optional["asyncio.Future[Any]"]:
+        """Lease ``key`` to this worker and keep renewing it; None when another worker holds it."""
+        try:
+            if not await self.call(self.store.lease, key, HOLD_S):
+                return None
+        except Exception:  # noqa: BLE001 - the store is away: answer anyway, unheld
+            logger.exception("a %s message could not be held", self.channel)
+            return None
+
+        async def renew() -> None:
+            while True:
+                await self.sleep(HOLD_S / 3)
+                try:
+                    await self.call(self.store.renew, key)
+                except Exception:  # noqa: BLE001 - try again; past HOLD_S another worker may take it
+                    logger.warning("a %s message's hold could not be renewed", self.channel)
+        return asyncio.ensure_future(renew())
+
+    async def _let_go(self, key: str, holding: Optional["asyncio.Future[Any]"]) -> None:
+        """The reply is out: forget the message being answered (a message kept as failed stays) and
+        end the hold."""
+        if holding is not None:
+            holding.cancel()
+        try:
+            if key in self._kept_failed:
+                self._kept_failed.discard(key)
+            else:
+                await self.call(self.store.drop_failed, key)
+            await self.call(self.store.unlease, key)
+        except Exception:  # noqa: BLE001 - a retry round may answer it again; logged
+            logger.exception("a %s message answered could not be let go", self.channel)
 
     def _answer(self, reply: Reply, openid: str, first: bool = False) -> Answer:
         """A stored reply as this channel answers it; texts that cannot ride in the response go as
@@ -185,6 +230,7 @@ class Delivery:
             if isinstance(outcome, Failed):  # the services are down: keep the message, answer it when back
                 await self.call(self.store.keep_failed, key, {"sender": openid, "text": outcome.text,
                                                               "metadata": outcome.metadata})
+                self._kept_failed.add(key)
                 self.start_retrying()
                 return Reply([APOLOGY])
             if outcome.handoff:
@@ -204,10 +250,13 @@ class Delivery:
         await self.call(self.store.hand_to_human, Human(human.account, human.openid, human.channel, human.kf_account,
                                                         human.since, now + self.human_s))
 
-    async def _send_later(self, openid: str, task: "asyncio.Future[Reply]") -> None:
+    async def _send_later(self, openid: str, task: "asyncio.Future[Reply]", key: str = "",
+                          holding: Optional["asyncio.Future[Any]"] = None) -> None:
         reply = await task  # _run never raises
         if reply.texts:
             await self._send_texts(openid, reply.texts)
+        if key:
+            await self._let_go(key, holding)
 
     async def _send_texts(self, openid: str, texts: List[str]) -> bool:
         try:
@@ -230,24 +279,28 @@ class Delivery:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- failed turns ---------------------------------------------------------------------------
-    def start_retrying(self) -> None:
-        """Run the kept messages again every ``retry_s`` until none is left. Called for a new failure,
-        and by the channel when the server starts (messages kept before a restart are not forgotten)."""
-        if not self._retrying and self.retry_turn is not None:
+    def start_retrying(self, forever: bool = False) -> None:
+        """Run the kept messages again every ``retry_s`` until none is left (``forever``: keep
+        looking, for messages another worker held when it died). Called for a new failure, and by the
+        channel when the server starts (messages kept before a restart are not forgotten)."""
+        if forever and self.retry_turn is not None:
+            self._forever = asyncio.ensure_future(self._retry_failed(forever=True))
+        elif not self._retrying and self.retry_turn is not None:
             self._retrying = True
             self.spawn(self._retry_failed())
 
-    async def _retry_failed(self) -> None:
+    async def _retry_failed(self, forever: bool = False) -> None:
         try:
             while True:
                 await self.sleep(self.retry_s)
                 try:
-                    if not await self._retry_round():
+                    if not await self._retry_round() and not forever:
                         return
                 except Exception:  # noqa: BLE001 - a store or network error: try again next round
                     logger.exception("retrying kept %s messages failed", self.channel)
         finally:
-            self._retrying = False
+            if not forever:
+                self._retrying = False
 
     async def _retry_round(self) -> bool:
         """One round over this account's kept messages; False when none is left. Each message is
@@ -262,18 +315,25 @@ class Delivery:
             openid = kept["sender"]
             if await self.call(self.store.with_human, self.account, openid) is not None:
                 continue
-            if not await self.call(self.store.lease, key, LEASE_S):
+            holding = await self._hold(key)
+            if holding is None:  # another worker is answering it
                 continue
             try:
                 if not await self.call(self.store.still_failed, key):
                     continue
-                outcome = await self.retry_turn(openid, kept["text"], {**kept.get("metadata", {}), "retry_of": key})
+                metadata = {**kept.get("metadata", {}), "retry_of": key}
+                if kept.get("message_id"):  # taken over from a worker that died: answered once
+                    metadata["message_id"] = kept["message_id"]
+                outcome = await self.retry_turn(openid, kept["text"], metadata)
                 if isinstance(outcome, Failed):
+                    if kept.get("in_flight"):  # kept from now on as a failed turn
+                        await self.call(self.store.keep_failed, key, {k: v for k, v in kept.items() if k != "in_flight"})
                     break  # still down: try again next round
                 await self.call(self.store.drop_failed, key)
                 if outcome.handoff:  # taken up with the citizen's next message
                     await self._hand_over(openid)
                 await self._send_texts(openid, outcome.texts)
             finally:
+                holding.cancel()
                 await self.call(self.store.unlease, key)
         return True

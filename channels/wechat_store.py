@@ -23,6 +23,7 @@ takes longer than that; a dropped choice makes a bare number right after the upg
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -79,6 +80,12 @@ def message_key(account: str, msg: Dict[str, str]) -> str:
     if msg.get("MsgId"):
         return f"{who}/msg:{msg['MsgId']}"
     return f"{who}/evt:{msg.get('CreateTime', '')}:{msg.get('Event', '')}:{msg.get('EventKey', '')}"
+
+
+def message_token(key: str) -> str:
+    """The message id Rasa records for a message (``UserUttered.message_id``): a hash of its key,
+    which names the citizen's openid, so a message taken over can be found in the tracker."""
+    return "wx" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:30]
 
 
 def _v1_owner(turn: Dict[str, Any], channel: str) -> Optional[str]:
@@ -200,6 +207,10 @@ class SqliteClaims:
         return bool(db.execute("UPDATE wechat_claims SET created_at = ? WHERE key = ? AND created_at < ?",
                                (now, name, now - seconds)).rowcount)
 
+    def renew(self, key: str) -> None:
+        """The holder of ``key``'s lease is still at work: its lease runs from now."""
+        self._db().execute("UPDATE wechat_claims SET created_at = ? WHERE key = ?", (self._clock(), "lease/" + key))
+
     def unlease(self, key: str) -> None:
         self._db().execute("DELETE FROM wechat_claims WHERE key = ?", ("lease/" + key,))
 
@@ -237,6 +248,7 @@ class RedisClaims:
         self._redis: Any = redis.Redis.from_url(url)
         self._prefix = prefix
         self._clock = clock
+        self._lease_ms: Dict[str, int] = {}  # leases this process holds, for renew
         if account and channel:
             self._migrate(account, channel)
 
@@ -308,9 +320,17 @@ class RedisClaims:
         return bool(self._redis.exists(self._prefix + "failed:" + key))
 
     def lease(self, key: str, seconds: float) -> bool:
-        return bool(self._redis.set(self._prefix + "lease:" + key, "1", nx=True, ex=max(1, int(seconds))))
+        ok = bool(self._redis.set(self._prefix + "lease:" + key, "1", nx=True, px=max(1, int(seconds * 1000))))
+        if ok:
+            self._lease_ms[key] = max(1, int(seconds * 1000))
+        return ok
+
+    def renew(self, key: str) -> None:
+        """The holder of ``key``'s lease is still at work: its lease runs from now."""
+        self._redis.set(self._prefix + "lease:" + key, "1", xx=True, px=self._lease_ms.get(key, 10_000))
 
     def unlease(self, key: str) -> None:
+        self._lease_ms.pop(key, None)
         self._redis.delete(self._prefix + "lease:" + key)
 
     def hand_to_human(self, human: Human) -> None:

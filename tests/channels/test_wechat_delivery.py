@@ -334,3 +334,89 @@ def test_kept_messages_of_a_citizen_with_a_human_wait(tmp_path: Path) -> None:
 
     h.play(scenario())
     assert ran == [] and len(h.store.failed(ACCOUNT)) == 1  # not answered over the agent, still kept
+
+
+def test_a_message_held_by_a_worker_that_died_is_answered_once_by_another(tmp_path: Path) -> None:
+    """A Rasa replica dies mid-turn: its hold on the message lapses and another replica's retry round
+    takes the message over, with the message id the channel looks up in the tracker (answered once)."""
+    dying, other = Harness(tmp_path), Harness(tmp_path)
+    clock = dying.time
+    other.time = clock
+    other.delivery.sleep, other.delivery.wait = clock.sleep, clock.wait
+    other.delivery.clock, other.delivery.wall = clock.clock, clock.wall
+    other.store._clock = clock.wall  # one store clock too: the leases' ages
+    key = dying.key("o1", "1")
+    forever: asyncio.Future[None] = asyncio.Future  # replaced inside the loop
+
+    async def hang(_: float = 0) -> None:
+        await forever
+
+    def turn_that_dies() -> Callable[[], Awaitable[Outcome | Failed]]:
+        async def run() -> Outcome | Failed:  # as the channel does: kept while answered, then the crash
+            dying.store.keep_failed(key, {"sender": "o1", "text": "查进度", "metadata": {"channel": "wechat"},
+                                          "message_id": "wx-m1", "in_flight": True})
+            dying.delivery.sleep = hang  # dead: no renewal, no reply, ever
+            await hang()
+            raise AssertionError("unreachable")
+        return run
+
+    taken_over: list[tuple[str, dict[str, Any]]] = []
+
+    async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
+        taken_over.append((text, dict(metadata)))
+        return Outcome([f"答：{text}"])
+
+    other.delivery.retry_turn = retry
+
+    async def scenario() -> list[Answer]:
+        nonlocal forever
+        forever = asyncio.get_running_loop().create_future()
+        other.delivery.start_retrying(forever=True)
+        answers = [await dying.deliver("o1", "1", turn_that_dies())]
+        for _ in range(3):  # WeChat's retries reach the other replica: no second turn there
+            await clock.sleep(5 - (clock.now - 1000) % 5)
+            answers.append(await other.deliver("o1", "1", other.turn("查进度", 1)))
+        await clock.sleep(200)  # several of the other replica's rounds
+        other.delivery._forever.cancel()  # type: ignore[union-attr]
+        await other.delivery.settle()
+        return answers
+
+    answers = asyncio.run(clock.run(scenario()))
+    assert [a.kind for a in answers] == ["success"] * 4 and other.turns == []
+    assert len(taken_over) == 1 and taken_over[0][1]["message_id"] == "wx-m1"
+    assert [(o, t) for o, t, _ in other.sent] == [("o1", ["答：查进度"])]
+    assert other.store.failed(ACCOUNT) == []
+
+
+def test_a_message_answered_is_let_go_and_never_taken_over(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    key = h.key("o1", "1")
+
+    def kept_turn(seconds: float) -> Callable[[], Awaitable[Outcome | Failed]]:
+        inner = h.turn("查进度", seconds)
+
+        async def run() -> Outcome | Failed:
+            h.store.keep_failed(key, {"sender": "o1", "text": "查进度", "metadata": {}, "message_id": "wx-m2",
+                                      "in_flight": True})
+            return await inner()
+        return run
+
+    retried: list[str] = []
+
+    async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
+        retried.append(text)
+        return Outcome(["again"])
+
+    h.delivery.retry_turn = retry
+
+    async def scenario() -> Answer:
+        h.delivery.start_retrying(forever=True)
+        answer = await h.deliver("o1", "1", kept_turn(100))  # slow: a retry round (60 s) comes while it is held
+        await clock_sleep(200)
+        h.delivery._forever.cancel()  # type: ignore[union-attr]
+        await h.delivery.settle()
+        return answer
+
+    clock_sleep = h.time.sleep
+    assert h.play(scenario()).kind == "success"
+    assert retried == [] and [t for _, t, _ in h.sent] == [["答：查进度"]] and h.store.failed(ACCOUNT) == []

@@ -261,14 +261,7 @@ class WeChatInput(InputChannel):
                     return Outcome([VOICE_UNCLEAR])
                 extra = {**metadata, "transcribed_by": "vosk"}
             assert text is not None
-            # Kept while it is answered (wechat_delivery): if this replica dies, another answers it.
-            message_id = message_token(key)
-            try:
-                await asyncio.to_thread(self.store.keep_failed, key, {"sender": openid, "text": text, "metadata": extra,
-                                                                      "message_id": message_id, "in_flight": True})
-            except Exception:  # noqa: BLE001 - answered all the same, only not protected against a crash
-                logger.exception("a %s message could not be kept while answered", self.name())
-            return await self._run_turn(on_new_message, openid, text, extra, message_id)
+            return await self._run_turn(on_new_message, openid, text, extra, message_token(key))
         return turn
 
     async def _answered(self, openid: str, message_id: str) -> Optional[Outcome]:
@@ -324,8 +317,18 @@ class WeChatInput(InputChannel):
                     answered = await self._answered(openid, message_id)
                     if answered is not None:
                         return answered
+                media_id = metadata.pop("media_id", None)
+                if not text and media_id:  # a voice message taken over before it was transcribed
+                    text = await self._transcribe(media_id) or ""
+                    if not text:
+                        return Outcome([VOICE_UNCLEAR])
+                    metadata = {**metadata, "transcribed_by": "vosk"}
                 return await self._run_turn(on_new_message, openid, text, metadata, message_id)
             self.delivery.retry_turn = retry
+
+            async def resume(key: str, openid: str) -> Optional[Outcome]:
+                return await self._answered(openid, message_token(key))
+            self.delivery.resume = resume
 
             @bp.listener("after_server_start")
             async def resume_kept_messages(app: Any, *_: Any) -> None:
@@ -385,8 +388,12 @@ class WeChatInput(InputChannel):
             metadata = {"channel": self.name(), "msg_type": msg.get("MsgType", ""), **inbound.metadata}
             turn = (self._turn(on_new_message, openid, inbound, metadata, key)
                     if inbound.text is not None or inbound.media_id is not None else None)
+            # Kept with the claim while it is answered (wechat_delivery): if this replica dies, another
+            # answers it. A voice message is kept by its media id and transcribed again if need be.
+            keep = {"sender": openid, "text": inbound.text or "", "message_id": message_token(key),
+                    "metadata": {**metadata, **({"media_id": inbound.media_id} if inbound.media_id else {})}}
             answer = await self.delivery.deliver(key, openid, started, turn=turn, immediate=inbound.immediate,
-                                                 transferable=inbound.citizen)
+                                                 transferable=inbound.citizen, keep=keep)
             return self._respond(msg, answer, encrypted, request)
 
         return bp

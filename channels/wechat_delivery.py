@@ -115,21 +115,36 @@ class Delivery:
         self._forever: Optional["asyncio.Future[Any]"] = None
         # Runs a kept message again; the channel sets it once it has Rasa's on_new_message.
         self.retry_turn: Optional[RetryTurn] = None
+        # What a message taken over from a worker that died was already answered (the channel reads
+        # the tracker), or None when its turn never ran.
+        self.resume: Optional[Callable[[str, str], Awaitable[Optional[Outcome]]]] = None
 
     # -- one delivery ---------------------------------------------------------------------------
     async def deliver(self, key: str, openid: str, started: float, *, turn: Optional[Turn] = None,
-                      immediate: Optional[List[str]] = None, transferable: bool = True) -> Answer:
+                      immediate: Optional[List[str]] = None, transferable: bool = True,
+                      keep: Optional[Dict[str, Any]] = None) -> Answer:
         """The answer to one delivery of the message ``key`` from ``openid``, which arrived at
         ``started`` (``clock``). ``turn`` runs the message through Rasa; ``immediate`` answers it
         without a turn (an unsupported type). While the citizen is with a human, a ``transferable``
         message (the citizen's own, not an event) goes to the human service and anything else is
-        left unanswered: the bot does not speak to a citizen a person is looking after."""
+        left unanswered: the bot does not speak to a citizen a person is looking after. ``keep``: the
+        message as a retry round runs it again (sender, text, metadata, message id), kept with the claim
+        until it is answered, so that another worker answers it if this one dies."""
         until = started + self.deadline_s
         human = await self.call(self.store.with_human, self.account, openid)
-        claim: Claim = await self.call(self.store.claim, key)
-        if claim.state != "new":  # a repeated delivery: never a second turn
+        claim: Claim = await self.call(self.store.claim, key, HOLD_S if turn is not None else 0,
+                                       {**keep, "in_flight": True} if keep is not None and turn is not None else None)
+        if claim.state == "pending" and turn is not None:
+            # A repeated delivery while the message is being answered: never a second turn, unless the
+            # worker that took it died (its hold lapsed): then this one answers it, once.
+            holding = await self._hold(key)
+            if holding is not None:
+                return await self._take_over(key, openid, started, turn, holding)
+        if claim.state != "new":
             return self._answer(await self.wait_for_reply(key, claim, until), openid)
         if human is not None:
+            if turn is not None:  # no turn after all: nothing to hold or keep
+                await self._let_go(key, None)
             reply = Reply([])
             if transferable:  # the citizen is still there: the human service's time runs from now
                 await self._hand_over(openid, human)
@@ -140,9 +155,25 @@ class Delivery:
             reply = Reply(list(immediate or []))
             await self.call(self.store.finish, key, reply)
             return self._answer(reply, openid, first=True)
+        return await self._answer_turn(key, openid, started, turn, self._renewing(key))
+
+    async def _take_over(self, key: str, openid: str, started: float, turn: Turn,
+                         holding: "asyncio.Future[Any]") -> Answer:
+        """Answer a message whose worker died: from the tracker if its turn ran there (the channel's
+        ``resume``), else by running the turn."""
+        logger.warning("a %s message held by a worker that stopped is taken over", self.channel)
+        resumed = await self.resume(key, openid) if self.resume is not None else None
+        if resumed is not None:
+            async def answered() -> Union[Outcome, Failed]:
+                return resumed
+            turn = answered
+        return await self._answer_turn(key, openid, started, turn, holding)
+
+    async def _answer_turn(self, key: str, openid: str, started: float, turn: Turn,
+                           holding: Optional["asyncio.Future[Any]"]) -> Answer:
+        until = started + self.deadline_s
         # Judged before this turn joins the queue: could its reply still make the deadline?
         late = self.clock() - started + self.pace.expected_wait() > self.deadline_s
-        holding = await self._hold(key)
         task = asyncio.ensure_future(self._run(key, openid, turn))
         if not late:
             await self.wait(task, until - self.clock())
@@ -165,7 +196,10 @@ class Delivery:
         except Exception:  # noqa: BLE001 - the store is away: answer anyway, unheld
             logger.exception("a %s message could not be held", self.channel)
             return None
+        return self._renewing(key)
 
+    def _renewing(self, key: str) -> "asyncio.Future[Any]":
+        """Renew this worker's lease on ``key`` every third of ``HOLD_S`` until cancelled."""
         async def renew() -> None:
             while True:
                 await self.sleep(HOLD_S / 3)

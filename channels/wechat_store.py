@@ -142,11 +142,26 @@ class SqliteClaims:
             db.execute("ROLLBACK")
             raise
 
-    def claim(self, key: str) -> Claim:
+    def claim(self, key: str, hold_s: float = 0, keep: Optional[Dict[str, Any]] = None) -> Claim:
+        """Take a message (``Claim("new")``) or see how it stands. With ``hold_s`` a new claim is also
+        leased to the caller, and with ``keep`` the message is kept (as ``keep_failed`` does) until it is
+        answered, in the same transaction: a message is never taken without a holder and a record."""
         db = self._db()
         now = self._clock()
-        inserted = db.execute("INSERT OR IGNORE INTO wechat_claims (key, reply, created_at) VALUES (?, NULL, ?)",
-                              (key, now)).rowcount
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            inserted = db.execute("INSERT OR IGNORE INTO wechat_claims (key, reply, created_at) VALUES (?, NULL, ?)",
+                                  (key, now)).rowcount
+            if inserted and hold_s:
+                db.execute("INSERT OR REPLACE INTO wechat_claims (key, reply, created_at) VALUES (?, NULL, ?)",
+                           ("lease/" + key, now))
+            if inserted and keep is not None:
+                db.execute("INSERT OR REPLACE INTO wechat_failed (key, turn, created_at) VALUES (?, ?, ?)",
+                           (key, json.dumps(keep, ensure_ascii=False), now))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         if inserted:
             if int(now) % 100 == 0:  # now and then, forget old messages
                 db.execute("DELETE FROM wechat_claims WHERE created_at < ?", (now - KEEP_S,))
@@ -268,8 +283,20 @@ class RedisClaims:
                 self._redis.zadd(failed, {new: score})
                 self._redis.delete(self._prefix + "failed:" + old)
 
-    def claim(self, key: str) -> Claim:
-        if self._redis.set(self._prefix + "claim:" + key, "", nx=True, ex=KEEP_S):
+    # The claim, its holder's lease and the kept message in one step (a Lua script runs atomically).
+    _CLAIM = ("if redis.call('SET', KEYS[1], '', 'NX', 'EX', ARGV[1]) then "
+              "if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end "
+              "if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5]) "
+              "redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[1]) end return 1 end return 0")
+
+    def claim(self, key: str, hold_s: float = 0, keep: Optional[Dict[str, Any]] = None) -> Claim:
+        hold_ms = int(hold_s * 1000)
+        kept = json.dumps(keep, ensure_ascii=False) if keep is not None else ""
+        if self._redis.eval(self._CLAIM, 4, self._prefix + "claim:" + key, self._prefix + "lease:" + key,
+                            self._prefix + "failed", self._prefix + "failed:" + key,
+                            KEEP_S, hold_ms, kept, self._clock(), key):
+            if hold_ms:
+                self._lease_ms[key] = hold_ms
             return Claim("new")
         return self.peek(key) or Claim("pending")
 

@@ -352,9 +352,7 @@ def test_a_message_held_by_a_worker_that_died_is_answered_once_by_another(tmp_pa
         await forever
 
     def turn_that_dies() -> Callable[[], Awaitable[Outcome | Failed]]:
-        async def run() -> Outcome | Failed:  # as the channel does: kept while answered, then the crash
-            dying.store.keep_failed(key, {"sender": "o1", "text": "查进度", "metadata": {"channel": "wechat"},
-                                          "message_id": "wx-m1", "in_flight": True})
+        async def run() -> Outcome | Failed:  # the crash, mid-turn
             dying.delivery.sleep = hang  # dead: no renewal, no reply, ever
             await hang()
             raise AssertionError("unreachable")
@@ -372,7 +370,8 @@ def test_a_message_held_by_a_worker_that_died_is_answered_once_by_another(tmp_pa
         nonlocal forever
         forever = asyncio.get_running_loop().create_future()
         other.delivery.start_retrying(forever=True)
-        answers = [await dying.deliver("o1", "1", turn_that_dies())]
+        answers = [await dying.deliver("o1", "1", turn_that_dies(), keep={
+            "sender": "o1", "text": "查进度", "metadata": {"channel": "wechat"}, "message_id": "wx-m1"})]
         for _ in range(3):  # WeChat's retries reach the other replica: no second turn there
             await clock.sleep(5 - (clock.now - 1000) % 5)
             answers.append(await other.deliver("o1", "1", other.turn("查进度", 1)))
@@ -392,14 +391,6 @@ def test_a_message_answered_is_let_go_and_never_taken_over(tmp_path: Path) -> No
     h = Harness(tmp_path)
     key = h.key("o1", "1")
 
-    def kept_turn(seconds: float) -> Callable[[], Awaitable[Outcome | Failed]]:
-        inner = h.turn("查进度", seconds)
-
-        async def run() -> Outcome | Failed:
-            h.store.keep_failed(key, {"sender": "o1", "text": "查进度", "metadata": {}, "message_id": "wx-m2",
-                                      "in_flight": True})
-            return await inner()
-        return run
 
     retried: list[str] = []
 
@@ -411,7 +402,8 @@ def test_a_message_answered_is_let_go_and_never_taken_over(tmp_path: Path) -> No
 
     async def scenario() -> Answer:
         h.delivery.start_retrying(forever=True)
-        answer = await h.deliver("o1", "1", kept_turn(100))  # slow: a retry round (60 s) comes while it is held
+        answer = await h.deliver("o1", "1", h.turn("查进度", 100), keep={  # slow: a round (60 s) comes while held
+            "sender": "o1", "text": "查进度", "metadata": {}, "message_id": "wx-m2"})
         await clock_sleep(200)
         h.delivery._forever.cancel()  # type: ignore[union-attr]
         await h.delivery.settle()

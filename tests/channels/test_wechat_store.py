@@ -127,3 +127,15 @@ def test_version_1_redis_failed_turns_are_migrated() -> None:
     mini = redis_store(prefix, account=MINI, channel="miniprogram", clock=lambda: 1.0e9 + 1)
     assert [k for k, _ in mini.failed(MINI)] == [f"{MINI}/m1/msg:8"]
     assert r.zcard(prefix + "failed") == 2
+
+
+def test_a_claim_is_held_and_kept_in_the_same_step_and_only_once(store: Any) -> None:
+    key = "wxacct/o1/msg:9"
+    kept = {"sender": "o1", "text": "查工单", "metadata": {}, "message_id": "wx1", "in_flight": True}
+    assert store.claim(key, 10, kept).state == "new"
+    assert store.claim(key, 10, {**kept, "text": "another"}).state == "pending"  # neither kept nor held again
+    assert store.failed("wxacct") == [(key, kept)]
+    assert store.lease(key, 10) is False  # the first caller holds it
+    store.renew(key)
+    store.unlease(key)
+    assert store.lease(key, 10) is True

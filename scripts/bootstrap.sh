@@ -10,8 +10,10 @@ mkdir -p var/log
 # pyttsx3, which also calls ffmpeg), ffmpeg (WeChat voice messages for POST /asr), chromium (the
 # console's browser tests drive it through Playwright; no browser is downloaded) with a Chinese font
 # (fonts-wqy-microhei) so its screenshots are legible; the libraries the Asterisk build in
-# ../shared/pbx links (the phone tests place real calls through it) and xz-utils to unpack it.
-APT_PACKAGES=(${HEZE_APT_PACKAGES:-espeak-ng ffmpeg chromium fonts-wqy-microhei
+# ../shared/pbx links (the phone tests place real calls through it) and xz-utils to unpack it;
+# haproxy, the load balancer of the scale-out tests (stack/scaleout.py) and of deploy/compose.yml, and
+# redis-server, which those tests start on a port of their own to restart it.
+APT_PACKAGES=(${HEZE_APT_PACKAGES:-espeak-ng ffmpeg chromium fonts-wqy-microhei haproxy redis-server
   libedit2 libjansson4 libxml2 libxslt1.1 libuuid1 libsqlite3-0 libssl3 libcurl4 zlib1g libcrypt1 xz-utils})
 
 say() { printf '[bootstrap] %s\n' "$*"; }

@@ -17,6 +17,7 @@ from services.seed import seed
 from services.settings import Settings
 from console.settings import ConsoleSettings
 from stack.processes import Stack, prepare_tracker_store, specs
+from stack.scaleout import Topology, scaleout_specs
 from textnorm.sealing import new_key
 from voice.settings import VoiceSettings
 
@@ -48,8 +49,9 @@ def console_settings(**overrides: Any) -> ConsoleSettings:
 
 def start_stack(settings: Settings, tmp: Path, voice: VoiceSettings | None = None,
                 extra_env: dict[str, str] | None = None, fresh_schema: bool = False,
-                console: ConsoleSettings | None = None) -> tuple[Stack, Engine]:
-    """Migrate and seed the service database, then start every process and wait until healthy."""
+                console: ConsoleSettings | None = None, topology: Topology | None = None) -> tuple[Stack, Engine]:
+    """Migrate and seed the service database, then start every process and wait until healthy
+    (with a ``topology``: replicas behind HAProxy, stack/scaleout.py)."""
     engine = make_engine(settings.heze_db_url)
     if fresh_schema:
         from sqlalchemy import text
@@ -59,7 +61,9 @@ def start_stack(settings: Settings, tmp: Path, voice: VoiceSettings | None = Non
     upgrade(engine)
     seed(build_services(settings, engine).sessions)
     prepare_tracker_store(settings)
-    processes = specs(settings, voice or voice_settings(tmp), console or console_settings())
+    voice, console = voice or voice_settings(tmp), console or console_settings()
+    processes = (scaleout_specs(settings, voice, console, topology, tmp / "run") if topology
+                 else specs(settings, voice, console))
     for spec in processes:
         spec.env.update(extra_env or {})
     stack = Stack(processes, tmp / "log")

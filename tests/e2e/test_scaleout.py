@@ -245,3 +245,36 @@ def test_a_replica_killed_under_load_loses_no_message_and_answers_none_twice(clu
         (ARTIFACTS / "replica_sigkill_mismatches.json").write_text(json.dumps(wrong, ensure_ascii=False, indent=1))
     assert figures["lost"] == 0 and figures["answered_twice"] == 0, (figures, recovered)
     assert wrong == {}  # each message once in the tracker, in order
+
+
+def test_twenty_messages_from_one_citizen_at_once_run_one_at_a_time_in_order(cluster: Cluster) -> None:
+    sender = "burst-" + uuid.uuid4().hex[:8]
+
+    def answered(reply: str) -> bool:  # an answer to the question (the guide, or which guide is meant)
+        return "所需材料" in reply or "您想问的是哪一项" in reply
+    texts = [f"第{n}个问题，办身份证要带什么" for n in range(1, 21)]
+    replies: dict[int, str] = {}
+
+    def send(n: int) -> None:
+        time.sleep(0.05 * n)  # sent in this order, 50 ms apart, each while the ones before still run
+        with httpx.Client(timeout=120) as http:
+            r = http.post(f"{cluster.rasa}/webhooks/rest/webhook", json={"sender": sender, "message": texts[n]})
+        replies[n] = "\n".join(m.get("text", "") for m in r.json()) if r.status_code == 200 else f"HTTP {r.status_code}"
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(send, range(20)))
+    stored = cluster.user_events(sender)
+    with cluster.engine.connect() as conn:
+        kinds = conn.execute(text("select type_name, action_name from events where sender_id = :s order by id"),
+                             {"s": sender}).all()
+    # One at a time: after each message, the bot answered and listened before the next one was read.
+    overlapping = sum(1 for a, b in zip(kinds, kinds[1:]) if a.type_name == "user" and b.type_name == "user")
+    inversions = sum(1 for i, t in enumerate(stored) for u in stored[i + 1:] if texts.index(t) > texts.index(u))
+    FIGURES["one_citizen_twenty_at_once"] = {
+        "sent": 20, "answered": sum(1 for r in replies.values() if answered(r)),
+        "lost": 20 - len(set(stored)), "processed_twice": len(stored) - len(set(stored)),
+        "overlapping_turns": overlapping, "out_of_order_pairs": inversions,
+        "all_answered_s": round(time.monotonic() - started, 1)}
+    assert all(answered(replies[n]) for n in range(20)), replies
+    assert stored == texts and overlapping == 0, FIGURES["one_citizen_twenty_at_once"]

@@ -19,6 +19,16 @@ Each replacement does what the stock function does, minus a cost measured on eve
   event it deserialises. Here a name -> class table, rebuilt when a name is not in it (an event
   class imported later).
 
+And one that is not about cost:
+
+- ``FailSafeTrackerStore.on_tracker_store_error`` and ``on_tracker_store_retrieve_error``: when the
+  tracker store fails (the database is unreachable), stock logs and carries on with an in-memory
+  store: the citizen is answered as a stranger (no conversation, no form), and the turn is kept in
+  that replica's memory only, never in the database. For a store that says ``fail_safe = False``
+  (``HezeTrackerStore``) the error is raised instead: the turn fails, the channel apologises (the
+  WeChat channel keeps the message and answers it when the database is back), and nothing of the
+  turn is written. Other stores keep stock's behaviour.
+
 The guard: ``install()`` refuses (``IncompatibleRasa``) unless Rasa is the pinned version and the
 source of every replaced function is exactly the one these replacements were written against;
 so an upgrade of Rasa fails at start-up, loudly, instead of running a stale copy.
@@ -243,8 +253,27 @@ def _make_graph_run() -> Any:
     return run
 
 
+# --- FailSafeTrackerStore: no silent in-memory fallback for a store that asks for none -----------
+
+def _make_on_error(name: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from rasa.core.tracker_store import FailSafeTrackerStore
+
+        fallback = stock(FailSafeTrackerStore, name)
+
+        def on_error(self: Any, error: Exception) -> None:
+            if getattr(self._tracker_store, "fail_safe", True):
+                return fallback(self, error)  # type: ignore[no-any-return]
+            logger.error("tracker store unavailable (%s): the turn fails rather than run without its "
+                         "conversation", type(error).__name__)
+            raise error
+        return on_error
+    return make
+
+
 def replacements() -> list[Replacement]:
     from rasa.core.actions.action import RemoteAction
+    from rasa.core.tracker_store import FailSafeTrackerStore
     from rasa.engine.runner.dask import DaskGraphRunner
     from rasa.shared.core.events import Event
     from rasa.utils.endpoints import EndpointConfig
@@ -258,6 +287,12 @@ def replacements() -> list[Replacement]:
                     "b5cf570fa7f286c7059ec73d8880528d03a78b28cf4e80285a46079c0fa65968", _make_resolve_by_type),
         Replacement(DaskGraphRunner, "run",
                     "45f0f52f574f3aa9546a552bf671183e171092c18b66e97f5771a7fa295de37e", _make_graph_run),
+        Replacement(FailSafeTrackerStore, "on_tracker_store_error",
+                    "6faca7ba72b36da4594c789a1ee9d86ea185a8785a1e0543199b63bf02937e12",
+                    _make_on_error("on_tracker_store_error")),
+        Replacement(FailSafeTrackerStore, "on_tracker_store_retrieve_error",
+                    "162b49564c52ab49f2be6a40ed56d11564e6607fdcd6975d44e678f69ca6ce9d",
+                    _make_on_error("on_tracker_store_retrieve_error")),
     ]
 
 

@@ -133,6 +133,9 @@ class HezeTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` that keeps each conversation's saved tracker and reads only what changed."""
 
     engine: Any  # stock's (a pooled one for a SQLite file, below)
+    # When the database fails, the turn fails (rasa_runtime.patches): no answer from a stranger's
+    # in-memory tracker, no turn kept only in this replica's memory.
+    fail_safe = False
 
     def __init__(self, domain: Any = None, keep: int = DEFAULT_KEEP, window: int = DEFAULT_WINDOW,
                  keys: Optional[Text] = None, in_clear: bool = False, **kwargs: Any) -> None:

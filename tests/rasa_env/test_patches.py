@@ -33,7 +33,8 @@ def test_every_replaced_function_is_the_one_the_replacements_were_written_agains
     chosen = patches.check()
     assert {(r.owner.__name__, r.name) for r in chosen} == {
         ("RemoteAction", "_validate_action_result"), ("EndpointConfig", "request"),
-        ("Event", "resolve_by_type"), ("DaskGraphRunner", "run")}
+        ("Event", "resolve_by_type"), ("DaskGraphRunner", "run"),
+        ("FailSafeTrackerStore", "on_tracker_store_error"), ("FailSafeTrackerStore", "on_tracker_store_retrieve_error")}
     for replacement in chosen:  # installed: the class now holds the replacement, not the stock function
         assert inspect_static(replacement.owner, replacement.name) is not replacement.stock()
 
@@ -242,3 +243,35 @@ def test_action_calls_share_one_session_and_answer_as_stock() -> None:
             await server.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_a_tracker_store_that_fails_fails_the_turn_instead_of_falling_back_to_memory() -> None:
+    """Stock answers from an in-memory store when the database is away (a stranger's answer, a turn
+    kept nowhere); a store with ``fail_safe = False`` (HezeTrackerStore) has its error raised."""
+    import asyncio
+
+    from rasa.core.tracker_store import FailSafeTrackerStore, InMemoryTrackerStore
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    class Down(InMemoryTrackerStore):
+        async def retrieve(self, sender_id: str) -> Any:
+            raise ConnectionError("database unreachable")
+
+        async def save(self, tracker: Any) -> None:
+            raise ConnectionError("database unreachable")
+
+    class DownNotFailSafe(Down):
+        fail_safe = False
+
+    tracker = DialogueStateTracker("s1", [])
+    stock_like = FailSafeTrackerStore(Down(Domain.empty()))
+    assert asyncio.run(stock_like.retrieve("s1")) is None  # stock: carries on as if new
+    asyncio.run(stock_like.save(tracker))  # stock: kept in memory only
+    assert asyncio.run(stock_like.fallback_tracker_store.retrieve("s1")) is not None
+    ours = FailSafeTrackerStore(DownNotFailSafe(Domain.empty()))
+    with pytest.raises(ConnectionError):
+        asyncio.run(ours.retrieve("s1"))
+    with pytest.raises(ConnectionError):
+        asyncio.run(ours.save(tracker))
+    assert asyncio.run(ours.fallback_tracker_store.retrieve("s1")) is None

@@ -64,8 +64,9 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         async def purge_daily() -> None:
             while True:
                 try:
-                    await asyncio.to_thread(purge, tracker, sessions, settings.console_retention_days,
-                                            None, index.keyring)
+                    async with app.state.sync_lock:  # the index has one writer at a time
+                        await asyncio.to_thread(purge, tracker, sessions, settings.console_retention_days,
+                                                None, index.keyring)
                 except Exception:  # noqa: BLE001 - logged, tried again tomorrow
                     logger.exception("retention purge failed")
                 await asyncio.sleep(24 * 3600)

@@ -161,15 +161,22 @@ class ConversationIndex:
                             e.get("name") if e["event"] == "action" else None, e) for e in events]
         if not rows:
             return 0
+        late: set[str] = set()
         with self._sessions() as s:
-            applied = self._ingest(s, rows)
+            applied = self._ingest(s, rows, late)
             s.commit()
+        if late:
+            # Delivered again (a restart before the acknowledgement), or late: a replica that could not
+            # reach RabbitMQ sent its kept events after another replica sent the conversation's later
+            # ones. Which it was cannot be told from the id, so the conversation is counted again from
+            # the tracker store, which has every event (they are published after the commit).
+            self.rebuild(sorted(late))
         return applied
 
-    def _ingest(self, s: Session, rows: Sequence[Any]) -> int:
+    def _ingest(self, s: Session, rows: Sequence[Any], late: set[str] | None = None) -> int:
         """Apply rows (tracker-store rows or broker events) to their summaries, each event once: a
         conversation's events are written one turn at a time, so an id at or below the summary's last
-        one is already counted."""
+        one is already counted (or, from the broker, came late: its sender goes into ``late``)."""
         senders = {r.sender_id for r in rows}
         summaries = {x.sender_id: x for x in s.scalars(
             select(ConversationSummary).where(ConversationSummary.sender_id.in_(senders)))}
@@ -185,6 +192,8 @@ class ConversationIndex:
                 s.add(summary)
                 summaries[row.sender_id] = summary
             elif summary.last_event_id is not None and row.id <= summary.last_event_id:
+                if late is not None:
+                    late.add(row.sender_id)
                 continue
             self._apply(summary, row)
             applied += 1
@@ -198,9 +207,10 @@ class ConversationIndex:
         with self._sessions() as s:
             summaries = {x.sender_id: x for x in s.scalars(
                 select(ConversationSummary).where(ConversationSummary.sender_id.in_(senders)))}
-            mark = self._watermark(s)  # events past it are the next sync()'s, not to be counted twice
+            # Every event there is: the next sync() skips those counted here (ids at or below a
+            # summary's last are counted, see _ingest).
             with self.tracker.connect() as t:
-                rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id.in_(senders), EVENTS.c.id <= mark)
+                rows = t.execute(select(EVENTS).where(EVENTS.c.sender_id.in_(senders))
                                  .order_by(EVENTS.c.id)).all()
                 left = set(t.execute(select(EVENTS.c.sender_id).where(EVENTS.c.sender_id.in_(senders)).distinct())
                            .scalars())

@@ -217,9 +217,9 @@ async def rows_of(request: Request, statement: Any) -> list[Any]:
 
 
 async def sync(app: FastAPI) -> None:
-    """Bring the conversation index up to the tracker store (one reader at a time)."""
-    if app.state.sync_lock.locked():
-        return
+    """Bring the conversation index up to the tracker store (one reader at a time: a page that comes
+    while the background sync or the event feed holds the index waits for it, then reads what is new,
+    so it never shows an index older than the request)."""
     async with app.state.sync_lock:
         try:
             await asyncio.to_thread(app.state.index.sync)

@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -298,7 +299,7 @@ def test_filters_by_entity_action_flagged_message_and_reviewer(console: TestClie
     from console.conversations import EVENTS
     from tests.console.synthetic import conversation
 
-    rows = conversation("rest-entity-1", "rest", [("交水费户号1000000002", "pay_bill", 0.95)], 1_760_000_000.0)
+    rows = conversation("rest-entity-1", "rest", [("交水费户号1000000002", "pay_bill", 0.95)], time.time() - 3600)
     data = json.loads(rows[1]["data"])
     data["parse_data"]["entities"] = [{"entity": "bill_type", "value": "水费"}, {"entity": "account_number", "value": "1000000002"}]
     rows[1]["data"] = json.dumps(data, ensure_ascii=False)
@@ -338,12 +339,12 @@ def test_a_row_that_does_not_open_is_shown_as_such_and_not_exported(console: Tes
     from textnorm.sealing import Keyring, new_key
 
     stray = Keyring.parse(f"x1:{new_key()}")
-    rows = conversation("rest-lost-1", "rest", [("查一下进度", "check_progress", 0.95)], 1_760_000_000.0)
+    rows = conversation("rest-lost-1", "rest", [("查一下进度", "check_progress", 0.95)], time.time() - 3600)
     with console.app.state.tracker.begin() as t:  # type: ignore[attr-defined]
         t.execute(insert(EVENTS), rows[:2])  # readable: the index has read them
     sign_in(console, "admin")
     assert console.get("/api/conversations", params={"q": "查一下进度"}).json()["total"] == 1
-    after = conversation("rest-after-1", "rest", [("交电费", "pay_bill", 0.95)], 1_760_000_100.0)
+    after = conversation("rest-after-1", "rest", [("交电费", "pay_bill", 0.95)], time.time() - 3500)
     with console.app.state.tracker.begin() as t:  # type: ignore[attr-defined]
         t.execute(insert(EVENTS), [{**r, "data": stray.seal(r["data"], r["sender_id"])} for r in rows[2:]])
         t.execute(insert(EVENTS), after)

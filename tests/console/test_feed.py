@@ -174,3 +174,21 @@ async def test_messages_that_do_not_open_are_set_aside_not_lost(tmp_path: Path, 
         kept.append(message.body)
     assert kept == [clear, other_key, wrong_shape]
     assert "x" not in summaries(index) and "y" not in summaries(index)
+
+
+async def test_events_a_replica_sends_late_are_counted_all_the_same(tmp_path: Path, tracker: Engine,
+                                                                   broker: dict[str, Any]) -> None:
+    """RabbitMQ was away: one replica's kept events of a conversation arrive after another replica's
+    later ones (each sends its own when the connection is back)."""
+    expected = new_index(tmp_path, tracker, "expected")
+    expected.sync()
+    index = new_index(tmp_path, tracker, "fed")
+    bodies = broker_bodies(tracker)
+    early, later = bodies[: len(bodies) // 2], bodies[len(bodies) // 2:]
+    feed = EventFeed(URL, broker["name"], broker["name"], index, asyncio.Lock(), batch=10)
+    task = start(feed)
+    await until(lambda: feed.connected)
+    await broker["publish"](later + early)
+    await until(lambda: feed.counts["received"] == len(bodies))
+    await stop(task)
+    assert summaries(index) == summaries(expected)

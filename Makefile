@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console bench-payments bench-nlu fuzz lock clean
+.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console bench-payments bench-nlu bench-scaleout fuzz lock clean
 
 run: bootstrap db train kb
 	$(PY) -m stack
@@ -67,6 +67,10 @@ bench-payments: bootstrap
 # NLU 5-fold cross-validation on nlu_data/ (about 9 minutes); fails under intent macro-F1 0.95.
 bench-nlu: bootstrap
 	$(PY) -m bench.nlu
+
+# Rasa replicas behind HAProxy (1, 2, 3) under locust load: turns/s, p95, CPU per turn (about 12 minutes).
+bench-scaleout: bootstrap train
+	$(PY) -m bench.scaleout
 
 # A million inputs through the WeChat protocol layer (atheris); the corpus grows under var/fuzz.
 # Result (runs, coverage, crashes: none expected) goes to bench/RESULTS.md by hand.

@@ -81,14 +81,19 @@ class EventFeed:
             await queue.bind(exchange, "")
             await channel.declare_queue(f"{self.queue}.unreadable", durable=True)
             inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-            closed = asyncio.get_running_loop().create_future()
-            connection.close_callbacks.add(lambda *_: closed.done() or closed.set_result(None))
+            closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def on_close(*_: Any) -> None:
+                if not closed.done():
+                    closed.set_result(None)
+            connection.close_callbacks.add(on_close)
             await queue.consume(inbox.put)
             self.connected = True
             logger.info("event feed: consuming %s", self.queue)
             while True:
                 getter = asyncio.ensure_future(inbox.get())
-                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {getter, closed}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     raise ConnectionError("RabbitMQ connection closed")

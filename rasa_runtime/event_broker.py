@@ -30,7 +30,7 @@ import json
 import logging
 import os
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Text
+from typing import Any, Deque, Dict, List, Optional, Text, cast
 
 import aio_pika
 from rasa.core.brokers.pika import PikaEventBroker
@@ -60,7 +60,7 @@ class SealedPikaEventBroker(PikaEventBroker):
 
     def _message(self, event: Dict[Text, Any], headers: Optional[Dict[Text, Text]]) -> aio_pika.Message:
         body = self.keyring.seal(json.dumps(event), BROKER_CONTEXT)
-        return aio_pika.Message(body.encode("ascii"), headers=headers, app_id=self.rasa_environment,
+        return aio_pika.Message(body.encode("ascii"), headers=cast(Any, headers), app_id=self.rasa_environment,
                                 content_type="text/plain", delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
     def publish(self, event: Dict[Text, Any], headers: Optional[Dict[Text, Text]] = None) -> None:

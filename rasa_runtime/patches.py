@@ -263,7 +263,7 @@ def _make_on_error(name: str) -> Callable[[], Any]:
 
         def on_error(self: Any, error: Exception) -> None:
             if getattr(self._tracker_store, "fail_safe", True):
-                return fallback(self, error)  # type: ignore[no-any-return]
+                return fallback(self, error)
             logger.error("tracker store unavailable (%s): the turn fails rather than run without its "
                          "conversation", type(error).__name__)
             raise error

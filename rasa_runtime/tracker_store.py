@@ -273,10 +273,10 @@ class HezeTrackerStore(SQLTrackerStore):
                 with self.session_scope() as session:
                     new = list(self._additional_events(session, tracker))
                 with self.engine.begin() as conn:
-                    ids = [conn.execute(self._insert, self._row(tracker.sender_id, e)).inserted_primary_key[0]
-                           for e in new]
+                    written = [conn.execute(self._insert, self._row(tracker.sender_id, e)).inserted_primary_key[0]
+                               for e in new]
                 self._kept.pop(tracker.sender_id, None)
-                await self._announce(tracker.sender_id, new, ids)
+                await self._announce(tracker.sender_id, new, written)
                 return
             saved = _Saved(0, 0)  # a new conversation: every event is new
             self._mark(tracker, saved)

@@ -64,7 +64,8 @@ def rebuild_now() -> int:
     upgrade(engine)
     sessions = make_sessionmaker(engine)
     key = ref_key(sessions, settings.console_pseudonym_key.get_secret_value())
-    index = ConversationIndex(make_engine(settings.tracker_url), sessions, key, settings.keyring)
+    index = ConversationIndex(make_engine(settings.tracker_url), sessions, key, settings.keyring,
+                              settings.wechat_deadline_s)
     with sessions() as s:
         senders = list(s.scalars(select(ConversationSummary.sender_id)))
     for start in range(0, len(senders), 500):

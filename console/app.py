@@ -39,7 +39,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         tracker = create_engine(settings.tracker_url, connect_args={"check_same_thread": False}
                                 if settings.tracker_url.startswith("sqlite") else {}, hide_parameters=True)
         key = await asyncio.to_thread(ref_key, sessions, settings.console_pseudonym_key.get_secret_value())
-        index = ConversationIndex(tracker, sessions, key, settings.keyring)
+        index = ConversationIndex(tracker, sessions, key, settings.keyring, settings.wechat_deadline_s)
         await asyncio.to_thread(index.fill_refs)
         app.state.settings, app.state.sessions, app.state.tracker, app.state.index = settings, sessions, tracker, index
         app.state.accounts = Accounts(sessions, settings.console_max_failed_logins,

@@ -39,7 +39,6 @@ HANDOFF_ACTIONS = {"action_handoff"}
 QUIET_ACTIONS = {"action_listen", "action_session_start"}  # every conversation has them: no filter
 # What a reviewer does to a conversation (the audit log's actions), for the "reviewer" filter.
 REVIEW_ACTIONS = ("reviewed", "unreviewed", "correct", "flag", "unflag", "tags", "note")
-WECHAT_DEADLINE_S = 4.0  # the channel's passive-reply deadline: a later reply went out as a customer-service message
 TEXT_LIMIT = 4000
 BATCH = 5000
 WATERMARK = "tracker_events_read"
@@ -113,10 +112,13 @@ class ConversationIndex:
     """Keeps ``conversation_summaries`` in step with the tracker store."""
 
     def __init__(self, tracker: Engine, sessions: sessionmaker, key: bytes | None = None,
-                 keyring: Keyring = NO_KEYS) -> None:
+                 keyring: Keyring = NO_KEYS, wechat_deadline_s: float = 4.0) -> None:
+        """``wechat_deadline_s``: the WeChat channels' passive-reply deadline (``WECHAT_DEADLINE_S``): a
+        reply later than that went out as a customer-service message, flagged "late reply"."""
         self.tracker, self._sessions = tracker, sessions
         self.key = key or ref_key(sessions)
         self.keyring = keyring
+        self.wechat_deadline_s = wechat_deadline_s
 
     def fill_refs(self) -> int:
         """Give a pseudonym to every summary that has none (rows from before they existed)."""
@@ -254,7 +256,7 @@ class ConversationIndex:
             x.awaiting_since = row.timestamp
         elif kind == "bot":
             if x.awaiting_since is not None and x.channel in ("wechat", "miniprogram") \
-                    and (row.timestamp or 0) - x.awaiting_since > WECHAT_DEADLINE_S:
+                    and (row.timestamp or 0) - x.awaiting_since > self.wechat_deadline_s:
                 x.late_reply = True
             x.awaiting_since = None
         elif kind == "action":

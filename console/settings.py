@@ -2,30 +2,21 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
 
 from services.settings import ROOT, EventBrokerSettings
-from textnorm.sealing import Keyring, keyring_for
 
 
 class ConsoleSettings(EventBrokerSettings):
-    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
+    """The console's own settings; the environment, database, keys, tracker store and the WeChat
+    channels' store and deadline come from ``CommonSettings``, the event broker's from its class."""
 
-    heze_env: Literal["development", "production", "test"] = "development"
-    heze_db_url: str = "sqlite:///var/heze.db"
     # The Rasa tracker store: the SQLite file of the embedded default, or a database URL (PostgreSQL).
-    tracker_db: str = "var/tracker.db"
     console_tracker_url: str = ""
     # The key of the conversation pseudonyms in URLs, links, the API and exports (a keyed hash of the
     # sender id, which can be a phone number). Empty: a random key kept in the console's database.
     console_pseudonym_key: SecretStr = SecretStr("")
-    # The keys personal data is encrypted under at rest (services/settings.py, textnorm/sealing.py).
-    data_keys: SecretStr = SecretStr("")
-    # The WeChat channels' store (channels/wechat_store.py): who is with WeChat's human customer service.
-    wechat_claims: str = "var/wechat.db"
 
     console_host: str = "127.0.0.1"
     console_port: int = 8020
@@ -47,14 +38,7 @@ class ConsoleSettings(EventBrokerSettings):
         if self.heze_env == "production" and not self.rabbitmq_host:
             raise ValueError("RABBITMQ_HOST must be set in production: the conversation index follows Rasa's event "
                              "broker (several Rasa replicas commit out of id order; polling the tracker store misses events)")
-        if self.heze_env == "production" and not self.data_keys.get_secret_value().strip():
-            raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
         return self
-
-    @property
-    def keyring(self) -> Keyring:
-        key_file = None if self.heze_env == "production" else str(ROOT / "var" / "data.keys")
-        return keyring_for(self.data_keys.get_secret_value(), key_file)
 
     @property
     def tracker_url(self) -> str:

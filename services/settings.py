@@ -8,18 +8,67 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from textnorm.sealing import keyring_setting
+from textnorm.sealing import Keyring, keyring_setting
 
 ROOT = Path(__file__).resolve().parent.parent
 _SAMPLE_SECRETS = {"", "change-me", "changeme", "secret", "test"}
 
 
-class EventBrokerSettings(BaseSettings):
+class CommonSettings(BaseSettings):
+    """What every process reads under the same name: the environment, the service database, the keys
+    personal data is sealed with, where Rasa and its stores are, the phone channel's token, the WeChat
+    channels' store and deadline; and how paths are resolved. Each process's settings inherit it
+    (``Settings``, ``ConsoleSettings``, ``VoiceSettings``); no setting is declared twice
+    (tests/services/test_payments_and_settings.py)."""
+
+    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
+
+    heze_env: Literal["development", "production", "test"] = "development"
+    heze_db_url: str = "sqlite:///var/heze.db"
+    # Keys that encrypt personal data at rest (the tracker store's events, the service database's
+    # personal fields, the event broker's messages; textnorm/sealing.py): "id:key,id:key", the first
+    # seals, all open. Empty: the embedded default keeps one in var/data.keys; production must set it
+    # (keep it apart from the database's backups).
+    data_keys: SecretStr = SecretStr("")
+    rasa_host: str = "127.0.0.1"
+    rasa_port: int = 5005
+    # The Rasa tracker store of the embedded default (a SQLite file; production: deploy/endpoints.yml).
+    tracker_db: str = "var/tracker.db"
+    # The phone channel's shared secret between the voice gateway and Rasa. Empty: `python -m stack`
+    # makes a random one for each run (both processes get it from the stack).
+    phone_channel_token: SecretStr = SecretStr("")
+    # Where the WeChat channels keep message claims, held and failed messages, numbered choices and
+    # who is with a human: a SQLite file, or a redis:// URL (several Rasa replicas).
+    wechat_claims: str = "var/wechat.db"
+    # WeChat's passive-reply deadline as the channels keep it (a later reply goes as a customer-service
+    # message; the console flags it).
+    wechat_deadline_s: float = 4.0
+
+    @model_validator(mode="after")
+    def _check_common(self) -> "CommonSettings":
+        if self.heze_env == "production" and not self.data_keys.get_secret_value().strip():
+            raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
+        return self
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from settings; relative paths are relative to the repository root."""
+        return Path(path) if Path(path).is_absolute() else ROOT / path
+
+    @property
+    def data_keys_text(self) -> str:
+        """``DATA_KEYS``, or the embedded default's key file (made the first time)."""
+        key_file = None if self.heze_env == "production" else str(ROOT / "var" / "data.keys")
+        return keyring_setting(self.data_keys.get_secret_value(), key_file)
+
+    @property
+    def keyring(self) -> Keyring:
+        return Keyring.parse(self.data_keys_text)
+
+
+class EventBrokerSettings(CommonSettings):
     """RabbitMQ, where Rasa publishes each conversation's events (deploy/endpoints.yml names the broker
     with these same variables) and the staff console reads them (console/feed.py). Empty host: no
     broker (the embedded default); the console then reads the tracker store every few seconds."""
-
-    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
 
     rabbitmq_host: str = ""
     rabbitmq_port: int = 5672
@@ -46,12 +95,7 @@ class Settings(EventBrokerSettings):
 
     model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
 
-    heze_env: Literal["development", "production", "test"] = "development"
-
-    rasa_host: str = "127.0.0.1"
-    rasa_port: int = 5005
     rasa_api_token: SecretStr
-    tracker_db: str = "var/tracker.db"
     rasa_model_dir: str = "var/models"
     rasa_endpoints: str = "bot/endpoints.yml"
 
@@ -62,11 +106,6 @@ class Settings(EventBrokerSettings):
     services_api_port: int = 8030
     public_base_url: str = "http://127.0.0.1:8030"
 
-    heze_db_url: str = "sqlite:///var/heze.db"
-    # Keys that encrypt personal data at rest (the tracker store's events; textnorm/sealing.py):
-    # "id:key,id:key", the first seals, all open. Empty: the embedded default keeps one in
-    # var/data.keys; production must set it (keep it apart from the database's backups).
-    data_keys: SecretStr = SecretStr("")
 
     # Where progress (办件进度) comes from: the service database (the embedded default), or the
     # provincial integrated government-service platform (services/provincial.py;
@@ -133,9 +172,6 @@ class Settings(EventBrokerSettings):
     wechat_secret: SecretStr = SecretStr("")
     wechat_mode: Literal["safe", "compatible", "plain"] = "safe"
     wechat_api_base: str = "https://api.weixin.qq.com"
-    # Where message claims (de-duplication) live: a SQLite file, or a redis:// URL.
-    wechat_claims: str = "var/wechat.db"
-    wechat_deadline_s: float = 4.0
     # How often messages that got the apology (a turn failed) are tried again, until answered or 48 h.
     wechat_retry_s: float = 60.0
     # 转人工 hands the citizen to WeChat's own human customer service (客服). An agent account
@@ -153,9 +189,6 @@ class Settings(EventBrokerSettings):
     miniprogram_api_base: str = "https://api.weixin.qq.com"
     miniprogram_kf_account: str = ""
 
-    # The phone channel's shared secret between the voice gateway and Rasa. Empty: `python -m stack`
-    # makes a random one for each run (both processes get it from the stack).
-    phone_channel_token: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _check_secrets(self) -> "Settings":
@@ -168,8 +201,6 @@ class Settings(EventBrokerSettings):
         if self.sms_provider == "aliyun":
             self._check_aliyun_sms()
         if self.heze_env == "production":
-            if not self.data_keys.get_secret_value().strip():
-                raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
             if self.rasa_api_token.get_secret_value().lower() in _SAMPLE_SECRETS:
                 raise ValueError("RASA_API_TOKEN is empty or a sample value; refusing to start")
             if self.payment_provider == "sandbox":
@@ -225,16 +256,6 @@ class Settings(EventBrokerSettings):
                 raise ValueError("ALIYUN_SMS_API_BASE must be https:// in production")
             if len(self.sms_number_key.get_secret_value()) < 32:
                 raise ValueError("SMS_NUMBER_KEY must be set (32+ characters) in production; it is never rotated")
-
-    def resolve(self, path: str) -> Path:
-        """A path from settings; relative paths are relative to the repository root."""
-        return Path(path) if Path(path).is_absolute() else ROOT / path
-
-    @property
-    def data_keys_text(self) -> str:
-        """``DATA_KEYS``, or the embedded default's key file (made the first time)."""
-        key_file = None if self.heze_env == "production" else str(ROOT / "var" / "data.keys")
-        return keyring_setting(self.data_keys.get_secret_value(), key_file)
 
     @property
     def payment_notify_url(self) -> str:

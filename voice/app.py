@@ -68,12 +68,12 @@ def create_app(settings: VoiceSettings) -> FastAPI:
                                              settings.voice_asr_workers)
         vad = await asyncio.to_thread(SileroModel)
         voice = await asyncio.to_thread(choose_voice, settings.voice_tts_voice)
-        speaker = Speaker(voice, settings.path(settings.voice_tts_cache_dir), settings.voice_tts_cache_entries)
+        speaker = Speaker(voice, settings.resolve(settings.voice_tts_cache_dir), settings.voice_tts_cache_entries)
         sealed.use(settings.keyring)  # callers' numbers and what was heard are sealed (services/sealed.py)
         engine = make_engine(settings.heze_db_url)
         recorder = None
         if settings.voice_record_audio:
-            recorder = Recorder(settings.path(settings.voice_recordings_dir), settings.voice_retention_days)
+            recorder = Recorder(settings.resolve(settings.voice_recordings_dir), settings.voice_retention_days)
             await asyncio.to_thread(recorder.purge)
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as rasa:
             gw = Gateway(settings, recogniser, speaker, rasa, CallRecords(make_sessionmaker(engine)), vad,

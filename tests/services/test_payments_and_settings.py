@@ -5,6 +5,7 @@ from pydantic import SecretStr, ValidationError
 
 from services.payments import InvalidNotification, SandboxProvider
 from tests.conftest import make_settings
+from tests.sandbox import TEST_DATA_KEYS
 
 SECRET = b"k" * 32
 
@@ -77,3 +78,29 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     s = make_settings()
     assert s.rasa_port == 6005 and s.public_base_url == "https://heze.example.test"
     assert json.dumps(s.payment_notify_url).endswith('/payments/notify/sandbox"')
+
+
+def test_every_setting_has_one_owner_and_every_process_reads_the_common_ones_alike() -> None:
+    """One declaration per setting across the processes' settings classes (CommonSettings holds what
+    they share), and the same environment gives each process the same shared values."""
+    from console.settings import ConsoleSettings
+    from services.settings import CommonSettings, EventBrokerSettings, Settings
+    from voice.settings import VoiceSettings
+
+    classes = (CommonSettings, EventBrokerSettings, Settings, ConsoleSettings, VoiceSettings)
+    owners: dict[str, list[str]] = {}
+    for cls in classes:
+        for name in cls.__dict__.get("__annotations__", {}):
+            if not name.startswith("model_"):
+                owners.setdefault(name, []).append(cls.__name__)
+    assert {n: o for n, o in owners.items() if len(o) > 1} == {}
+    env = {"heze_env": "test", "heze_db_url": "sqlite:///x.db", "rasa_port": 5999, "wechat_deadline_s": 3.5,
+           "data_keys": TEST_DATA_KEYS}
+    made = [Settings(_env_file=None, rasa_api_token="t", payment_sandbox_secret="s", **env),  # type: ignore[call-arg]
+            ConsoleSettings(_env_file=None, **env), VoiceSettings(_env_file=None, **env)]  # type: ignore[call-arg]
+    for name in CommonSettings.model_fields:
+        assert len({str(getattr(m, name)) for m in made}) == 1, name
+    assert len({m.resolve("var/x") for m in made}) == 1
+    with pytest.raises(ValueError, match="DATA_KEYS"):
+        VoiceSettings(_env_file=None, heze_env="production", phone_channel_token="p" * 20,  # type: ignore[call-arg]
+                      voice_gateway_token="g" * 20, voice_vosk_model="/m")

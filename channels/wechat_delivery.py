@@ -179,8 +179,13 @@ class Delivery:
             await self.wait(task, until - self.clock())
             if task.done():
                 reply = task.result()
-                await self.call(self.store.finish, key, reply)
-                await self._let_go(key, holding)
+                # The reply stored, the hold ended and the message forgotten in one step: a worker that
+                # dies now leaves WeChat's retries the stored reply and nothing for another to answer again.
+                if holding is not None:
+                    holding.cancel()
+                kept = key in self._kept_failed
+                self._kept_failed.discard(key)
+                await self.call(self.store.finish, key, reply, True, not kept)
                 return self._answer(reply, openid, first=True)
         # Too slow for an answer in the response, or the queue says it would be: success now, the
         # reply later (a hand-off that comes late takes effect with the citizen's next message).
@@ -355,6 +360,12 @@ class Delivery:
             try:
                 if not await self.call(self.store.still_failed, key):
                     continue
+                if kept.get("in_flight") and self.passive:
+                    claim = await self.call(self.store.peek, key)
+                    if claim is not None and claim.state == "done" and claim.reply is not None and claim.reply.texts:
+                        # Its reply was stored for WeChat's retries before its worker stopped: sent already.
+                        await self.call(self.store.drop_failed, key)
+                        continue
                 metadata = {**kept.get("metadata", {}), "retry_of": key}
                 if kept.get("message_id"):  # taken over from a worker that died: answered once
                     metadata["message_id"] = kept["message_id"]

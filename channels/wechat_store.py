@@ -175,8 +175,21 @@ class SqliteClaims:
             return None
         return Claim("pending") if row[0] is None else Claim("done", Reply.load(row[0]))
 
-    def finish(self, key: str, reply: Reply) -> None:
-        self._db().execute("UPDATE wechat_claims SET reply = ? WHERE key = ?", (reply.dump(), key))
+    def finish(self, key: str, reply: Reply, unhold: bool = False, forget: bool = False) -> None:
+        """Store a message's reply; in the same step end its holder's lease (``unhold``) and forget the
+        kept message (``forget``): a worker that dies after this leaves nothing to take over."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("UPDATE wechat_claims SET reply = ? WHERE key = ?", (reply.dump(), key))
+            if unhold:
+                db.execute("DELETE FROM wechat_claims WHERE key = ?", ("lease/" + key,))
+            if forget:
+                db.execute("DELETE FROM wechat_failed WHERE key = ?", (key,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def release(self, key: str) -> None:
         """Give a claim back (the turn failed before any reply), so a later delivery may try again."""
@@ -306,8 +319,16 @@ class RedisClaims:
             return None
         return Claim("done", Reply.load(value)) if value else Claim("pending")
 
-    def finish(self, key: str, reply: Reply) -> None:
-        self._redis.set(self._prefix + "claim:" + key, reply.dump(), ex=KEEP_S)
+    def finish(self, key: str, reply: Reply, unhold: bool = False, forget: bool = False) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._prefix + "claim:" + key, reply.dump(), ex=KEEP_S)
+        if unhold:
+            self._lease_ms.pop(key, None)
+            pipe.delete(self._prefix + "lease:" + key)
+        if forget:
+            pipe.zrem(self._prefix + "failed", key)
+            pipe.delete(self._prefix + "failed:" + key)
+        pipe.execute()
 
     def release(self, key: str) -> None:
         k = self._prefix + "claim:" + key

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from channels.wechat_delivery import APOLOGY, Answer, Delivery, Failed, Outcome
-from channels.wechat_store import SqliteClaims, message_key
+from channels.wechat_store import Reply, SqliteClaims, message_key
 
 ACCOUNT = "wx00000000000000a1"
 
@@ -412,3 +412,28 @@ def test_a_message_answered_is_let_go_and_never_taken_over(tmp_path: Path) -> No
     clock_sleep = h.time.sleep
     assert h.play(scenario()).kind == "success"
     assert retried == [] and [t for _, t, _ in h.sent] == [["答：查进度"]] and h.store.failed(ACCOUNT) == []
+
+
+def test_a_message_whose_reply_was_stored_before_its_worker_died_is_not_sent_again(tmp_path: Path) -> None:
+    """The worker stored the passive reply (WeChat's retries get it) and died before it forgot the
+    message: another worker's round must not send the reply a second time."""
+    h = Harness(tmp_path)
+    key = h.key("o1", "1")
+    h.store.claim(key, 1, {"sender": "o1", "text": "查工单", "metadata": {}, "message_id": "wx-m3", "in_flight": True})
+    h.store.finish(key, Reply(["答：查工单"]))  # stored, not forgotten: the worker stopped in between
+    retried: list[str] = []
+
+    async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
+        retried.append(text)
+        return Outcome(["again"])
+
+    h.delivery.retry_turn = retry
+
+    async def scenario() -> None:
+        h.delivery.start_retrying(forever=True)
+        await h.time.sleep(200)
+        h.delivery._forever.cancel()  # type: ignore[union-attr]
+        await h.delivery.settle()
+
+    h.play(scenario())
+    assert retried == [] and h.sent == [] and h.store.failed(ACCOUNT) == []

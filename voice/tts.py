@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import subprocess
 import tempfile
+import threading
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -138,7 +139,10 @@ class Speaker:
         return path.read_bytes() if path.is_file() else None
 
     def _write_disk(self, key: str, pcm: bytes) -> None:
-        tmp = self.cache_dir / f"{key}.tmp"
+        """Written beside and renamed into place; the temporary name is this process's and thread's own,
+        so gateways sharing a cache directory (several replicas on one host) never rename each other's
+        file (two gateways rendering the same prompt at start-up crashed one of them)."""
+        tmp = self.cache_dir / f"{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_bytes(pcm)
         tmp.replace(self.cache_dir / f"{key}.pcm")
 

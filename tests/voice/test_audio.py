@@ -95,3 +95,31 @@ def test_an_utterance_also_ends_when_the_frames_stop() -> None:
     ep = Endpointer(SileroModel().detector(8000), 8000)
     assert ep.push(fixture("human_001")).started and ep.in_speech
     assert ep.frames_stopped().ended and not ep.in_speech
+
+
+def test_gateways_sharing_a_prompt_cache_write_the_same_prompt_at_once(tmp_path: Path) -> None:
+    """Two voice gateways on one host share the TTS cache directory and render the same prompts at
+    start-up: neither may fail (one once crashed renaming a temporary file the other had renamed)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from voice.tts import Speaker
+
+    pcm = os.urandom(16000)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as procs:
+        done = [procs.submit(_write_many, str(tmp_path), pcm) for _ in range(2)]
+        assert [f.result() for f in done] == [40, 40]
+    speaker = Speaker("cmn-latn-pinyin", tmp_path)
+    with ThreadPoolExecutor(8) as threads:
+        list(threads.map(lambda _: speaker._write_disk("same-prompt", pcm), range(40)))
+    assert (tmp_path / "same-prompt.pcm").read_bytes() == pcm
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def _write_many(cache: str, pcm: bytes) -> int:
+    from voice.tts import Speaker
+
+    speaker = Speaker("cmn-latn-pinyin", Path(cache))
+    for _ in range(40):
+        speaker._write_disk("same-prompt", pcm)
+    return 40

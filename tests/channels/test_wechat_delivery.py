@@ -389,27 +389,15 @@ def test_a_message_held_by_a_worker_that_died_is_answered_once_by_another(tmp_pa
 
 def test_a_message_answered_is_let_go_and_never_taken_over(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    key = h.key("o1", "1")
-
-
-    retried: list[str] = []
-
-    async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
-        retried.append(text)
-        return Outcome(["again"])
-
-    h.delivery.retry_turn = retry
+    retried = retries_of(h)
 
     async def scenario() -> Answer:
         h.delivery.start_retrying(forever=True)
         answer = await h.deliver("o1", "1", h.turn("查进度", 100), keep={  # slow: a round (60 s) comes while held
             "sender": "o1", "text": "查进度", "metadata": {}, "message_id": "wx-m2"})
-        await clock_sleep(200)
-        h.delivery._forever.cancel()  # type: ignore[union-attr]
-        await h.delivery.settle()
+        await rounds_for(h, 200)
         return answer
 
-    clock_sleep = h.time.sleep
     assert h.play(scenario()).kind == "success"
     assert retried == [] and [t for _, t, _ in h.sent] == [["答：查进度"]] and h.store.failed(ACCOUNT) == []
 
@@ -421,6 +409,18 @@ def test_a_message_whose_reply_was_stored_before_its_worker_died_is_not_sent_aga
     key = h.key("o1", "1")
     h.store.claim(key, 1, {"sender": "o1", "text": "查工单", "metadata": {}, "message_id": "wx-m3", "in_flight": True})
     h.store.finish(key, Reply(["答：查工单"]))  # stored, not forgotten: the worker stopped in between
+    retried = retries_of(h)
+
+    async def scenario() -> None:
+        h.delivery.start_retrying(forever=True)
+        await rounds_for(h, 200)
+
+    h.play(scenario())
+    assert retried == [] and h.sent == [] and h.store.failed(ACCOUNT) == []
+
+
+def retries_of(h: Harness) -> list[str]:
+    """The texts the worker's retry rounds run again (each answered "again")."""
     retried: list[str] = []
 
     async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
@@ -428,12 +428,11 @@ def test_a_message_whose_reply_was_stored_before_its_worker_died_is_not_sent_aga
         return Outcome(["again"])
 
     h.delivery.retry_turn = retry
+    return retried
 
-    async def scenario() -> None:
-        h.delivery.start_retrying(forever=True)
-        await h.time.sleep(200)
-        h.delivery._forever.cancel()  # type: ignore[union-attr]
-        await h.delivery.settle()
 
-    h.play(scenario())
-    assert retried == [] and h.sent == [] and h.store.failed(ACCOUNT) == []
+async def rounds_for(h: Harness, seconds: float) -> None:
+    """Let the worker's endless retry rounds run for ``seconds`` of virtual time, then stop them."""
+    await h.time.sleep(seconds)
+    h.delivery._forever.cancel()  # type: ignore[union-attr]
+    await h.delivery.settle()

@@ -8,7 +8,8 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
+from actions.common import (FlowValidation, ServiceAction, acting_for, ask_rating, audit_proxy, caller_number, channel_of,
+                            reset_flow)
 from actions.sms import NOT_SENT, send_sms
 from services.billing import BILL_TYPES, ID_NUMBER_BILLS, format_yuan
 from services.sms import SmsMessage
@@ -137,6 +138,10 @@ class ActionPayBill(ServiceAction):
         url = provider.checkout_url(order.order_no)
         intro = "已生成缴费订单。" if order.created else "这笔费用已经下过单了，不会重复收费。"
         amount = format_yuan(order.amount_fen)
+        grant = acting_for(self.services, tracker)
+        if grant is not None:
+            intro = f"（为您{grant.relation}代缴）{intro}"
+            audit_proxy(self.services, grant, "order_created", f"订单{order.order_no} {amount}元")
         if channel == "phone":
             caller = caller_number(tracker)
             sms = await send_sms(self.services, caller, SmsMessage("payment_link", {

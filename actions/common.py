@@ -9,8 +9,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import REQUESTED_SLOT, FormValidationAction
 
 from services.container import Services
+from services.proxy import GrantView
 
-CHANNELS = frozenset({"rest", "wechat", "miniprogram", "phone"})
+CHANNELS = frozenset({"rest", "wechat", "miniprogram", "phone", "webchat"})
 MAX_FAILED_ATTEMPTS = 2
 
 # Slots one flow fills; all are cleared when a flow ends, is cancelled or handed off.
@@ -18,7 +19,7 @@ FLOW_SLOTS: dict[str, Any] = {
     "application_number": None, "lookup_phone": None, "id_last4": None,
     "bill_type": None, "bill_account": None, "bill_confirm": None, "bill_id": None,
     "feedback_category": None, "feedback_content": None, "feedback_location": None, "feedback_contact": None,
-    "ticket_number": None, "failed_attempts": 0, "flow_stopped": None,
+    "ticket_number": None, "failed_attempts": 0, "flow_stopped": None, "proxy_code": None,
     # A second request is offered when the first flow completes (ask_rating reads it before this
     # reset lands); a flow that stops, is cancelled or handed off drops it.
     "pending_request": None,
@@ -50,7 +51,7 @@ def metadata(tracker: Tracker) -> dict[str, Any]:
 
 
 def channel_of(tracker: Tracker) -> str:
-    """The channel of the latest message: 'wechat', 'miniprogram', 'phone' or 'rest'.
+    """The channel of the latest message: 'wechat', 'miniprogram', 'phone', 'webchat' or 'rest'.
 
     Channels tag themselves; a client of the internal ``rest`` channel may name the channel it
     relays for in the message metadata (``{"channel": "phone"}``)."""
@@ -60,6 +61,24 @@ def channel_of(tracker: Tracker) -> str:
         if claimed in CHANNELS:
             return str(claimed)
     return channel if channel in CHANNELS else "rest"
+
+
+def acting_for(services: Services, tracker: Tracker) -> GrantView | None:
+    """The family-proxy grant (子女代办) this web chat message acts under, checked again here against
+    the grants: active, unexpired and this sender's. None when the citizen acts for themselves (or the
+    grant has just ended: then nothing of the elder's is used)."""
+    if channel_of(tracker) != "webchat":
+        return None
+    grant_id = metadata(tracker).get("acting_for")
+    if not isinstance(grant_id, int) or isinstance(grant_id, bool):
+        return None
+    return services.proxies.check(grant_id, tracker.sender_id)
+
+
+def audit_proxy(services: Services, grant: GrantView | None, action: str, detail: str = "") -> None:
+    """One entry in the grant's trail for something done in the elder's name (shown to staff)."""
+    if grant is not None:
+        services.proxies.audit(grant.id, "family", action, detail)
 
 
 def caller_number(tracker: Tracker) -> str | None:

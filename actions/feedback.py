@@ -9,7 +9,8 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, channel_of, reset_flow
+from actions.common import (FlowValidation, ServiceAction, acting_for, ask_rating, audit_proxy, caller_number, channel_of,
+                            reset_flow)
 from actions.sms import NOT_SENT, send_sms
 from services.sms import SmsMessage
 from services.tickets import CATEGORIES
@@ -142,7 +143,10 @@ class ActionSubmitFeedback(ServiceAction):
         )
         number = spell_digits(ticket.number) if channel == "phone" else ticket.number
         due = f"{ticket.due_date.month}月{ticket.due_date.day}日"
-        dispatcher.utter_message(text=f"已受理。工单号：{number}。已转给{ticket.department}，{due}前答复您。")
+        grant = acting_for(self.services, tracker)
+        for_whom = f"（为您{grant.relation}代办）" if grant else ""
+        dispatcher.utter_message(text=f"{for_whom}已受理。工单号：{number}。已转给{ticket.department}，{due}前答复您。")
+        audit_proxy(self.services, grant, "feedback_filed", f"工单{ticket.number} {ticket.department}")
         if phone:
             sms = await send_sms(self.services, phone, SmsMessage("ticket_receipt", {"ticket": ticket.number, "due": due}))
             if sms in NOT_SENT:

@@ -8,7 +8,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import FlowValidation, ServiceAction, ask_rating, caller_number, reset_flow
+from actions.common import FlowValidation, ServiceAction, acting_for, ask_rating, audit_proxy, caller_number, reset_flow
 from services.applications import ApplicationsUnavailable, ApplicationView
 from textnorm.ids import is_valid_mobile
 from textnorm.numbers import APPLICATION, PHONE, kind_of, named
@@ -70,8 +70,12 @@ class ValidateProgressForm(FlowValidation):
         number = digits_only(text)
         if not number and (tracker.get_intent_of_latest_message() == "deny" or any(w in text for w in _NO_WORDS)):
             result: dict[str, Any] = {"application_number": NO_NUMBER}
-            caller = caller_number(tracker)
-            if caller and is_valid_mobile(caller) and not tracker.get_slot("lookup_phone"):
+            caller, grant = caller_number(tracker), acting_for(self.services, tracker)
+            if grant is not None and not tracker.get_slot("lookup_phone"):
+                # 子女代办: the elder's own number, which they proved is theirs when they consented.
+                dispatcher.utter_message(text=f"好的，用您{grant.relation}的手机号查。")
+                result["lookup_phone"] = grant.elder_phone
+            elif caller and is_valid_mobile(caller) and not tracker.get_slot("lookup_phone"):
                 dispatcher.utter_message(text="好的，用您来电的手机号查。")
                 result["lookup_phone"] = caller
             return result
@@ -138,5 +142,8 @@ class ActionAnswerProgress(ServiceAction):
         if not found:
             dispatcher.utter_message(text="没有查到您的办件。")
             return reset_flow()
-        dispatcher.utter_message(text=describe(found[0]) if len(found) == 1 else describe_brief(found))
+        grant = acting_for(self.services, tracker)
+        said = describe(found[0]) if len(found) == 1 else describe_brief(found)
+        dispatcher.utter_message(text=f"（为您{grant.relation}代查）{said}" if grant else said)
+        audit_proxy(self.services, grant, "progress_checked", "、".join(f"{a.number} {a.service_name}" for a in found))
         return reset_flow() + ask_rating(dispatcher, "progress", tracker)

@@ -18,13 +18,14 @@ from actions.conversation import (
 from actions.feedback import ActionAnswerTicket, ActionSubmitFeedback, ValidateFeedbackForm, ValidateTicketForm
 from actions.guide import ActionAnswerGuide, ActionGuideOfferAccepted
 from actions.progress import ActionAnswerProgress, ValidateProgressForm
+from actions.proxy import ActionProxyConsent, ActionProxyRevoke, ValidateProxyConsentForm
 from services.container import Services
 
 _WITH_SERVICES = (
     ValidateProgressForm, ActionAnswerProgress, ValidateBillForm, ActionPayBill,
     ValidateFeedbackForm, ActionSubmitFeedback, ValidateTicketForm, ActionAnswerTicket,
     ActionHandoff, ActionStoreRating, ActionAnswerGuide, ActionGuideOfferAccepted, ActionFallback,
-    ActionOutOfScope,
+    ActionOutOfScope, ValidateProxyConsentForm, ActionProxyConsent, ActionProxyRevoke,
 )
 _PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow, ActionAcceptOffer)
 

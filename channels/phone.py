@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 MAX_TEXT = 1000
 MAX_SENDER = 64
-DEFAULT_DIGIT_SLOTS = ("application_number", "lookup_phone", "id_last4", "bill_account", "ticket_number")
+DEFAULT_DIGIT_SLOTS = ("application_number", "lookup_phone", "id_last4", "bill_account", "ticket_number", "proxy_code")
 
 
 class PhoneOutput(CollectingOutputChannel):

@@ -15,6 +15,7 @@ from services.billing import SqlBilling
 from services.db import make_engine, make_sessionmaker
 from services.payments import PaymentProvider, SandboxProvider, SqlNonces
 from services.people import HandoffsBackend, RatingsBackend, SqlHandoffs, SqlRatings
+from services.proxy import SqlProxies
 from services.settings import Settings
 from services.sms import Limits, NumberIndex, OutboxGateway, SmsGateway, SmsSender
 from services.tickets import SqlTickets, TicketsBackend
@@ -35,6 +36,7 @@ class Services:
     ratings: RatingsBackend
     sms: SmsSender
     payments: PaymentProvider
+    proxies: SqlProxies  # family proxy (子女代办)
     public_base_url: str = "http://127.0.0.1:8030"
     # The service-guide search; None where a process does not answer guide questions.
     knowledge: "KnowledgeBase | None" = None
@@ -97,6 +99,7 @@ def build_services(settings: Settings, engine: Engine | None = None,
     sealed.use(Keyring.parse(settings.data_keys_text))  # the personal fields' keys (services/sealed.py)
     engine = engine or make_engine(settings.heze_db_url)
     sessions = make_sessionmaker(engine)
+    sms = _sms(settings, sessions)
     return Services(
         engine=engine,
         sessions=sessions,
@@ -105,8 +108,10 @@ def build_services(settings: Settings, engine: Engine | None = None,
         tickets=SqlTickets(sessions),
         handoffs=SqlHandoffs(sessions),
         ratings=SqlRatings(sessions),
-        sms=_sms(settings, sessions),
+        sms=sms,
         payments=PAYMENT_PROVIDERS[settings.payment_provider](settings, sessions),
+        proxies=SqlProxies(sessions, sms, sms.index, consent_days=settings.proxy_consent_days,
+                           code_ttl=dt.timedelta(hours=settings.proxy_code_ttl_hours)),
         public_base_url=settings.public_base_url,
         knowledge=knowledge,
     )

@@ -262,6 +262,44 @@ class SmsQuota(Base):
     last_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ProxyGrant(Base):
+    """A family member's leave to act for an elderly citizen (子女代办, services/proxy.py):
+    ``pending`` (a code texted to the elder) ``-> active`` (the elder keyed it in on the phone line)
+    ``-> ended | expired``. The elder's number is sealed and looked up by its keyed hash; the code
+    only as an HMAC, and only while pending."""
+
+    __tablename__ = "proxy_grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(128), index=True)  # the family member's Rasa sender id
+    elder_phone: Mapped[str] = mapped_column(Sealed("proxy_grants.elder_phone"))
+    elder_phone_hash: Mapped[str] = mapped_column(String(64), index=True)  # services/sms.py NumberIndex
+    relation: Mapped[str] = mapped_column(String(10))  # what the elder is to the family member: 父亲, 母亲, 家人
+    status: Mapped[str] = mapped_column(String(10), index=True)
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # wrong codes keyed in
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    consented_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Pending: when the code lapses; active: when the consent does.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_by: Mapped[str | None] = mapped_column(String(10))  # elder | family | staff | system
+
+
+class ProxyAudit(Base):
+    """What happened to a grant and what was done under it: by whom, when, a short masked detail
+    (never a whole personal number). Append-only in the database, as the console's audit log."""
+
+    __tablename__ = "proxy_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("proxy_grants.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(80))  # family | elder | staff:<name> | system
+    action: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str] = mapped_column(String(200), default="")
+
+
 class PhoneCall(Base):
     """One call to the voice line: who called, how it ended and what the PBX does next."""
 

@@ -3,10 +3,10 @@
 ``Sealed`` is a column type: what the code writes is sealed on its way to the database and opened
 on its way back, so models, queries that read them and the console see plain text. The fields are
 the ones nothing searches by: a ticket's content, place, contact phone and reply, the SMS outbox, a call's
-caller number and what was heard, pressed and answered on it. A sealed value is bound to its table
-and column. Numbers the services look things up by (an application's applicant phone, a bill's
-account) stay as the upstream systems keep them; SMS opt-outs and quotas are looked up by a keyed
-hash of the number instead (services/sms.py ``NumberIndex``).
+caller number and what was heard, pressed and answered on it, a family proxy's elder number. A sealed
+value is bound to its table and column. Numbers the services look things up by (an application's
+applicant phone, a bill's account) stay as the upstream systems keep them; SMS opt-outs and quotas,
+and proxy grants, are looked up by a keyed hash of the number instead (services/sms.py ``NumberIndex``).
 
 Each process uses the keyring its settings give (``use``, called where its services are built);
 one that never called it takes ``DATA_KEYS`` from its environment (the stack always sets it) or its
@@ -73,4 +73,5 @@ SEALED_COLUMNS = {  # table: columns, for re-encryption
     "sms_outbox": ("phone", "text", "params"),
     "phone_calls": ("caller",),
     "phone_turns": ("transcript", "dtmf", "reply"),
+    "proxy_grants": ("elder_phone",),
 }

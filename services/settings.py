@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from textnorm.sealing import Keyring, keyring_setting
@@ -43,6 +43,13 @@ class CommonSettings(BaseSettings):
     # WeChat's passive-reply deadline as the channels keep it (a later reply goes as a customer-service
     # message; the console flags it).
     wechat_deadline_s: float = 4.0
+    # The voice gateway's shared secret for POST /asr, POST /tts, the /media WebSocket and /calls/*: the
+    # dialplan (CURLOPT httpheader), FreeSWITCH (?token= on the WebSocket URL), the WeChat channel and
+    # the web chat (through the services API) send it. Empty: `make run` makes one for each run.
+    voice_gateway_token: SecretStr = SecretStr("")
+    # Signs the web chat's sessions (textnorm/webtoken.py): the services API issues them, the Rasa
+    # channel checks them. Empty: derived from DATA_KEYS' first key (rotating DATA_KEYS signs everyone out).
+    webchat_session_key: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _check_common(self) -> "CommonSettings":
@@ -63,6 +70,12 @@ class CommonSettings(BaseSettings):
     @property
     def keyring(self) -> Keyring:
         return Keyring.parse(self.data_keys_text)
+
+    @property
+    def webchat_key_text(self) -> str:
+        from textnorm.webtoken import session_key
+
+        return session_key(self.webchat_session_key.get_secret_value(), self.data_keys_text)
 
 
 class EventBrokerSettings(CommonSettings):
@@ -164,6 +177,10 @@ class Settings(EventBrokerSettings):
     aliyun_sms_api_base: str = "https://dysmsapi.aliyuncs.com"
     # The secret path part of the receipt and reply push URLs (/sms/aliyun/<token>/report|up); empty: off.
     aliyun_sms_push_token: SecretStr = SecretStr("")
+    # Family proxy (子女代办, services/proxy.py): how long an elder's consent lasts, and how long the
+    # code texted to the elder may be keyed in on the phone line.
+    proxy_consent_days: int = Field(default=90, ge=1, le=3650)
+    proxy_code_ttl_hours: int = Field(default=24, ge=1, le=24 * 7)
 
     # WeChat official account (channels/wechat.py; deploy/wechat.md). Empty token or appid: not configured.
     wechat_token: str = ""
@@ -189,6 +206,14 @@ class Settings(EventBrokerSettings):
     miniprogram_api_base: str = "https://api.weixin.qq.com"
     miniprogram_kf_account: str = ""
 
+    # The web chat (services/webchat.py, /chat on this API): sessions last this long; guests (no WeChat
+    # identity: a browser outside WeChat, or no appid configured) may chat but never act for family.
+    webchat_session_hours: int = Field(default=72, ge=1, le=24 * 30)
+    webchat_guests: bool = True
+    # WeChat's web authorisation page (the official account's OAuth; snsapi_base: the openid, no prompt).
+    wechat_oauth_base: str = "https://open.weixin.qq.com"
+    # The voice gateway the web chat's microphone and "read aloud" go through (`make run` sets it).
+    voice_gateway_url: str = "http://127.0.0.1:8010"
 
     @model_validator(mode="after")
     def _check_secrets(self) -> "Settings":

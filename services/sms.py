@@ -63,6 +63,11 @@ TEMPLATES: dict[str, Template] = {
     "payment_link": Template("您的缴费订单${order}，金额${amount}元。点此缴费：{base}/pay/${order}", ("order", "amount")),
     "ticket_receipt": Template("您反映的问题已受理，工单号${ticket}，${due}前答复。", ("ticket", "due")),
     "guide_link": Template("${title}（${section}）办事指南：{base}/guide/${slug}", ("title", "section", "slug")),
+    # relation: who asks, as the elder hears it (services/proxy.py RELATIONS: 子女, 孙辈, 老伴, 家人)
+    "proxy_code": Template("您的${relation}申请代您办理政务服务，验证码${code}，${days}天内有效。同意请用本机拨打热线，"
+                           "说“同意代办”，再按键输入验证码。不同意请不要理会。", ("relation", "code", "days")),
+    "proxy_granted": Template("您的${relation}现在可以代您办理政务服务，${until}前有效。随时可拨打热线说“解除代办”。",
+                              ("relation", "until")),
 }
 MAX_PARAM = 35
 
@@ -145,6 +150,10 @@ class NumberIndex:
 
     def __call__(self, phone: str) -> str:
         return hmac.new(self._key, digits_only(phone)[-11:].encode(), hashlib.sha256).hexdigest()
+
+    def derived(self, purpose: bytes) -> bytes:
+        """A key of its own for another keyed hash (a family proxy's code), derived from this one."""
+        return hmac.new(self._key, purpose, hashlib.sha256).digest()
 
 
 @dataclass(frozen=True)

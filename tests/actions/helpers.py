@@ -41,10 +41,13 @@ def tracker(
     entities: list[dict[str, Any]] | None = None,
     extra_events: list[dict[str, Any]] | None = None,
     filled: dict[str, Any] | None = None,
+    sender: str | None = None,
 ) -> Tracker:
     """A tracker from a fixture, with the latest user message and slots set as given."""
     state = json.loads((FIXTURES / f"{fixture}.json").read_text())
     state = copy.deepcopy(state)
+    if sender:
+        state["sender_id"] = sender
     parse = {"intent": {"name": intent, "confidence": 0.99}, "entities": entities or [], "text": text,
              "metadata": metadata or {}}
     state["events"].extend(extra_events or [])

@@ -26,7 +26,8 @@ from tests.fakes.wechat_api import serve_app
 from tests.sandbox import free_port
 
 KEY_ID, SECRET = "LTAI5tFakeKeyId", "fake-secret-0123456789abcdef"
-TEMPLATE_CODES = "payment_link:SMS_470001,ticket_receipt:SMS_470002,guide_link:SMS_470003"
+TEMPLATE_CODES = ("payment_link:SMS_470001,ticket_receipt:SMS_470002,guide_link:SMS_470003,proxy_code:SMS_470004,"
+                  "proxy_granted:SMS_470005")
 PHONE = "13800000031"
 RECEIPT = SmsMessage("ticket_receipt", {"ticket": "12345678", "due": "12月20日"})
 

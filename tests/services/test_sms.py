@@ -22,6 +22,7 @@ from services.sms import (
     SmsSender,
 )
 from tests.sandbox import TEST_DATA_KEYS
+from tests.fakes.clock import WallClock
 
 PHONE = "13800000021"
 T0 = dt.datetime(2026, 12, 4, 2, 0, tzinfo=dt.timezone.utc)  # 10:00 in Heze
@@ -48,17 +49,11 @@ class Scripted:
         return self.receipts.get(biz_id)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> WallClock:
+    return WallClock(T0)
 
 
 @pytest.fixture
@@ -67,7 +62,7 @@ def gateway() -> Scripted:
 
 
 @pytest.fixture
-def sender(services: Services, gateway: Scripted, clock: Clock) -> Iterator[SmsSender]:
+def sender(services: Services, gateway: Scripted, clock: WallClock) -> Iterator[SmsSender]:
     yield SmsSender(services.sessions, gateway, NumberIndex(b"k" * 32), sign_name="菏泽政务",
                     base_url="https://zw.example.gov.cn/", limits=Limits(dt.timedelta(minutes=1), 3), now=clock)
 
@@ -83,7 +78,7 @@ def test_each_kind_renders_its_registered_wording() -> None:
         "【菏泽政务】您的缴费订单2026120400001，金额56.30元。点此缴费：https://zw.example.gov.cn/pay/2026120400001"
     guide = SmsMessage("guide_link", {"title": "普通护照申请", "section": "收费标准", "slug": "passport"})
     assert guide.render("菏泽政务", "https://h") == "【菏泽政务】普通护照申请（收费标准）办事指南：https://h/guide/passport"
-    assert set(TEMPLATES) == {"payment_link", "ticket_receipt", "guide_link"}
+    assert set(TEMPLATES) == {"payment_link", "ticket_receipt", "guide_link", "proxy_code", "proxy_granted"}
 
 
 def test_a_message_is_a_template_and_its_parameters_not_free_text() -> None:
@@ -117,7 +112,7 @@ def test_a_sent_message_is_recorded_sealed_with_its_gateway_id(services: Service
     assert not any(PHONE in v or "12345678" in v for v in raw)
 
 
-def test_the_outbox_keeps_the_message_as_its_only_copy(services: Services, clock: Clock) -> None:
+def test_the_outbox_keeps_the_message_as_its_only_copy(services: Services, clock: WallClock) -> None:
     outbox = SmsSender(services.sessions, OutboxGateway(), NumberIndex(b"k" * 32), sign_name="菏泽政务",
                        base_url="http://127.0.0.1:8030", now=clock)
     assert outbox.send(PHONE, RECEIPT) == "sent"
@@ -125,7 +120,7 @@ def test_the_outbox_keeps_the_message_as_its_only_copy(services: Services, clock
     assert (row.status, row.biz_id, row.provider) == ("outbox", None, "outbox")
 
 
-def test_one_a_minute_and_a_few_a_day_per_number(services: Services, sender: SmsSender, clock: Clock) -> None:
+def test_one_a_minute_and_a_few_a_day_per_number(services: Services, sender: SmsSender, clock: WallClock) -> None:
     assert sender.send(PHONE, RECEIPT) == "sent"
     assert sender.send(PHONE, RECEIPT) == "rate_limited"
     assert sender.send("13800000022", RECEIPT) == "sent"  # another number has its own
@@ -142,7 +137,7 @@ def test_one_a_minute_and_a_few_a_day_per_number(services: Services, sender: Sms
 
 
 def test_the_limit_holds_across_senders_sharing_the_database(services: Services, gateway: Scripted,
-                                                             clock: Clock) -> None:
+                                                             clock: WallClock) -> None:
     def another() -> SmsSender:
         return SmsSender(services.sessions, gateway, NumberIndex(b"k" * 32), sign_name="s", base_url="b", now=clock)
 
@@ -162,7 +157,7 @@ def test_an_opted_out_number_gets_nothing(services: Services, sender: SmsSender,
 
 
 def test_temporary_failures_are_kept_and_retried(services: Services, sender: SmsSender, gateway: Scripted,
-                                                 clock: Clock) -> None:
+                                                 clock: WallClock) -> None:
     gateway.answers = [SmsGatewayError("timeout", True), SmsGatewayError("isv.BUSINESS_LIMIT_CONTROL", True)]
     assert sender.send(PHONE, RECEIPT) == "queued"
     (row,) = rows(services)
@@ -177,7 +172,7 @@ def test_temporary_failures_are_kept_and_retried(services: Services, sender: Sms
 
 
 def test_a_message_retried_for_too_long_is_given_up(services: Services, sender: SmsSender, gateway: Scripted,
-                                                    clock: Clock) -> None:
+                                                    clock: WallClock) -> None:
     gateway.answers = [SmsGatewayError("http_503", True)]
     sender.send(PHONE, RECEIPT)
     with services.sessions() as s:  # made two hours ago
@@ -189,7 +184,7 @@ def test_a_message_retried_for_too_long_is_given_up(services: Services, sender: 
 
 
 def test_permanent_failures_keep_the_code_and_are_not_retried(services: Services, sender: SmsSender,
-                                                              gateway: Scripted, clock: Clock) -> None:
+                                                              gateway: Scripted, clock: WallClock) -> None:
     gateway.answers = [SmsGatewayError("isv.MOBILE_NUMBER_ILLEGAL", False)]
     assert sender.send(PHONE, RECEIPT) == "failed"
     clock.now += dt.timedelta(hours=1)
@@ -199,7 +194,7 @@ def test_permanent_failures_keep_the_code_and_are_not_retried(services: Services
 
 
 def test_an_opt_out_stops_messages_waiting_for_a_retry(services: Services, sender: SmsSender, gateway: Scripted,
-                                                       clock: Clock) -> None:
+                                                       clock: WallClock) -> None:
     gateway.answers = [SmsGatewayError("timeout", True)]
     sender.send(PHONE, RECEIPT)
     assert sender.opt_out(PHONE)
@@ -209,7 +204,7 @@ def test_an_opt_out_stops_messages_waiting_for_a_retry(services: Services, sende
 
 
 def test_receipts_are_read_and_recorded(services: Services, sender: SmsSender, gateway: Scripted,
-                                        clock: Clock) -> None:
+                                        clock: WallClock) -> None:
     sender.send(PHONE, RECEIPT)
     sender.send("13800000022", RECEIPT)
     assert sender.sweep()["delivered"] == 0  # nothing reported yet: still sent

@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console bench-payments bench-nlu bench-scaleout fuzz lock clean
+.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console bench-payments bench-nlu bench-scaleout bench-webchat fuzz lock clean
 
 run: bootstrap db train kb
 	$(PY) -m stack
@@ -59,6 +59,10 @@ bench-voice: bootstrap train
 
 bench-console: bootstrap
 	$(PY) -m bench.console
+
+# The web chat page: its weight and the time to the first message on Chrome's 3G profiles (about 4 minutes).
+bench-webchat: bootstrap train
+	$(PY) -m bench.webchat
 
 # WeChat Pay notify handling (real crypto, through the services API) and reconciliation of 100,000 orders.
 bench-payments: bootstrap

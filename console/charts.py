@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Callable, Optional
 
-PALETTE = {"wechat": "#2e8b57", "miniprogram": "#4682b4", "phone": "#d2691e", "rest": "#808080"}
+PALETTE = {"wechat": "#2e8b57", "miniprogram": "#4682b4", "phone": "#d2691e", "webchat": "#8a4fbf", "rest": "#808080"}
 
 
 def _svg(width: float, height: float, label: str, linked: bool = False) -> str:

@@ -33,7 +33,7 @@ EVENTS = Table(
     Column("timestamp", Float), Column("intent_name", String(255)), Column("action_name", String(255)),
     Column("data", Text),
 )
-CHANNELS = ("wechat", "miniprogram", "phone", "rest")
+CHANNELS = ("wechat", "miniprogram", "phone", "webchat", "rest")
 FALLBACK_ACTIONS = {"action_fallback", "action_default_fallback", "action_offer_human"}
 HANDOFF_ACTIONS = {"action_handoff"}
 QUIET_ACTIONS = {"action_listen", "action_session_start"}  # every conversation has them: no filter

@@ -32,7 +32,7 @@ COOKIE = "heze_console"
 LOGIN_CSRF_COOKIE = "heze_login_csrf"
 DEPARTMENTS = [d for d, _ in ROUTES] + [FALLBACK_DEPARTMENT]
 FLAG_NAMES = {"fallback": "没听懂", "handoff": "转人工", "late_reply": "微信超时回复", "silence_hangup": "电话无声挂断"}
-CHANNEL_NAMES = {"wechat": "公众号", "miniprogram": "小程序", "phone": "电话", "rest": "网页/接口"}
+CHANNEL_NAMES = {"wechat": "公众号", "miniprogram": "小程序", "phone": "电话", "webchat": "网页对话", "rest": "接口"}
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 RowId = Annotated[int, PathParam(ge=0, le=2**62)]  # a row id in a path: FastAPI answers 422 outside this
 

@@ -1,5 +1,6 @@
 """Services API: health, the payment page citizens open, payment provider notifications, and the
-full service guides that answers link to (``/guide/<slug>``), and the SMS gateway's pushed receipts
+full service guides that answers link to (``/guide/<slug>``), the citizens' web chat (``/chat``,
+services/webchat.py), and the SMS gateway's pushed receipts
 and replies (``/sms/aliyun/<token>/report|up``). Background tasks sweep payment orders (query
 silent ones, close expired ones) every ``PAYMENT_SWEEP_S`` and SMS (retry, read receipts) every
 ``SMS_SWEEP_S``, and (WeChat Pay only) reconcile yesterday's trade bill once a day
@@ -19,6 +20,7 @@ import httpx
 import qrcode
 import qrcode.image.svg
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
@@ -37,6 +39,7 @@ from services.payments import (
 from services.reconcile import BillSource, due_day, reconcile_day
 from services.settings import Settings
 from services.sms import SmsSender
+from services.webchat import Relay, webchat_router
 
 log = logging.getLogger(__name__)
 MAX_NOTIFY_BYTES = 16 * 1024
@@ -97,6 +100,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         yield
         for task in tasks:
             task.cancel()
+        await relay.aclose()
 
     async def _sms_forever() -> None:
         while True:
@@ -132,6 +136,8 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
                 log.exception("daily reconciliation failed")
 
     app = FastAPI(title="Heze services API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # Pages citizens open on mobile networks (the web chat, payment and guide pages) travel compressed.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     billing = services.billing
 
     @app.get("/health")
@@ -228,6 +234,8 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         return PlainTextResponse("success")
 
     app.include_router(sms_push_router(settings, services.sms))
+    relay = Relay(settings)
+    app.include_router(webchat_router(settings, services, relay))
     return app
 
 

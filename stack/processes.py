@@ -132,6 +132,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             env[f"{prefix}_{name}".upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
     env["DATA_KEYS"] = settings.data_keys_text
     env["PHONE_CHANNEL_TOKEN"] = settings.phone_channel_token.get_secret_value() or secrets.token_hex(24)
+    env["WEBCHAT_SESSION_KEY"] = settings.webchat_key_text  # the services API signs, the Rasa channel checks
+    env["WEBCHAT_SESSION_HOURS"] = str(settings.webchat_session_hours)
+    env["WEBCHAT_GUESTS"] = str(settings.webchat_guests).lower()
+    env["WECHAT_OAUTH_BASE"] = settings.wechat_oauth_base
     env["WECHAT_CLAIMS"] = settings.wechat_claims
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
     env["WECHAT_RETRY_S"] = str(settings.wechat_retry_s)
@@ -179,6 +183,7 @@ def specs(settings: Settings, voice: VoiceSettings | None = None,
     core = f"http://{settings.rasa_host}:{settings.rasa_port}"
     voice_url = f"http://{vs.voice_host}:{vs.voice_http_port}"
     env["VOICE_ASR_URL"] = f"{voice_url}/asr"
+    env["VOICE_GATEWAY_URL"] = voice_url  # the web chat's microphone and "read aloud" (services API)
     cs = console or get_console_settings()
     console_url = f"http://{cs.console_host}:{cs.console_port}"
     env.update(prefixed_env(cs, "console_"))

@@ -1,5 +1,6 @@
 """The voice gateway's FastAPI app: call control for the PBX, POST /asr, the WebSocket media
-endpoint, and the AudioSocket TCP server started in the lifespan.
+endpoint, POST /tts (an answer read aloud for the web chat), and the AudioSocket TCP server started in
+the lifespan.
 
 Everything but ``/health`` needs the shared secret VOICE_GATEWAY_TOKEN (``Authorization: Bearer``;
 the WebSocket may carry it as ``?token=``): only the PBX and the WeChat channel know it, so only
@@ -19,26 +20,29 @@ from urllib.parse import parse_qs
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services import sealed
 from services.db import make_engine, make_sessionmaker
 from voice import audiosocket
 from voice.asr import open_recogniser
-from voice.audio import read_wav, resample, wav_rate
+from voice.audio import read_wav, resample, wav_rate, write_wav
 from voice.call import Gateway, normalise_caller, valid_call_id
 from voice.media_ws import media_endpoint
 from voice.records import CallRecords
 from voice.recordings import Recorder
 from voice.settings import VoiceSettings
-from voice.tts import Speaker, choose_voice
+from voice.tts import Speaker, TtsError, choose_voice
 from voice.vad import SileroModel
-from voice.wording import PROMPTS, sentences
+from voice.wording import PROMPTS, sentences, speakable
 
 logger = logging.getLogger(__name__)
 
 FFMPEG_TIMEOUT_S = 20
 WAV_RATES = (8000, 48000)  # the rates POST /asr takes in a WAV header
+TTS_RATE = 16000  # POST /tts: wide-band for a phone's loudspeaker (the line itself is 8 kHz)
+TTS_MAX_CHARS = 600  # an answer on the web chat; longer text is refused, not cut
+TTS_PAUSE_S = 0.25  # between sentences
 
 
 async def decode_audio(data: bytes, rate: int, max_s: float) -> bytes:
@@ -69,6 +73,10 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         vad = await asyncio.to_thread(SileroModel)
         voice = await asyncio.to_thread(choose_voice, settings.voice_tts_voice)
         speaker = Speaker(voice, settings.resolve(settings.voice_tts_cache_dir), settings.voice_tts_cache_entries)
+        # The web chat's "read aloud" has a worker of its own, so it never queues before a caller's prompt.
+        reader = Speaker(voice, settings.resolve(settings.voice_tts_cache_dir) / "wide", settings.voice_tts_cache_entries,
+                         out_rate=TTS_RATE)
+        app.state.reader = reader
         sealed.use(settings.keyring)  # callers' numbers and what was heard are sealed (services/sealed.py)
         engine = make_engine(settings.heze_db_url)
         recorder = None
@@ -99,6 +107,7 @@ def create_app(settings: VoiceSettings) -> FastAPI:
                     call.hangup()
                 await asyncio.sleep(0)
                 speaker.close()
+                reader.close()
                 recogniser.close()
                 engine.dispose()
 
@@ -187,6 +196,32 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         result = await gw.recogniser.transcribe(pcm, rate)
         return JSONResponse({"text": result.text, "confidence": result.confidence,
                              "duration_s": round(len(pcm) / 2 / rate, 2)})
+
+    @app.post("/tts", dependencies=[Depends(pbx)])
+    async def tts(request: Request) -> Response:
+        """``{"text": ..., "slow": false}`` -> a 16 kHz WAV of it, as the phone line would say it (links left
+        out, long numbers digit by digit). For the web chat's "read aloud" button, through the services API."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "a JSON body is required") from None
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise HTTPException(400, "text must be a non-empty string")
+        if len(text) > TTS_MAX_CHARS:
+            raise HTTPException(413, f"text longer than {TTS_MAX_CHARS} characters")
+        lines = sentences(speakable(text))
+        if not lines:
+            raise HTTPException(400, "nothing in the text can be said")
+        rate = settings.voice_tts_slow_rate if body.get("slow") is True else settings.voice_tts_rate
+        reader: Speaker = request.app.state.reader
+        pause = b"\0\0" * int(TTS_RATE * TTS_PAUSE_S)
+        try:
+            pcm = pause.join([await reader.render(line, rate) for line in lines])
+        except TtsError as exc:
+            logger.warning("POST /tts: %s", exc)
+            raise HTTPException(503, "speech is not available right now") from None
+        return Response(write_wav(pcm, TTS_RATE), media_type="audio/wav", headers={"Cache-Control": "no-store"})
 
     @app.websocket("/media")
     async def media(ws: WebSocket) -> None:

@@ -27,9 +27,7 @@ class VoiceSettings(CommonSettings):
     # with the packaged models before the line's audio stuttered (8 calls: 247 ms gaps; bench/RESULTS.md).
     # Measure yours with the production model: `make bench-voice`.
     voice_max_calls: int = Field(default=4, ge=1)
-    # Shared secret for POST /asr, the /media WebSocket and /calls/*: the dialplan (CURLOPT httpheader),
-    # FreeSWITCH (?token= on the WebSocket URL) and the WeChat channel send it. Empty: `make run` makes one.
-    voice_gateway_token: SecretStr = SecretStr("")
+    # VOICE_GATEWAY_TOKEN, the shared secret of POST /asr, /tts, /media and /calls/*: services.settings.CommonSettings.
 
     # vosk (streaming, the default) or whisper (faster-whisper on each utterance the endpointer cuts).
     voice_asr_engine: Literal["vosk", "whisper"] = "vosk"

@@ -91,7 +91,7 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
     with serve(fake, free_port()) as wechat_url, serve(mini, free_port()) as mini_url:
         settings = make_settings(
             wechat_token=account.token, wechat_encoding_aes_key=account.aes_key, wechat_appid=account.appid,
-            wechat_secret=fake.secret, wechat_api_base=wechat_url, wechat_claims=str(tmp / "wechat.db"),
+            wechat_secret=fake.secret, wechat_api_base=wechat_url, wechat_oauth_base=wechat_url, wechat_claims=str(tmp / "wechat.db"),
             wechat_retry_s=2.0, wechat_kf_account="kf2001@gh_heze",
             miniprogram_token=mini_account.token, miniprogram_encoding_aes_key=mini_account.aes_key,
             miniprogram_appid=mini_account.appid, miniprogram_secret=mini.secret, miniprogram_api_base=mini_url,

@@ -1,5 +1,8 @@
 """A local stand-in for WeChat's servers, speaking their HTTP protocol: the access-token endpoint
-customer-service messages and fetching a voice message's media file. It also plays WeChat's side of a webhook call: signs, encrypts and
+customer-service messages and fetching a voice message's media file; the web authorisation of the
+official account (``/connect/oauth2/authorize`` redirects at once, as snsapi_base does inside WeChat,
+then ``/sns/oauth2/access_token``) and the mini-program's ``/sns/jscode2session`` for wx.login codes
+(each code works once, for five minutes). It also plays WeChat's side of a webhook call: signs, encrypts and
 delivers messages to the channel, as WeChat does."""
 from __future__ import annotations
 
@@ -29,9 +32,56 @@ class FakeWeChat:
     expired_tokens: set[str] = field(default_factory=set)
     media: dict[str, bytes] = field(default_factory=dict)  # MediaId -> the uploaded voice file
     media_fetches: int = 0
+    # The WeChat user whose in-app browser opens pages (the authorize page answers for them).
+    signed_in: str = ""
+    codes: dict[str, tuple[str, float]] = field(default_factory=dict)  # code -> (openid, issued)
+
+    def login_code(self, openid: str) -> str:
+        """A code for ``openid``, as the authorize page or wx.login hands one out."""
+        code = secrets.token_urlsafe(24)
+        self.codes[code] = (openid, time.time())
+        return code
+
+    def _redeem(self, appid: str, secret: str, code: str) -> dict[str, Any] | str:
+        if appid != self.appid or secret != self.secret:
+            return {"errcode": 40125, "errmsg": "invalid appsecret"}
+        openid, issued = self.codes.pop(code, ("", 0.0))
+        if not openid or time.time() - issued > 300:
+            return {"errcode": 40029, "errmsg": "invalid code"}
+        return openid
 
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.get("/connect/oauth2/authorize", response_model=None)
+        def authorize(appid: str = "", redirect_uri: str = "", response_type: str = "", scope: str = "",
+                      state: str = "") -> Response:
+            if appid != self.appid or response_type != "code" or scope not in ("snsapi_base", "snsapi_userinfo"):
+                return Response("参数错误", status_code=400)
+            if not self.signed_in:
+                return Response("请在微信客户端打开链接", status_code=403)
+            sep = "&" if "?" in redirect_uri else "?"
+            return Response(status_code=302, headers={
+                "Location": f"{redirect_uri}{sep}code={self.login_code(self.signed_in)}&state={state}"})
+
+        @app.get("/sns/oauth2/access_token")
+        def oauth_token(appid: str = "", secret: str = "", code: str = "", grant_type: str = "") -> dict[str, Any]:
+            if grant_type != "authorization_code":
+                return {"errcode": 40002, "errmsg": "invalid grant_type"}
+            got = self._redeem(appid, secret, code)
+            if isinstance(got, dict):
+                return got
+            return {"access_token": "web-" + secrets.token_hex(8), "expires_in": 7200,
+                    "refresh_token": "r-" + secrets.token_hex(8), "openid": got, "scope": "snsapi_base"}
+
+        @app.get("/sns/jscode2session")
+        def jscode2session(appid: str = "", secret: str = "", js_code: str = "", grant_type: str = "") -> dict[str, Any]:
+            if grant_type != "authorization_code":
+                return {"errcode": 40002, "errmsg": "invalid grant_type"}
+            got = self._redeem(appid, secret, js_code)
+            if isinstance(got, dict):
+                return got
+            return {"openid": got, "session_key": secrets.token_urlsafe(16)}
 
         @app.get("/cgi-bin/token")
         def token(grant_type: str = "", appid: str = "", secret: str = "") -> dict[str, Any]:

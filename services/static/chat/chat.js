@@ -1,0 +1,281 @@
+// The web chat page: messages through /chat/api (the services API relays them to Rasa), choices as
+// buttons, links opened in place, hold-to-talk recording, answers read aloud, 长辈模式, family proxy.
+// No libraries, nothing from elsewhere.
+"use strict";
+(function () {
+  var $ = function (id) { return document.getElementById(id); };
+  var log = $("log"), text = $("text"), statusLine = $("status"), mic = $("mic");
+  var root = document.documentElement;
+  var initial = JSON.parse($("initial").textContent || "{}");
+  var acting = null; // {id, who}: the family member this page acts for, if any
+  try { acting = JSON.parse(sessionStorage.getItem("heze_acting") || "null"); } catch (e) { acting = null; }
+
+  function api(path, options) {
+    options = options || {};
+    options.headers = Object.assign({ "X-Heze-Chat": "1" }, options.headers || {});
+    options.credentials = "same-origin";
+    return fetch("/chat/api/" + path, options).then(function (resp) {
+      var kind = resp.headers.get("content-type") || "";
+      var body = kind.indexOf("json") >= 0 ? resp.json() : resp.blob();
+      return body.then(function (data) {
+        if (!resp.ok) { throw new Error((data && data.error) || "网络不好，请稍后再试。"); }
+        return data;
+      });
+    }, function () { throw new Error("网络不好，没有发出去，请稍后再试。"); });
+  }
+
+  function elder() { return root.classList.contains("elder"); }
+
+  // Text with its links made links (only http and https; everything else stays text).
+  function fill(node, said) {
+    var re = /(https?:\/\/[^\s，。；、）)]+|\/(?:guide|pay)\/[A-Za-z0-9_\-]+)/g, last = 0, m;
+    while ((m = re.exec(said)) !== null) {
+      node.appendChild(document.createTextNode(said.slice(last, m.index)));
+      var a = document.createElement("a");
+      a.href = m[0];
+      a.textContent = m[0].indexOf("/pay/") >= 0 ? "打开缴费页面" : m[0].indexOf("/guide/") >= 0 ? "查看完整办事指南" : m[0];
+      node.appendChild(a);
+      last = m.index + m[0].length;
+    }
+    node.appendChild(document.createTextNode(said.slice(last)));
+  }
+
+  function retire() { // choices answer only the question that offered them
+    log.querySelectorAll(".choices button").forEach(function (b) { b.disabled = true; });
+  }
+
+  function show(from, said, buttons) {
+    var div = document.createElement("div");
+    div.className = "msg " + from;
+    var words = document.createElement("span");
+    words.className = "text";
+    fill(words, said || "");
+    div.appendChild(words);
+    if (from === "bot") { retire(); }
+    if (from === "bot" && buttons && buttons.length) {
+      var row = document.createElement("div");
+      row.className = "choices";
+      buttons.forEach(function (b) {
+        var btn = document.createElement("button");
+        btn.type = "button";
+        btn.textContent = b.title;
+        btn.addEventListener("click", function () { send(b.payload, b.title); });
+        row.appendChild(btn);
+      });
+      div.appendChild(row);
+    }
+    if (from === "bot" && said) {
+      var read = document.createElement("button");
+      read.type = "button";
+      read.className = "read";
+      read.textContent = "朗读";
+      read.setAttribute("aria-label", "朗读这条回答");
+      read.addEventListener("click", function () { readAloud(said, read); });
+      div.appendChild(read);
+    }
+    log.appendChild(div);
+    div.scrollIntoView({ block: "end" });
+    return div;
+  }
+
+  function showAll(messages) {
+    messages.forEach(function (m) {
+      if (m.from === "user") { show("user", m.text); return; }
+      if (m.text || (m.buttons && m.buttons.length)) { show("bot", m.text, m.buttons); }
+    });
+  }
+
+  function tell(said, retry) {
+    statusLine.textContent = said || "";
+    if (retry) {
+      var again = document.createElement("button");
+      again.type = "button";
+      again.textContent = "重新发送";
+      again.addEventListener("click", retry);
+      statusLine.appendChild(again);
+    }
+  }
+
+  var sending = false;
+  // Resolves true when the assistant answered; false leaves what was typed to send again.
+  function send(message, shown) {
+    if (sending) { return Promise.resolve(false); }
+    sending = true;
+    if (!message.startsWith("/") || shown) { show("user", shown || message); }
+    tell("正在回复……");
+    var body = { message: message };
+    if (shown) { body.shown = shown; }
+    if (acting) { body.acting_for = acting.id; }
+    return api("message", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
+      .then(function (data) {
+        tell("");
+        showAll((data.messages || []).map(function (m) { return Object.assign({ from: "bot" }, m); }));
+        return true;
+      }, function (err) {
+        if (err.message.indexOf("代办") >= 0) { stopActing(); }
+        tell(err.message, function () { tell(""); send(message, shown); });
+        return false;
+      })
+      .then(function (ok) { sending = false; return ok; });
+  }
+
+  $("composer").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var said = text.value.trim();
+    if (!said || sending) { return; }
+    text.value = "";
+    send(said).then(function (ok) { if (!ok && !text.value) { text.value = said; } });
+  });
+  text.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
+  });
+
+  // 朗读: the voice gateway's Mandarin voice, slower in 长辈模式.
+  var playing = null;
+  function readAloud(said, button) {
+    if (playing) { playing.pause(); playing = null; }
+    button.disabled = true;
+    api("tts", { method: "POST", headers: { "Content-Type": "application/json" },
+                 body: JSON.stringify({ text: said, slow: elder() }) })
+      .then(function (blob) {
+        playing = new Audio(URL.createObjectURL(blob));
+        playing.addEventListener("ended", function () { button.disabled = false; });
+        return playing.play();
+      })
+      .catch(function (err) { tell(err.message || "朗读暂时用不了。"); })
+      .then(function () { setTimeout(function () { button.disabled = false; }, 800); });
+  }
+
+  // 长辈模式: remembered in a cookie, so the page comes back large before any script runs.
+  $("elder").addEventListener("click", function () {
+    var on = !elder();
+    root.classList.toggle("elder", on);
+    this.setAttribute("aria-pressed", on ? "true" : "false");
+    document.cookie = "heze_elder=" + (on ? "1" : "0") + "; path=/chat; max-age=31536000; samesite=lax";
+  });
+
+  // Hold to talk: MediaRecorder while the button is held, then the gateway's recogniser.
+  var recorder = null, chunks = [], stream = null;
+  function startTalking(e) {
+    if (e) { e.preventDefault(); }
+    if (recorder || sending) { return; }
+    var getting = stream ? Promise.resolve(stream) : navigator.mediaDevices.getUserMedia({ audio: true });
+    mic.classList.add("recording");
+    mic.textContent = "松开 结束";
+    getting.then(function (s) {
+      stream = s;
+      if (!mic.classList.contains("recording")) { return; } // let go before the microphone opened
+      chunks = [];
+      recorder = new MediaRecorder(stream);
+      recorder.addEventListener("dataavailable", function (ev) { if (ev.data.size) { chunks.push(ev.data); } });
+      recorder.addEventListener("stop", function () {
+        var blob = new Blob(chunks, { type: recorder.mimeType || "audio/webm" });
+        recorder = null;
+        transcribe(blob);
+      });
+      recorder.start();
+      tell("正在听，说完松开按钮。");
+    }, function () {
+      stopTalking();
+      tell("用不了话筒。请在设置里允许使用麦克风，或者打字。");
+    });
+  }
+  function stopTalking(e) {
+    if (e) { e.preventDefault(); }
+    mic.classList.remove("recording");
+    mic.textContent = "按住 说话";
+    if (recorder && recorder.state === "recording") { recorder.stop(); }
+  }
+  function transcribe(blob) {
+    tell("正在识别……");
+    api("asr", { method: "POST", headers: { "Content-Type": blob.type }, body: blob })
+      .then(function (data) {
+        if (!data.text) { tell("没听清，请按住按钮再说一遍。"); return; }
+        tell("");
+        send(data.text);
+      }, function (err) { tell(err.message); });
+  }
+  if (window.MediaRecorder && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+    mic.hidden = false;
+    mic.addEventListener("pointerdown", startTalking);
+    ["pointerup", "pointercancel", "pointerleave"].forEach(function (n) { mic.addEventListener(n, stopTalking); });
+    mic.addEventListener("contextmenu", function (e) { e.preventDefault(); });
+    mic.addEventListener("keydown", function (e) { if ((e.key === " " || e.key === "Enter") && !e.repeat) { startTalking(e); } });
+    mic.addEventListener("keyup", function (e) { if (e.key === " " || e.key === "Enter") { stopTalking(e); } });
+  }
+
+  // 子女代办
+  function setActing(grant) {
+    acting = grant ? { id: grant.id, who: grant.relation + "（" + grant.elder + "）" } : null;
+    if (acting) { sessionStorage.setItem("heze_acting", JSON.stringify(acting)); }
+    else { sessionStorage.removeItem("heze_acting"); }
+    $("acting").hidden = !acting;
+    $("acting-who").textContent = acting ? "正在为" + acting.who + "办事" : "";
+  }
+  function stopActing() { setActing(null); }
+  $("acting-stop").addEventListener("click", function () { stopActing(); show("note", "已回到为自己办事。"); });
+
+  var STATUS = { pending: "等家人打电话确认", active: "可以代办", ended: "已结束", expired: "已过期" };
+  function listGrants() {
+    return api("family").then(function (data) {
+      var list = $("grants");
+      list.textContent = "";
+      if (!data.verified) {
+        $("family-note").textContent = "为家人代办要在微信里打开本页面（公众号或小程序的“在线咨询”）。";
+        $("family-form").hidden = true;
+        return;
+      }
+      data.grants.forEach(function (g) {
+        var li = document.createElement("li");
+        var what = document.createElement("span");
+        what.textContent = g.relation + " " + g.elder + " · " + (STATUS[g.status] || g.status) +
+          (g.status === "active" && g.expires_at ? "，" + g.expires_at.slice(0, 10) + "到期" : "");
+        li.appendChild(what);
+        if (g.status === "active") {
+          var use = document.createElement("button");
+          use.type = "button";
+          use.textContent = "为" + g.relation + "办事";
+          use.addEventListener("click", function () {
+            setActing(g);
+            show("note", "现在为" + g.relation + "（" + g.elder + "）办事，查进度、缴费、反映问题都算代办，会记录下来。");
+            text.focus();
+          });
+          li.appendChild(use);
+        }
+        var end = document.createElement("button");
+        end.type = "button";
+        end.textContent = "结束代办";
+        end.addEventListener("click", function () {
+          api("family/" + g.id + "/end", { method: "POST" }).then(function () {
+            if (acting && acting.id === g.id) { stopActing(); }
+            listGrants();
+          }, function (err) { $("family-told").textContent = err.message; });
+        });
+        li.appendChild(end);
+        list.appendChild(li);
+      });
+      if (acting && !data.grants.some(function (g) { return g.id === acting.id && g.status === "active"; })) { stopActing(); }
+    }, function (err) { $("family-told").textContent = err.message; });
+  }
+  $("family-open").addEventListener("click", function () {
+    var open = $("family-body").hidden;
+    $("family-body").hidden = !open;
+    this.setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) { listGrants(); }
+  });
+  $("family-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var told = $("family-told");
+    told.textContent = "正在发送……";
+    api("family", { method: "POST", headers: { "Content-Type": "application/json" },
+                    body: JSON.stringify({ phone: $("elder-phone").value, relation: $("relation").value }) })
+      .then(function (data) { told.textContent = data.told; listGrants(); },
+            function (err) { told.textContent = err.message; });
+  });
+
+  setActing(acting);
+  showAll(initial.messages || []);
+  if (!(initial.messages || []).length) {
+    tell("助手暂时连不上。", function () { location.reload(); });
+  }
+})();

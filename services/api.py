@@ -215,7 +215,8 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
             resp = await client.post(settings.payment_notify_url, content=body, headers=headers)
         if resp.status_code != 200:
             return _page("支付失败", "<p>支付没有成功，请稍后再试。</p>", 502)
-        return _page("支付成功", f"<p>支付成功，金额 {format_yuan(order.amount_fen)} 元。谢谢！</p>")
+        return _page("支付成功", f"<p>支付成功，金额 {format_yuan(order.amount_fen)} 元。谢谢！</p>"
+                                 f'<p><a href="/chat">回到在线咨询</a></p>')
 
     @app.post("/payments/notify/{provider_name}")
     async def notify(provider_name: str, request: Request) -> Response:

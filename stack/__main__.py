@@ -31,6 +31,7 @@ def main() -> int:
     print("\n菏泽市民政务助手已启动 / Heze Citizen Assistant is running:")
     for spec in stack.specs:
         print(f"  {spec.name:<14} {spec.url:<28} health: {spec.health_url}")
+    print(f"  {'web chat':<14} {settings.public_base_url.rstrip('/')}/chat  (手机浏览器打开；长辈模式、按住说话、为家人办事)")
     print(f"  {'rest channel':<14} POST http://{settings.rasa_host}:{settings.rasa_port}/webhooks/rest/webhook")
     for channel, token in (("wechat", settings.wechat_token), ("miniprogram", settings.miniprogram_token)):
         state = f"{settings.wechat_mode if channel == 'wechat' else settings.miniprogram_mode} mode" if token \

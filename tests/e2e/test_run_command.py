@@ -49,6 +49,11 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(rasa_model: Path, tmp
         for spec in specs(settings, voice, console):
             assert spec.url in output
             assert httpx.get(spec.health_url, timeout=5).status_code == 200
+        # A new user opens the web chat from the banner and is greeted (the greeting comes from Rasa).
+        chat = next(line.split()[2] for line in lines if line.strip().startswith("web chat"))
+        assert chat == f"{settings.public_base_url}/chat"
+        opened = httpx.get(chat, timeout=30)
+        assert opened.status_code == 200 and "请问办什么事" in opened.text
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

@@ -2,26 +2,39 @@
 (360 x 740 and 414 x 896), in normal and elderly mode (长辈模式), a progress check through the choice
 buttons, a complaint, a bill paid through the sandbox (the payment page opened in place, then back to
 the conversation), an answer read aloud, and a question spoken through the hold-to-talk button with
-Chromium's fake microphone playing a recorded caller (tests/fixtures/speech). Every state is checked
-with axe-core (no serious or critical violation); screenshots are kept under test-artifacts/webchat/."""
+Chromium's fake microphone playing a recorded caller (tests/fixtures/speech). Then 子女代办 from end to
+end: a son in WeChat's browser (the official account's OAuth against the local WeChat) asks to act for
+his father, the father calls the line from his own mobile, says 同意代办 and keys in the texted code,
+the son checks the father's progress and pays his bill, staff see it in the console, and the father
+ends it by phone. Every state is checked with axe-core (no serious or critical violation);
+screenshots are kept under test-artifacts/webchat/."""
 from __future__ import annotations
 
+import asyncio
+import datetime
+import json
 import re
 import shutil
+import threading
 import time
 import uuid
 import wave
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy import select
 
-from services.models import Bill, PaymentOrder
+from services.models import Application, Bill, PaymentOrder, SmsOutbox
 from services.settings import ROOT
 from tests.e2e.conftest import Running
-from tests.e2e.test_console import accessible
+from tests.e2e.test_console import accessible, create_user, sign_in
+from tests.e2e.test_phone import wait_turns
+from tests.voice.phone_client import PhoneClient
+from tests.voice.speech import utterance
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts" / "webchat"
@@ -97,7 +110,7 @@ def a_water_bill(running: Running) -> str:
     account = "19" + uuid.uuid4().int.__str__()[:8]
     with running.services.sessions() as s:
         s.add(Bill(bill_type="water", account=account, holder_name="网页测试", district="牡丹区", period="2026-11",
-                   amount_fen=4210, due_date=__import__("datetime").date(2026, 12, 31)))
+                   amount_fen=4210, due_date=datetime.date(2026, 12, 31)))
         s.commit()
     return account
 
@@ -205,4 +218,155 @@ def test_a_citizen_chats_on_a_phone(browser: Browser, running: Running, size: st
     accessible(page)
     if mode == "elder":
         check_elderly_sizes(page)
+    page.context.close()
+
+
+WECHAT_UA = ("Mozilla/5.0 (Linux; Android 12; HarmonyOS) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 "
+             "MicroMessenger/8.0.50.2701 NetType/4G Language/zh_CN")
+
+
+def an_elder_with_an_application(running: Running) -> tuple[str, str]:
+    """An elder of this test's own: a mobile and an application filed under it (ID ending 4321)."""
+    elder = "139" + str(uuid.uuid4().int)[:8]
+    number = "2026" + str(uuid.uuid4().int)[:10]
+    with running.services.sessions() as s:
+        s.add(Application(number=number, service_name="高龄津贴申领", applicant_phone=elder, applicant_id_last4="4321",
+                          status="审核中", current_step="民政所初审", office="牡丹区民政局",
+                          expected_date=datetime.date.today() + datetime.timedelta(days=5),
+                          submitted_at=datetime.datetime.now(datetime.timezone.utc)))
+        s.commit()
+    return elder, number
+
+
+def texted_code(running: Running, elder: str) -> str:
+    with running.services.sessions() as s:
+        rows = s.execute(select(SmsOutbox.phone, SmsOutbox.params).where(SmsOutbox.kind == "proxy_code")
+                         .order_by(SmsOutbox.id.desc())).all()
+    return str(next(json.loads(params)["code"] for phone, params in rows if phone == elder))
+
+
+def call(running: Running, elder: str, steps: Callable[[PhoneClient], Awaitable[None]]) -> str:
+    """A call from the elder's own mobile through the phone line (the dialplan registers the caller
+    first), in a thread of its own; returns the call id."""
+    call_id = str(uuid.uuid4())
+    registered = httpx.post(f"{running.voice_url}/calls/{call_id}/start", data={"caller": elder},
+                            headers=running.pbx_headers)
+    assert registered.text == "ok"
+
+    async def run() -> None:
+        phone = PhoneClient(running.voice.voice_audiosocket_host, running.voice.voice_audiosocket_port, call_id)
+        await phone.connect()
+        await phone.wait_audio_after(time.monotonic() - 1)
+        await phone.wait_quiet(0.6)
+        try:
+            await steps(phone)
+        finally:
+            await phone.hang_up()
+
+    failed: list[BaseException] = []
+    thread = threading.Thread(target=lambda: failed.extend(_caught(lambda: asyncio.run(run()))))
+    thread.start()
+    thread.join(180)
+    assert not thread.is_alive() and not failed, failed
+    return call_id
+
+
+def _caught(f: Callable[[], object]) -> list[BaseException]:
+    try:
+        f()
+    except BaseException as exc:  # noqa: BLE001 - handed back to the test's thread
+        return [exc]
+    return []
+
+
+async def replies(running: Running, call_id: str, n: int) -> list[str]:
+    turns = await wait_turns(running, call_id, n, timeout=60)
+    return [t.reply or "" for t in turns]
+
+
+def test_a_family_member_pays_for_a_parent_who_consented_by_phone(browser: Browser, running: Running) -> None:
+    elder, application = an_elder_with_an_application(running)
+    running.wechat.signed_in = "oFamily" + uuid.uuid4().hex[:21]
+    page = open_chat(browser, running, "414x896", user_agent=WECHAT_UA)  # WeChat's in-app browser: OAuth first
+    family = f"web:oa:{running.account.appid}:{running.wechat.signed_in}"
+
+    # The son asks to act for his father; the father is texted a code.
+    page.click("#family-open")
+    page.fill("#elder-phone", elder)
+    page.select_option("#relation", "父亲")
+    page.click("#family-form button[type=submit]")
+    page.wait_for_selector("#family-told:has-text('验证码已用短信发到')")
+    assert "等家人打电话确认" in page.locator("#grants").inner_text()
+    shot(page, "family-1-requested")
+    code = texted_code(running, elder)
+
+    # The father calls the line from that phone, says he agrees, and keys in the code.
+    async def consent(phone: PhoneClient) -> None:
+        phone.speak(utterance("proxy_008"))  # 俺同意代办
+        said = await replies(running, phone.call_id, 2)
+        assert "验证码" in said[1], said
+        await phone.wait_quiet(0.6)
+        phone.press(code + "#")
+        said = await replies(running, phone.call_id, 3)
+        assert "可以替您办事了" in said[2] and "解除代办" in said[2], said
+
+    call(running, elder, consent)
+    [grant] = [g for g in running.services.proxies.of_family(family) if g.status == "active"]
+
+    # The son acts for his father: a progress check by the father's number, and a bill paid.
+    page.click("#family-open")
+    page.click("#family-open")  # closed and opened again: the list is read afresh
+    page.locator("#grants button", has_text="为父亲办事").click()
+    assert "正在为父亲" in page.locator("#acting").inner_text()
+    shot(page, "family-2-acting")
+    assert "受理编号" in say(page, "查办件进度")
+    assert "用您父亲的手机号查" in say(page, "没有编号")
+    answer = say(page, "4321")
+    assert answer.startswith("（为您父亲代查）") and "高龄津贴申领" in answer and "民政所初审" in answer, answer
+    account = a_water_bill(running)
+    say(page, "交水费")
+    say(page, account)
+    assert "（为您父亲代缴）已生成缴费订单" in say(page, "确认")
+    page.locator(".msg.bot a", has_text="打开缴费页面").last.click()
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    assert "支付成功" in page.content()
+    shot(page, "family-3-paid")
+    page.click("text=回到在线咨询")
+    page.wait_for_selector(".msg.bot")
+    assert "正在为父亲" in page.locator("#acting").inner_text()  # still acting for him
+    trail = [e.action for e in running.services.proxies.trail(grant.id)]
+    assert trail[:2] == ["requested", "consented"] and {"progress_checked", "order_created"} <= set(trail)
+
+    # Staff see the grant and what was done under it.
+    password = "proxy-e2e-" + uuid.uuid4().hex[:8]
+    create_user(running, "wang_proxy", password, role="supervisor")
+    staff = page.context.browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")  # type: ignore[union-attr]
+    desk = staff.new_page()
+    sign_in(desk, running, "wang_proxy", password)
+    desk.goto(f"{running.console_url}/proxies")
+    listing = desk.content()
+    assert elder not in listing and f"{elder[:3]}****{elder[-4:]}" in listing
+    shot(desk, "family-4-console")
+    accessible(desk)
+    desk.goto(f"{running.console_url}/proxies?grant={grant.id}")
+    shown = desk.locator("#trail").inner_text()
+    assert "老人来电同意" in shown and "代查办件进度" in shown and "代下缴费订单" in shown, shown
+    shot(desk, "family-5-console-trail")
+    staff.close()
+
+    # The father ends it by phone; the son's next message in his name is refused and the page says so.
+    async def revoke(phone: PhoneClient) -> None:
+        phone.speak(utterance("proxy_003"))  # 解除代办
+        said = await replies(running, phone.call_id, 2)
+        assert "已经解除" in said[1], said
+
+    call(running, elder, revoke)
+    page.goto(f"{running.settings.public_base_url}/chat")
+    page.wait_for_selector(".msg.bot")
+    page.fill("#text", "查办件进度")
+    page.press("#text", "Enter")
+    page.wait_for_selector("#status:has-text('代办已经结束')")
+    assert page.locator("#acting").is_hidden() and page.input_value("#text") == "查办件进度"  # kept to send again
+    shot(page, "family-6-ended")
     page.context.close()

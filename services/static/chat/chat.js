@@ -101,7 +101,7 @@
   function send(message, shown) {
     if (sending) { return Promise.resolve(false); }
     sending = true;
-    if (!message.startsWith("/") || shown) { show("user", shown || message); }
+    var bubble = !message.startsWith("/") || shown ? show("user", shown || message) : null;
     tell("正在回复……");
     var body = { message: message };
     if (shown) { body.shown = shown; }
@@ -112,7 +112,8 @@
         showAll((data.messages || []).map(function (m) { return Object.assign({ from: "bot" }, m); }));
         return true;
       }, function (err) {
-        if (err.message.indexOf("代办") >= 0) { stopActing(); }
+        if (bubble) { bubble.remove(); } // not sent: what was typed goes back into the box
+        if (err.message.indexOf("代办") >= 0) { stopActing(); tell(err.message); return false; }
         tell(err.message, function () { tell(""); send(message, shown); });
         return false;
       })
@@ -205,8 +206,9 @@
   }
 
   // 子女代办
+  // A grant from the list, or the {id, who} this tab kept (a reload, or back from a payment page).
   function setActing(grant) {
-    acting = grant ? { id: grant.id, who: grant.relation + "（" + grant.elder + "）" } : null;
+    acting = !grant ? null : grant.who ? grant : { id: grant.id, who: grant.relation + "（" + grant.elder + "）" };
     if (acting) { sessionStorage.setItem("heze_acting", JSON.stringify(acting)); }
     else { sessionStorage.removeItem("heze_acting"); }
     $("acting").hidden = !acting;
@@ -237,6 +239,8 @@
           use.textContent = "为" + g.relation + "办事";
           use.addEventListener("click", function () {
             setActing(g);
+            $("family-body").hidden = true;  // the conversation gets the screen back
+            $("family-open").setAttribute("aria-expanded", "false");
             show("note", "现在为" + g.relation + "（" + g.elder + "）办事，查进度、缴费、反映问题都算代办，会记录下来。");
             text.focus();
           });

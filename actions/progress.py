@@ -8,7 +8,8 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import FlowValidation, ServiceAction, acting_for, ask_rating, audit_proxy, caller_number, reset_flow
+from actions.common import (PROXY_ENDED, FlowValidation, ServiceAction, acting_for, ask_rating, audit_proxy, caller_number,
+                            grant_changed, reset_flow)
 from services.applications import ApplicationsUnavailable, ApplicationView
 from textnorm.ids import is_valid_mobile
 from textnorm.numbers import APPLICATION, PHONE, kind_of, named
@@ -74,7 +75,7 @@ class ValidateProgressForm(FlowValidation):
             if grant is not None and not tracker.get_slot("lookup_phone"):
                 # 子女代办: the elder's own number, which they proved is theirs when they consented.
                 dispatcher.utter_message(text=f"好的，用您{grant.relation}的手机号查。")
-                result["lookup_phone"] = grant.elder_phone
+                result["lookup_phone"], result["proxy_grant"] = grant.elder_phone, str(grant.id)
             elif caller and is_valid_mobile(caller) and not tracker.get_slot("lookup_phone"):
                 dispatcher.utter_message(text="好的，用您来电的手机号查。")
                 result["lookup_phone"] = caller
@@ -106,6 +107,9 @@ class ValidateProgressForm(FlowValidation):
     def validate_id_last4(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
+        if grant_changed(self.services, tracker):
+            dispatcher.utter_message(text=PROXY_ENDED)
+            return {"id_last4": None, "flow_stopped": True}
         last4 = digits_only(str(value))
         if not re.fullmatch(r"\d{3}[\dX]", last4):
             return self.failed(dispatcher, tracker, "id_last4", "请说身份证号最后4位，我没听清。")
@@ -127,6 +131,9 @@ class ActionAnswerProgress(ServiceAction):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
         if tracker.get_slot("flow_stopped"):
+            return reset_flow()
+        if grant_changed(self.services, tracker):
+            dispatcher.utter_message(text=PROXY_ENDED)
             return reset_flow()
         number = tracker.get_slot("application_number")
         apps = self.services.applications

@@ -150,8 +150,10 @@ class WebChatInput(InputChannel):
             agent = getattr(request.app.ctx, "agent", None)
             if agent is None or agent.tracker_store is None:
                 return response.json({"messages": []})
+            store = getattr(agent.tracker_store, "_tracker_store", agent.tracker_store)  # inside Rasa's FailSafe wrapper
+            latest = getattr(store, "latest_session", None)  # rasa_runtime's store: the latest session, off the loop
             try:
-                tracker = await agent.tracker_store.retrieve_full_tracker(who.sender_id)
+                tracker = await (latest(who.sender_id) if latest else agent.tracker_store.retrieve_full_tracker(who.sender_id))
             except Exception:  # noqa: BLE001 - a page without its history still works
                 logger.exception("web chat: could not read the history of %s", who.sender_id)
                 return response.json({"error": "history not available"}, status=503)

@@ -42,6 +42,8 @@ Creating this store installs ``rasa_runtime.patches`` (the documented way they g
 """
 from __future__ import annotations
 
+import asyncio
+
 import itertools
 import json
 import logging
@@ -253,6 +255,19 @@ class HezeTrackerStore(SQLTrackerStore):
     def _mark(self, tracker: DialogueStateTracker, saved: _Saved) -> None:
         key = id(tracker)
         self._saved[key] = (weakref.ref(tracker, lambda _: self._saved.pop(key, None)), saved)
+
+    async def latest_session(self, sender_id: Text) -> Optional[DialogueStateTracker]:
+        """The whole latest session of a conversation, read off the event loop, for reading only (the web
+        chat's history after a reload); the kept tracker and the turn in progress are not touched."""
+        return await asyncio.to_thread(self._latest_session, sender_id)
+
+    def _latest_session(self, sender_id: Text) -> Optional[DialogueStateTracker]:
+        with self.session_scope() as session:
+            rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).all()
+            events = [self._load(sender_id, row.data) for row in rows]
+        if not self.domain or not events:
+            return None
+        return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
 
     def peek(self, sender_id: Text) -> Optional[DialogueStateTracker]:
         """The kept tracker of a conversation, left in place, for reading only (None when not kept).

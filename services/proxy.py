@@ -56,7 +56,7 @@ ACTION_NAMES = {"requested": "家人申请，验证码已发给老人", "code_re
                 "feedback_filed": "代反映问题"}
 # What the elder is to the family member (the family member's choice; anything else is 家人) -> who
 # asks, as the elder hears it in the SMS and on the line ("您的子女…").
-RELATIONS = {"父亲": "子女", "母亲": "子女", "爷爷": "孙辈", "奶奶": "孙辈", "外公": "孙辈", "外婆": "孙辈",
+RELATIONS = {"父亲": "子女", "母亲": "子女", "爷爷": "孙子孙女", "奶奶": "孙子孙女", "外公": "孙子孙女", "外婆": "孙子孙女",
              "配偶": "老伴", "家人": "家人"}
 REQUESTS_PER_DAY = 3  # per family member
 MAX_WRONG_CODES = 5  # per pending grant
@@ -81,7 +81,7 @@ class GrantView:
 
     @property
     def asker(self) -> str:
-        """Who asks, as the elder hears it: 子女, 孙辈, 老伴 or 家人."""
+        """Who asks, as the elder hears it: 子女, 孙子孙女, 老伴 or 家人."""
         return RELATIONS.get(self.relation, "家人")
 
 
@@ -333,7 +333,7 @@ class SqlProxies(ProxyRecords):
         """A written record on the elder's phone: someone else who keyed the code in is noticed."""
         day = until.astimezone(CHINA)
         outcome = self.sms.send(phone, SmsMessage("proxy_granted", {
-            "relation": asker, "until": f"{day.year}年{day.month}月{day.day}日"}))
+            "relation": asker, "until": f"{day.year}年{day.month}月{day.day}日"}), notice=True)
         if outcome not in ("sent", "queued"):
             log.info("proxy consent notice to %s not sent: %s", mask(phone), outcome)
 

@@ -6,8 +6,9 @@ Who the citizen is comes from WeChat, checked here on the server, never from the
   (snsapi_base: no prompt), which returns to ``/chat/oauth`` with a code; the code is exchanged with
   ``sns/oauth2/access_token`` for the openid;
 - mini-program: the mini-program calls ``wx.login`` and posts the code to ``POST /chat/session``
-  from its own code; the code is exchanged with ``sns/jscode2session``; the answer's token goes on
-  the web-view's URL as ``/chat/enter?token=...``, which sets the cookie and drops it from the URL;
+  from its own code; the code is exchanged with ``sns/jscode2session``; the answer is an entry ticket
+  (one use, one minute, signed with a key of its own) that goes on the web-view's URL as
+  ``/chat/enter?ticket=...``, which turns it into a session in the cookie;
 - elsewhere (a browser outside WeChat, or WeChat not configured), a guest session when
   ``WEBCHAT_GUESTS`` allows it. A guest can chat but never act for a family member.
 
@@ -23,7 +24,10 @@ elsewhere; it works on the city's own network."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import asyncio
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -47,6 +51,8 @@ from textnorm.masking import mask
 from textnorm.numerals import digits_only
 from textnorm.webtoken import WebSession, issue, verify
 
+CHINA = dt.timezone(dt.timedelta(hours=8))
+
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static" / "chat"
@@ -58,6 +64,12 @@ MAX_AUDIO = 1024 * 1024  # a held-to-talk recording of up to about a minute of O
 MAX_MESSAGE = 500
 MAX_TTS = 600
 RATE_WINDOW_S, RATE_MAX = 60.0, 30  # messages per session per minute
+GUESTS_PER_MINUTE = 120  # new guest sessions a process makes a minute (each costs Rasa a greeting)
+SPEECH_AT_ONCE = 2  # recordings and read-alouds a process sends the gateway at once
+ENTRY_TTL_S = 60  # the mini-program's entry ticket: once, within a minute
+MAX_ID = 2 ** 31
+SIGNED_OUT = "登录过期了，请点“重新进入”。"
+PROXY_ENDED = "为家人代办已经结束或过期了。要继续，请重新申请。"
 
 # The page carries its style and script inline (one round trip fewer on a slow mobile network: about 2 s
 # on Chrome's "Slow 3G"); the policy admits exactly those two by their hashes, and nothing from elsewhere.
@@ -65,7 +77,7 @@ CSP = ("default-src 'self'; script-src {script}; style-src 'self' {style}; img-s
        "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'")
 # What a family member is told for each outcome of a proxy request (services/proxy.py).
 REQUEST_TOLD = {
-    "sent": "验证码已用短信发到家人的手机。请家人用这部手机拨打政务热线，说“同意代办”，再按键输入验证码。",
+    "sent": "验证码已用短信发到家人尾号{last4}的手机。请家人用那部手机拨打{hotline}，说“同意代办”，再按键输入验证码。",
     "opted_out": "这个号码退订了短信，发不了验证码。请家人拨打政务热线办理。",
     "rate_limited": "刚刚给这个号码发过短信，请过一会儿再试。",
     "failed": "短信暂时发不出去，请稍后再试。",
@@ -80,11 +92,16 @@ class Relay:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=3.0))
+        # One client per upstream, so slow speech work never takes the connections messages need.
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=3.0), limits=httpx.Limits(max_connections=100))
+        self.voice = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=3.0), limits=httpx.Limits(max_connections=8))
+        self.wechat = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=3.0), limits=httpx.Limits(max_connections=16))
+        self.speaking = asyncio.Semaphore(SPEECH_AT_ONCE)
         self.rasa = f"http://{settings.rasa_host}:{settings.rasa_port}/webhooks/webchat"
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        for client in (self.http, self.voice, self.wechat):
+            await client.aclose()
 
     async def openid(self, source: str, code: str) -> str | None:
         """The openid WeChat gives for a code (``oa``: web OAuth; ``mp``: the mini-program's wx.login)."""
@@ -98,7 +115,7 @@ class Relay:
                 "appid": s.miniprogram_appid, "secret": s.miniprogram_secret.get_secret_value(), "js_code": code,
                 "grant_type": "authorization_code"}
         try:
-            resp = await self.http.get(url, params=params, timeout=5.0)
+            resp = await self.wechat.get(url, params=params)
             body = resp.json()
         except (httpx.HTTPError, ValueError):
             log.warning("web chat: WeChat's %s code exchange failed", source)
@@ -114,26 +131,34 @@ class Relay:
         try:
             resp = await self.http.request(method, f"{self.rasa}{path}", json=body,
                                            headers={"Authorization": f"Bearer {token}"})
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout) or method == "GET":
+                return _error(502, "助手暂时连不上，您说的话没有发出去，请稍后再发一次。")
+            # Rasa has the message and is still working on it: sending it again would do it twice.
+            return _error(504, "助手回答得慢，请稍等一会儿，不用重发。", "slow")
         except httpx.HTTPError:
             return _error(502, "助手暂时连不上，您说的话没有发出去，请稍后再发一次。")
         if resp.status_code == 401:
-            return _error(401, "登录过期了，请刷新页面。")
+            return _error(401, SIGNED_OUT, "signed_out")
         if resp.status_code >= 400:
             return _error(502, "助手暂时有点问题，您说的话没有发出去，请稍后再发一次。")
         return JSONResponse(resp.json())
 
     async def gateway(self, path: str, **kwargs: Any) -> httpx.Response | None:
+        """The voice gateway, a few calls at a time per process (its speech worker is shared with the line)."""
         token = self.settings.voice_gateway_token.get_secret_value()
-        try:
-            return await self.http.post(f"{self.settings.voice_gateway_url}{path}",
-                                        headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})},
-                                        **kwargs)
-        except httpx.HTTPError:
-            return None
+        async with self.speaking:
+            try:
+                return await self.voice.post(f"{self.settings.voice_gateway_url}{path}",
+                                             headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})},
+                                             **kwargs)
+            except httpx.HTTPError:
+                return None
 
 
-def _error(status: int, told: str) -> JSONResponse:
-    return JSONResponse({"error": told}, status_code=status)
+def _error(status: int, told: str, code: str = "") -> JSONResponse:
+    """What the page shows the citizen (``error``), and for the page's script a ``code`` where it must act."""
+    return JSONResponse({"error": told, **({"code": code} if code else {})}, status_code=status)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -157,21 +182,24 @@ def _csp_hash(text: str) -> str:
 
 
 class RateLimit:
-    """At most ``RATE_MAX`` messages per session in any ``RATE_WINDOW_S`` (per process)."""
+    """At most ``most`` events per key in any ``window_s`` (per process; a sliding window)."""
 
-    def __init__(self) -> None:
+    def __init__(self, most: int = RATE_MAX, window_s: float = RATE_WINDOW_S) -> None:
+        self.most, self.window_s = most, window_s
         self.seen: dict[str, deque[float]] = {}
+        self._swept = 0.0
 
     def allow(self, who: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         times = self.seen.setdefault(who, deque())
-        while times and times[0] <= now - RATE_WINDOW_S:
+        while times and times[0] <= now - self.window_s:
             times.popleft()
-        if len(times) >= RATE_MAX:
+        if len(times) >= self.most:
             return False
         times.append(now)
-        if len(self.seen) > 10000:  # forget idle sessions
-            for key in [k for k, v in self.seen.items() if not v or v[-1] <= now - RATE_WINDOW_S]:
+        if now - self._swept > self.window_s:  # forget idle keys, at most once a window
+            self._swept = now
+            for key in [k for k, v in self.seen.items() if not v or v[-1] <= now - self.window_s]:
                 del self.seen[key]
         return True
 
@@ -186,6 +214,10 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
     template = (STATIC / "chat.html").read_text(encoding="utf-8").replace("{{css}}", css).replace("{{js}}", js)
     csp = CSP.format(script=_csp_hash(js), style=_csp_hash(css))
     limits = RateLimit()
+    guests = RateLimit(GUESTS_PER_MINUTE)
+    entry_key = hmac.new(key, b"mini-program entry ticket", hashlib.sha256).hexdigest().encode()  # not a session key
+    entered: dict[str, float] = {}  # tickets used (per process), until they would have expired anyway
+    assets = {name: (STATIC / name).read_bytes() for name in ("chat.css", "chat.js")}
     oa_ready = bool(settings.wechat_appid and settings.wechat_secret.get_secret_value())
     mp_ready = bool(settings.miniprogram_appid and settings.miniprogram_secret.get_secret_value())
 
@@ -200,7 +232,7 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
         if request.headers.get(HEADER) != "1":
             return _error(403, "请从对话页面操作。")
         who = session_of(request)
-        return who if who is not None else _error(401, "登录过期了，请刷新页面。")
+        return who if who is not None else _error(401, SIGNED_OUT, "signed_out")
 
     def page(token: str, who: WebSession, initial: list[dict[str, Any]], elder: bool) -> Response:
         data = json.dumps({"messages": initial, "verified": who.verified}, ensure_ascii=False)
@@ -235,9 +267,13 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
         elder = request.cookies.get(ELDER_COOKIE) == "1"
         who = session_of(request)
         token = request.cookies.get(COOKIE, "")
+        if who is not None and who.expires - time.time() < ttl / 2:  # a citizen who keeps coming stays signed in
+            token = issue(key, who.subject, who.source, ttl)
         if who is None:
-            in_wechat = "micromessenger" in request.headers.get("user-agent", "").lower()
-            if oa_ready and in_wechat:
+            agent = request.headers.get("user-agent", "").lower()
+            if "miniprogram" in agent:  # the mini-program's web-view: its own login, never the account's OAuth
+                return notice("请重新打开", "请关掉这个页面，在小程序里重新点“在线咨询”。", 401)
+            if oa_ready and "micromessenger" in agent:
                 state = secrets.token_urlsafe(16)
                 query = urlencode({"appid": settings.wechat_appid,
                                    "redirect_uri": f"{settings.public_base_url.rstrip('/')}/chat/oauth",
@@ -249,6 +285,8 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
                 return resp
             if not settings.webchat_guests:
                 return notice("请在微信中打开", "请在微信里打开“菏泽政务”公众号或小程序，再点“在线咨询”。", 403)
+            if not guests.allow("guests"):
+                return notice("请稍后再打开", "现在打开的人太多，请过一会儿再试。", 503)
             token = issue(key, "guest:" + secrets.token_urlsafe(16), "guest", ttl)
             who = verify(key, token)
             assert who is not None
@@ -279,22 +317,32 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
         openid = await relay.openid("mp", code)
         if openid is None:
             return _error(403, "WeChat did not accept the code")
-        return JSONResponse({"token": issue(key, f"mp:{settings.miniprogram_appid}:{openid}", "mp", ttl),
-                             "expires_in": ttl})
+        ticket = issue(entry_key, f"mp:{settings.miniprogram_appid}:{openid}", "mp", ENTRY_TTL_S)
+        return JSONResponse({"ticket": ticket, "expires_in": ENTRY_TTL_S})
 
     @router.get("/chat/enter")
-    async def enter(token: str = "") -> Response:
-        """The web-view's first address: the token becomes the cookie and leaves the URL."""
-        if verify(key, token) is None:
+    async def enter(request: Request, ticket: str = "") -> Response:
+        """The web-view's first address, ``/chat/enter?ticket=...``: a ticket that works once, for a
+        minute, becomes a session of its own in the cookie (the URL, which logs keep, holds nothing that
+        lasts). A browser already signed in as another WeChat user keeps its session."""
+        now = time.time()
+        for used in [t for t, until in entered.items() if until < now]:
+            del entered[used]
+        who = verify(entry_key, ticket)
+        if who is None or ticket in entered:
             return notice("登录过期了", "请关掉这个页面，在小程序里重新打开“在线咨询”。", 401)
-        return with_session(RedirectResponse("/chat", status_code=303), token)
+        entered[ticket] = who.expires
+        current = session_of(request)
+        if current is not None and current.verified and current.subject != who.subject:
+            return notice("已经登录", "这个页面已经用另一个微信身份登录了。请关掉页面，在小程序里重新打开。", 409)
+        return with_session(RedirectResponse("/chat", status_code=303), issue(key, who.subject, who.source, ttl))
 
     @router.get("/chat/static/{name}")
     async def asset(name: str) -> Response:
         kinds = {"chat.css": "text/css; charset=utf-8", "chat.js": "text/javascript; charset=utf-8"}
         if name not in kinds:
             return Response(status_code=404)
-        return Response((STATIC / name).read_bytes(), media_type=kinds[name],
+        return Response(assets[name], media_type=kinds[name],
                         headers={"Cache-Control": "public, max-age=604800, immutable"})
 
     @router.post("/chat/api/message")
@@ -313,11 +361,11 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
         if isinstance(shown, str) and shown.strip():
             metadata["shown"] = shown.strip()[:40]
         if acting_for is not None:
-            if not isinstance(acting_for, int) or isinstance(acting_for, bool):
+            if not isinstance(acting_for, int) or isinstance(acting_for, bool) or not 0 < acting_for < MAX_ID:
                 return _error(400, "acting_for must be a grant number")
             grant = await run_in_threadpool(services.proxies.check, acting_for, who.sender_id) if who.verified else None
             if grant is None:
-                return _error(403, "为家人代办已经结束或过期了。要继续，请重新申请。")
+                return _error(403, PROXY_ENDED, "proxy_ended")
             metadata["acting_for"] = acting_for
         if not limits.allow(who.subject):
             return _error(429, "您发得太快了，请歇一会儿再发。")
@@ -368,8 +416,9 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
         return Response(got.content, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
 
     def grant_json(g: Any) -> dict[str, Any]:
+        ends = g.expires_at.astimezone(CHINA) if g.expires_at else None
         return {"id": g.id, "relation": g.relation, "elder": mask(g.elder_phone), "status": g.status,
-                "expires_at": g.expires_at.isoformat() if g.expires_at else None}
+                "expires_on": f"{ends.year}年{ends.month}月{ends.day}日" if ends else None}
 
     @router.get("/chat/api/family")
     async def family(request: Request) -> Response:
@@ -398,7 +447,8 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
         outcome, grant = await run_in_threadpool(services.proxies.request, who.sender_id, phone, str(relation))
         status = 200 if outcome in ("sent", "already_active") else 400 if outcome == "invalid_phone" else 429 \
             if outcome in ("rate_limited", "too_many") else 409 if outcome == "opted_out" else 503
-        return JSONResponse({"outcome": outcome, "told": REQUEST_TOLD[outcome],
+        told = REQUEST_TOLD[outcome].format(last4=phone[-4:], hotline=settings.hotline_number)
+        return JSONResponse({"outcome": outcome, "told": told,
                              "grant": grant_json(grant) if grant else None}, status_code=status)
 
     @router.post("/chat/api/family/{grant_id}/end")
@@ -406,7 +456,7 @@ def webchat_router(settings: Settings, services: Services, relay: Relay) -> APIR
         who = api_session(request)
         if isinstance(who, JSONResponse):
             return who
-        if not (who.verified and await run_in_threadpool(services.proxies.end_by_family, who.sender_id, grant_id)):
+        if not (who.verified and 0 < grant_id < MAX_ID and await run_in_threadpool(services.proxies.end_by_family, who.sender_id, grant_id)):
             return _error(404, "没有这项代办，或者已经结束了。")
         return JSONResponse({"ended": grant_id})
 

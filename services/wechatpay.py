@@ -203,13 +203,26 @@ class WeChatPayProvider:
     def payee(self, channel: str) -> str | None:
         return self._m.appids.get(channel if channel in JSAPI_CHANNELS else "wechat")
 
+    @staticmethod
+    def payer(order: OrderView) -> tuple[str, str] | None:
+        """(channel whose appid takes the payment, openid) for an in-WeChat (JSAPI) payment, or None for
+        Native (a QR code). The web chat opened from the official account's menu runs in WeChat's browser
+        as the account's openid (``web:oa:<appid>:<openid>``), so it pays by JSAPI too; inside the
+        mini-program's web-view only the mini-program itself can take a payment: a QR code there."""
+        if order.channel in JSAPI_CHANNELS:
+            return order.channel, order.sender_id
+        if order.channel == "webchat" and order.sender_id.startswith("web:oa:"):
+            return "wechat", order.sender_id.split(":", 3)[3]
+        return None
+
     def checkout(self, order: OrderView) -> Checkout:
-        appid = self.payee(order.channel)
+        jsapi = self.payer(order)
+        appid = self.payee(jsapi[0] if jsapi else order.channel)
         expires = order.expires_at or dt.datetime.fromtimestamp(self._clock() + 1800, dt.timezone.utc)
         if appid is None:
             raise WeChatPayError(0, "NO_APPID_FOR_CHANNEL")
-        if order.channel in JSAPI_CHANNELS:
-            prepay_id = self._client.jsapi(appid, order.order_no, order.amount_fen, expires, order.sender_id)
+        if jsapi is not None:
+            prepay_id = self._client.jsapi(appid, order.order_no, order.amount_fen, expires, jsapi[1])
             params = jsapi_params(appid=appid, prepay_id=prepay_id, key=self._m.private_key,
                                   timestamp=int(self._clock()), nonce=new_nonce())
             return Checkout("jsapi", params)

@@ -74,8 +74,7 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         voice = await asyncio.to_thread(choose_voice, settings.voice_tts_voice)
         speaker = Speaker(voice, settings.resolve(settings.voice_tts_cache_dir), settings.voice_tts_cache_entries)
         # The web chat's "read aloud" has a worker of its own, so it never queues before a caller's prompt.
-        reader = Speaker(voice, settings.resolve(settings.voice_tts_cache_dir) / "wide", settings.voice_tts_cache_entries,
-                         out_rate=TTS_RATE)
+        reader = Speaker(voice, None, 128, out_rate=TTS_RATE)  # memory only: its texts are anyone's
         app.state.reader = reader
         sealed.use(settings.keyring)  # callers' numbers and what was heard are sealed (services/sealed.py)
         engine = make_engine(settings.heze_db_url)

@@ -107,10 +107,13 @@ class TtsError(RuntimeError):
 class Speaker:
     """Renders sentences through the worker, with a memory and disk cache."""
 
-    def __init__(self, voice: str, cache_dir: Path, entries: int = 512, out_rate: int = 8000) -> None:
+    def __init__(self, voice: str, cache_dir: Path | None, entries: int = 512, out_rate: int = 8000) -> None:
+        """``cache_dir`` None: memory only (the web chat's read-aloud, whose texts are anyone's: a disk
+        cache of them would grow without bound)."""
         self.voice, self.out_rate, self.entries = voice, out_rate, entries
         self.cache_dir = cache_dir
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._lock = asyncio.Lock()
         self._pool = self._new_pool()
@@ -135,6 +138,8 @@ class Speaker:
             self._memory.popitem(last=False)
 
     def _read_disk(self, key: str) -> bytes | None:
+        if self.cache_dir is None:
+            return None
         path = self.cache_dir / f"{key}.pcm"
         return path.read_bytes() if path.is_file() else None
 
@@ -142,6 +147,8 @@ class Speaker:
         """Written beside and renamed into place; the temporary name is this process's and thread's own,
         so gateways sharing a cache directory (several replicas on one host) never rename each other's
         file (two gateways rendering the same prompt at start-up crashed one of them)."""
+        if self.cache_dir is None:
+            return
         tmp = self.cache_dir / f"{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_bytes(pcm)
         tmp.replace(self.cache_dir / f"{key}.pcm")

@@ -52,14 +52,17 @@ def test_a_grant_that_is_not_the_senders_or_has_ended_is_not_used(seeded: Servic
     msgs, events = run(ValidateProgressForm(seeded), t)
     assert "手机号查" not in texts(msgs) and "lookup_phone" not in slot_events(events)
     mine = granted(seeded)
+    # A valid grant of this sender, claimed through another channel (a rest client saying it is the web
+    # chat, or the phone line), means nothing: only the web chat channel passes acting_for on.
+    for channel, claimed in (("rest", {"channel": "webchat"}), ("phone", {"channel": "phone"})):
+        other = tracker(channel=channel, metadata={**claimed, "acting_for": mine}, sender=SON, text="没有",
+                        intent="deny", active_loop="progress_form", filled={"application_number": "没有"})
+        msgs, events = run(ValidateProgressForm(seeded), other)
+        assert "父亲" not in texts(msgs) and slot_events(events).get("lookup_phone") != ELDER, channel
     assert seeded.proxies.revoke_by_elder(ELDER) >= 1
     msgs, events = run(ValidateProgressForm(seeded), acting(mine, text="没有", intent="deny", active_loop="progress_form",
                                                             filled={"application_number": "没有"}))
     assert "lookup_phone" not in slot_events(events)
-    # On another channel the same metadata means nothing.
-    phone = tracker(channel="rest", metadata={"channel": "phone", "acting_for": mine}, text="没有", intent="deny",
-                    active_loop="progress_form", filled={"application_number": "没有"})
-    assert "父亲" not in texts(run(ValidateProgressForm(seeded), phone)[0])
 
 
 def test_a_bill_and_a_complaint_in_the_elders_name_are_in_the_trail(seeded: Services) -> None:
@@ -72,3 +75,24 @@ def test_a_bill_and_a_complaint_in_the_elders_name_are_in_the_trail(seeded: Serv
         "feedback_contact": "anonymous"}))
     assert texts(said).startswith("（为您父亲代办）已受理。工单号：")
     assert [e.action for e in seeded.proxies.trail(grant_id)][-2:] == ["order_created", "feedback_filed"]
+
+
+def test_a_flow_begun_under_a_grant_stops_when_the_grant_ends_or_changes(seeded: Services) -> None:
+    from actions.common import PROXY_ENDED
+
+    grant_id = granted(seeded)
+    _, events = run(ValidateProgressForm(seeded), acting(grant_id, text="没有", intent="deny", active_loop="progress_form",
+                                                         filled={"application_number": "没有"}))
+    taken = slot_events(events)
+    assert taken["proxy_grant"] == str(grant_id)
+    under = {"application_number": NO_NUMBER, "lookup_phone": ELDER, "proxy_grant": str(grant_id),
+             "requested_slot": "id_last4"}
+    # Not acting any more (the page dropped the grant): the elder's number is not used for the answer.
+    mine = tracker(channel="webchat", sender=SON, text="1230", active_loop="progress_form", slots=under,
+                   filled={"id_last4": "1230"})
+    msgs, events = run(ValidateProgressForm(seeded), mine)
+    assert texts(msgs) == PROXY_ENDED and slot_events(events)["flow_stopped"] is True
+    # The elder ended it before the answer.
+    seeded.proxies.revoke_by_elder(ELDER)
+    said, _ = run(ActionAnswerProgress(seeded), acting(grant_id, slots={**under, "id_last4": "1230"}))
+    assert texts(said) == PROXY_ENDED and "高龄" not in texts(said)

@@ -54,7 +54,7 @@ def requested(services: Services, phone: str = ELDER, relation: str = "母亲") 
 def keyed(services: Services, said: str, *, intent: str = "inform", metadata: dict[str, Any] | None = None,
           failed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The elder's answer to the code question, through the form's validator."""
-    t = tracker(text=said, intent=intent, metadata=ON_THE_LINE if metadata is None else metadata,
+    t = tracker(text=said, intent=intent, channel="phone", metadata=ON_THE_LINE if metadata is None else metadata,
                 active_loop="proxy_consent_form", filled={"proxy_code": said},
                 slots={"requested_slot": "proxy_code", "failed_attempts": failed})
     messages, events = run(ValidateProxyConsentForm(services), t)
@@ -66,7 +66,7 @@ def test_the_code_keyed_in_consents_and_the_elder_hears_who_and_how_long(service
     messages, slots = keyed(services, code)
     assert messages == [] and slots["proxy_code"] == code and slots["failed_attempts"] == 0
     assert slots.get("requested_slot") is None  # the form is done
-    said, events = run(ActionProxyConsent(services), tracker(text=code, metadata=ON_THE_LINE,
+    said, events = run(ActionProxyConsent(services), tracker(text=code, channel="phone", metadata=ON_THE_LINE,
                                                              slots={"proxy_code": code}))
     assert "您的子女现在可以替您办事了，90天内有效" in texts(said) and "解除代办" in texts(said)
     assert all(len(m["text"]) <= 40 for m in said)  # short sentences for the phone line
@@ -112,7 +112,7 @@ def test_a_wrong_code_is_asked_again_and_five_lock_the_request(services: Service
     assert texts(messages) == LOCKED and slots["flow_stopped"] is True
     messages, slots = keyed(services, code)  # the sixth: even the right one
     assert texts(messages) == LOCKED and slots["proxy_code"] is None
-    said, _ = run(ActionProxyConsent(services), tracker(metadata=ON_THE_LINE, slots={"flow_stopped": True}))
+    said, _ = run(ActionProxyConsent(services), tracker(channel="phone", metadata=ON_THE_LINE, slots={"flow_stopped": True}))
     assert said == []  # the validator has said it all
 
 
@@ -129,26 +129,31 @@ def test_an_expired_code_or_no_request_is_explained(lined: Services, clock: Wall
 def test_no_caller_number_or_another_channel_asks_nothing_and_says_how(services: Services) -> None:
     requested(services)
     form = ValidateProxyConsentForm(services)
-    for metadata, answer in (({"channel": "phone"}, WITHHELD), ({"channel": "phone", "caller": "05306666666"}, WITHHELD),
-                             ({}, NOT_ON_PHONE["consent"]), ({"caller": ELDER}, NOT_ON_PHONE["consent"])):
-        t = tracker(text="代办授权", intent="proxy_consent", metadata=metadata)
+    # The last two: a rest client claiming the phone line, and the web chat; neither is the elder's call.
+    for channel, metadata, answer in (("phone", {"channel": "phone"}, WITHHELD),
+                                      ("phone", {"channel": "phone", "caller": "05306666666"}, WITHHELD),
+                                      ("rest", {}, NOT_ON_PHONE["consent"]),
+                                      ("rest", {"channel": "phone", "caller": ELDER}, NOT_ON_PHONE["consent"]),
+                                      ("webchat", {"caller": ELDER}, NOT_ON_PHONE["consent"])):
+        t = tracker(text="代办授权", intent="proxy_consent", channel=channel, metadata=metadata)
         slots = asyncio.run(form.required_slots(["proxy_code"], CollectingDispatcher(), t, DOMAIN))
         assert slots == [], metadata
         said, _ = run(ActionProxyConsent(services), t)
         assert texts(said) == answer
-        said, _ = run(ActionProxyRevoke(services), tracker(text="解除代办", intent="proxy_revoke", metadata=metadata))
+        said, _ = run(ActionProxyRevoke(services), tracker(text="解除代办", intent="proxy_revoke", channel=channel,
+                                                           metadata=metadata))
         assert texts(said) == (WITHHELD if answer == WITHHELD else NOT_ON_PHONE["revoke"])
-    on_line = tracker(text="代办授权", intent="proxy_consent", metadata=ON_THE_LINE)
+    on_line = tracker(text="代办授权", intent="proxy_consent", channel="phone", metadata=ON_THE_LINE)
     assert asyncio.run(form.required_slots(["proxy_code"], CollectingDispatcher(), on_line, DOMAIN)) == ["proxy_code"]
     assert services.proxies.of_family(SON)[0].status == "pending"  # nothing was ended or consented
 
 
 def test_the_elder_ends_every_proxy_by_phone(services: Services) -> None:
-    said, _ = run(ActionProxyRevoke(services), tracker(text="解除代办", intent="proxy_revoke", metadata=ON_THE_LINE))
+    said, _ = run(ActionProxyRevoke(services), tracker(text="解除代办", intent="proxy_revoke", channel="phone", metadata=ON_THE_LINE))
     assert texts(said) == "您这个号码现在没有家人代办，不用解除。"
     code = requested(services)
     keyed(services, code)
-    said, _ = run(ActionProxyRevoke(services), tracker(text="解除代办", intent="proxy_revoke", metadata=ON_THE_LINE))
+    said, _ = run(ActionProxyRevoke(services), tracker(text="解除代办", intent="proxy_revoke", channel="phone", metadata=ON_THE_LINE))
     assert texts(said) == "已经解除代办。家人不能再替您办事了。"
     assert services.proxies.of_family(SON) == []
     assert services.proxies.listing("ended")[0].ended_by == "elder"

@@ -420,3 +420,21 @@ def test_the_wrong_keys_stop_the_store_from_starting(domain: Any, db: str) -> No
     with pytest.raises(SealedValueError):
         store(domain, db, keys=f"k2:{KEY2}")
     assert store(domain, db, keys=f"k2:{KEY2},k1:{KEY1}").keyring.current == "k2"
+
+
+def test_the_latest_session_is_read_whole_and_leaves_the_kept_tracker(domain: Any, db: str) -> None:
+    """The web chat's history: every event of the latest session, not the window a turn gets."""
+    from rasa.shared.core.events import UserUttered
+
+    ours = store(domain, db)
+    tracker = DialogueStateTracker.from_events("web:guest:" + "h" * 22, [SessionStarted(), UserUttered("旧")],
+                                               slots=domain.slots)
+    run(ours.save(tracker))
+    tracker.update(SessionStarted())
+    for i in range(40):
+        tracker.update(UserUttered(f"第{i}句"))
+    run(ours.save(tracker))
+    read = run(ours.latest_session(tracker.sender_id))
+    said = [e.text for e in read.events if isinstance(e, UserUttered)]
+    assert said == [f"第{i}句" for i in range(40)]  # the latest session only, all of it
+    assert ours.peek(tracker.sender_id) is not None  # the kept tracker is still there

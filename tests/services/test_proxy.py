@@ -77,8 +77,8 @@ def test_a_request_texts_a_code_and_the_elder_consents_with_it(services: Service
     assert outcome == "sent" and grant is not None and grant.status == "pending" and grant.elder_phone == ELDER
     assert grant.expires_at == T0 + dt.timedelta(hours=24)
     [sms] = texts(services)
-    assert sms == (f"【菏泽政务】您的子女申请代您办理政务服务，验证码{codes.drawn[0]}，1天内有效。同意请用本机拨打热线，"
-                   "说“同意代办”，再按键输入验证码。不同意请不要理会。")
+    assert sms == (f"【菏泽政务】您的子女申请代您办理政务服务，验证码{codes.drawn[0]}，1天内有效。同意请用本机拨打12345，"
+                   "说“同意代办”，再按键输入验证码。验证码不要告诉别人，工作人员不会向您要。不同意请不要理会。")
     with services.sessions() as s:
         row = s.get(ProxyGrant, grant.id)
         assert row is not None and codes.drawn[0] not in (row.code_hash or "") and len(row.code_hash or "") == 64
@@ -95,6 +95,17 @@ def test_a_request_texts_a_code_and_the_elder_consents_with_it(services: Service
     assert actions(proxies, grant.id) == [("family", "requested"), ("elder", "consented")]
     assert proxies.consent(ELDER, codes.drawn[0]) == "no_request"  # a code works once
     assert proxies.request(SON, ELDER, "父亲")[0] == "already_active"
+
+
+def test_a_consent_keyed_in_at_once_still_texts_the_notice(services: Services, proxies: SqlProxies,
+                                                            codes: Codes) -> None:
+    """Someone holding the elder's phone keys the code in within the minute: the notice that tells the
+    elder must not be held back by the one-a-minute rule."""
+    proxies.request(SON, ELDER, "母亲")
+    assert proxies.consent(ELDER, codes.drawn[0]) == "granted"
+    with services.sessions() as s:
+        assert [k for k in s.scalars(select(SmsOutbox.kind).order_by(SmsOutbox.id))] == ["proxy_code", "proxy_granted"]
+    assert "不是您同意的" in texts(services)[-1] and "拨打12345说“解除代办”" in texts(services)[-1]
 
 
 def test_the_trail_never_holds_a_whole_number(proxies: SqlProxies) -> None:
@@ -228,6 +239,6 @@ def test_the_code_template_fits_the_carriers_limits(proxies: SqlProxies, service
     proxies.request(SON, ELDER, "外婆")
     with services.sessions() as s:
         params = json.loads(s.scalars(select(SmsOutbox.params)).one() or "{}")
-    assert params.keys() == {"relation", "code", "days"} and params["relation"] == "孙辈"
+    assert params.keys() == {"relation", "code", "days"} and params["relation"] == "孙子孙女"
     assert all(len(v) <= 35 for v in params.values())
     assert REQUESTS_PER_DAY == 3

@@ -117,6 +117,17 @@ def test_the_mini_program_gets_its_own_appid(pay: Pay) -> None:
     assert pay.status(order_no) == "paid"
 
 
+def test_the_web_chat_pays_in_wechats_browser_and_the_mini_programs_web_view_by_qr(pay: Pay) -> None:
+    """The web chat from the official account's menu is WeChat's browser with the account's openid: JSAPI.
+    Inside the mini-program's web-view only the mini-program can take a payment: a QR code there."""
+    order_no = pay.order(channel="webchat", sender=f"web:oa:{OA}:{OPENID}")
+    got = pay.http.get(f"{pay.api}/pay/{order_no}/checkout").json()
+    assert got["kind"] == "jsapi" and got["params"]["appId"] == OA and pay.fake.check_jsapi(got["params"])
+    assert pay.fake.orders[order_no]["payer"] == {"openid": OPENID}
+    mini = pay.order(channel="webchat", sender=f"web:mp:{MINI}:{OPENID}", account="1000000002")
+    assert "<svg" in pay.http.get(f"{pay.api}/pay/{mini}").text and pay.fake.orders[mini]["trade_type"] == "NATIVE"
+
+
 def test_a_phone_caller_pays_through_native(pay: Pay) -> None:
     order_no = pay.order(channel="phone", sender="call-0001")
     page = pay.http.get(f"{pay.api}/pay/{order_no}")

@@ -18,7 +18,11 @@
       var kind = resp.headers.get("content-type") || "";
       var body = kind.indexOf("json") >= 0 ? resp.json() : resp.blob();
       return body.then(function (data) {
-        if (!resp.ok) { throw new Error((data && data.error) || "网络不好，请稍后再试。"); }
+        if (!resp.ok) {
+          var err = new Error((data && data.error) || "网络不好，请稍后再试。");
+          err.code = data && data.code;
+          throw err;
+        }
         return data;
       });
     }, function () { throw new Error("网络不好，没有发出去，请稍后再试。"); });
@@ -78,6 +82,14 @@
     return div;
   }
 
+  function refresh() { // the conversation as the server has it (a slow answer has arrived by now)
+    api("history").then(function (data) {
+      log.textContent = "";
+      showAll(data.messages || []);
+      tell("");
+    }, function (err) { tell(err.message); });
+  }
+
   function showAll(messages) {
     messages.forEach(function (m) {
       if (m.from === "user") { show("user", m.text); return; }
@@ -85,12 +97,12 @@
     });
   }
 
-  function tell(said, retry) {
+  function tell(said, retry, label) {
     statusLine.textContent = said || "";
     if (retry) {
       var again = document.createElement("button");
       again.type = "button";
-      again.textContent = "重新发送";
+      again.textContent = label || "重新发送";
       again.addEventListener("click", retry);
       statusLine.appendChild(again);
     }
@@ -112,38 +124,49 @@
         showAll((data.messages || []).map(function (m) { return Object.assign({ from: "bot" }, m); }));
         return true;
       }, function (err) {
+        if (err.code === "slow") { // Rasa has it: show the answer when it comes, never send it twice
+          tell(err.message);
+          setTimeout(refresh, 8000);
+          return true;
+        }
         if (bubble) { bubble.remove(); } // not sent: what was typed goes back into the box
-        if (err.message.indexOf("代办") >= 0) { stopActing(); tell(err.message); return false; }
+        if (err.code === "proxy_ended") { stopActing(); tell(err.message); return false; }
+        if (err.code === "signed_out") { tell(err.message, function () { location.reload(); }, "重新进入"); return false; }
         tell(err.message, function () { tell(""); send(message, shown); });
         return false;
       })
       .then(function (ok) { sending = false; return ok; });
   }
 
+  function sendTyped(said) {
+    if (!said || sending) { return; }
+    if (text.value.trim() === said) { text.value = ""; }
+    send(said).then(function (ok) { if (!ok && !text.value) { text.value = said; } });
+  }
   $("composer").addEventListener("submit", function (e) {
     e.preventDefault();
-    var said = text.value.trim();
-    if (!said || sending) { return; }
-    text.value = "";
-    send(said).then(function (ok) { if (!ok && !text.value) { text.value = said; } });
+    sendTyped(text.value.trim());
   });
   text.addEventListener("keydown", function (e) {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendTyped(text.value.trim()); }
   });
 
   // 朗读: the voice gateway's Mandarin voice, slower in 长辈模式.
-  var playing = null;
+  var player = new Audio(), playingUrl = null;
+  player.addEventListener("ended", function () { if (playingUrl) { URL.revokeObjectURL(playingUrl); playingUrl = null; } });
   function readAloud(said, button) {
-    if (playing) { playing.pause(); playing = null; }
+    player.pause();
+    player.play().catch(function () { return null; }); // unlocked inside the tap (phones allow sound only then)
     button.disabled = true;
     api("tts", { method: "POST", headers: { "Content-Type": "application/json" },
                  body: JSON.stringify({ text: said, slow: elder() }) })
       .then(function (blob) {
-        playing = new Audio(URL.createObjectURL(blob));
-        playing.addEventListener("ended", function () { button.disabled = false; });
-        return playing.play();
+        if (playingUrl) { URL.revokeObjectURL(playingUrl); }
+        playingUrl = URL.createObjectURL(blob);
+        player.src = playingUrl;
+        return player.play();
       })
-      .catch(function (err) { tell(err.message || "朗读暂时用不了。"); })
+      .catch(function (err) { tell(err.code !== undefined && err.message ? err.message : "朗读暂时用不了。"); })
       .then(function () { setTimeout(function () { button.disabled = false; }, 800); });
   }
 
@@ -156,13 +179,18 @@
   });
 
   // Hold to talk: MediaRecorder while the button is held, then the gateway's recogniser.
-  var recorder = null, chunks = [], stream = null;
+  var recorder = null, chunks = [], stream = null, pressedAt = 0, tapped = false;
+  function release() { // the phone's "recording" sign goes off between questions
+    if (stream) { stream.getTracks().forEach(function (t) { t.stop(); }); stream = null; }
+  }
   function startTalking(e) {
     if (e) { e.preventDefault(); }
+    if (tapped) { tapped = false; stopTalking(); return; } // 长辈模式: the second tap ends it
     if (recorder || sending) { return; }
-    var getting = stream ? Promise.resolve(stream) : navigator.mediaDevices.getUserMedia({ audio: true });
+    pressedAt = Date.now();
+    var getting = navigator.mediaDevices.getUserMedia({ audio: true });
     mic.classList.add("recording");
-    mic.textContent = "松开 结束";
+    mic.textContent = elder() ? "说完 点一下" : "松开 结束";
     getting.then(function (s) {
       stream = s;
       if (!mic.classList.contains("recording")) { return; } // let go before the microphone opened
@@ -172,17 +200,24 @@
       recorder.addEventListener("stop", function () {
         var blob = new Blob(chunks, { type: recorder.mimeType || "audio/webm" });
         recorder = null;
+        release();
         transcribe(blob);
       });
       recorder.start();
       tell("正在听，说完松开按钮。");
     }, function () {
+      tapped = false;
       stopTalking();
       tell("用不了话筒。请在设置里允许使用麦克风，或者打字。");
     });
   }
-  function stopTalking(e) {
+  function letGo(e) {
     if (e) { e.preventDefault(); }
+    if (!mic.classList.contains("recording") || tapped) { return; }
+    if (elder() && Date.now() - pressedAt < 600) { tapped = true; return; } // a tap, not a hold: keep listening
+    stopTalking();
+  }
+  function stopTalking() {
     mic.classList.remove("recording");
     mic.textContent = "按住 说话";
     if (recorder && recorder.state === "recording") { recorder.stop(); }
@@ -191,18 +226,18 @@
     tell("正在识别……");
     api("asr", { method: "POST", headers: { "Content-Type": blob.type }, body: blob })
       .then(function (data) {
-        if (!data.text) { tell("没听清，请按住按钮再说一遍。"); return; }
+        if (!data.text) { tell("没听清，请再说一遍。"); return; }
         tell("");
-        send(data.text);
+        send(data.text).then(function (ok) { if (!ok && !text.value) { text.value = data.text; } });
       }, function (err) { tell(err.message); });
   }
   if (window.MediaRecorder && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
     mic.hidden = false;
     mic.addEventListener("pointerdown", startTalking);
-    ["pointerup", "pointercancel", "pointerleave"].forEach(function (n) { mic.addEventListener(n, stopTalking); });
+    ["pointerup", "pointercancel", "pointerleave"].forEach(function (n) { mic.addEventListener(n, letGo); });
     mic.addEventListener("contextmenu", function (e) { e.preventDefault(); });
     mic.addEventListener("keydown", function (e) { if ((e.key === " " || e.key === "Enter") && !e.repeat) { startTalking(e); } });
-    mic.addEventListener("keyup", function (e) { if (e.key === " " || e.key === "Enter") { stopTalking(e); } });
+    mic.addEventListener("keyup", function (e) { if (e.key === " " || e.key === "Enter") { letGo(e); } });
   }
 
   // 子女代办
@@ -231,7 +266,7 @@
         var li = document.createElement("li");
         var what = document.createElement("span");
         what.textContent = g.relation + " " + g.elder + " · " + (STATUS[g.status] || g.status) +
-          (g.status === "active" && g.expires_at ? "，" + g.expires_at.slice(0, 10) + "到期" : "");
+          (g.status === "active" && g.expires_on ? "，" + g.expires_on + "到期" : "");
         li.appendChild(what);
         if (g.status === "active") {
           var use = document.createElement("button");
@@ -250,6 +285,11 @@
         end.type = "button";
         end.textContent = "结束代办";
         end.addEventListener("click", function () {
+          if (!end.classList.contains("sure")) { // a second tap, so a slip of the finger ends nothing
+            end.classList.add("sure");
+            end.textContent = "确定结束？再点一次";
+            return;
+          }
           api("family/" + g.id + "/end", { method: "POST" }).then(function () {
             if (acting && acting.id === g.id) { stopActing(); }
             listGrants();
@@ -269,17 +309,20 @@
   });
   $("family-form").addEventListener("submit", function (e) {
     e.preventDefault();
-    var told = $("family-told");
+    var told = $("family-told"), button = this.querySelector("button");
+    if (button.disabled) { return; }
+    button.disabled = true; // one request, however often it is tapped
     told.textContent = "正在发送……";
     api("family", { method: "POST", headers: { "Content-Type": "application/json" },
                     body: JSON.stringify({ phone: $("elder-phone").value, relation: $("relation").value }) })
       .then(function (data) { told.textContent = data.told; listGrants(); },
-            function (err) { told.textContent = err.message; });
+            function (err) { told.textContent = err.message; })
+      .then(function () { button.disabled = false; });
   });
 
   setActing(acting);
   showAll(initial.messages || []);
   if (!(initial.messages || []).length) {
-    tell("助手暂时连不上。", function () { location.reload(); });
+    tell("助手暂时连不上。", function () { location.reload(); }, "重新连接");
   }
 })();

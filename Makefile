@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console bench-payments bench-nlu bench-scaleout bench-webchat fuzz lock clean
+.PHONY: run test bootstrap train db kb models validate bench bench-kb bench-wechat bench-voice bench-console bench-payments bench-nlu bench-scaleout bench-webchat bench-reminders fuzz lock clean
 
 run: bootstrap db train kb
 	$(PY) -m stack
@@ -59,6 +59,10 @@ bench-voice: bootstrap train
 
 bench-console: bootstrap
 	$(PY) -m bench.console
+
+# The reminder scheduler over 100,000 subscriptions, SQLite and PostgreSQL (about 2 minutes).
+bench-reminders: bootstrap
+	$(PY) -m bench.reminders
 
 # The web chat page: its weight and the time to the first message on Chrome's 3G profiles (about 4 minutes).
 bench-webchat: bootstrap train

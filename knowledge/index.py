@@ -68,6 +68,9 @@ def fingerprint(settings: KnowledgeSettings, encoder: Encoder | None) -> str:
     digest.update(f"pypinyin\0{pypinyin.__version__}".encode())
     for path in sorted(settings.resolve(settings.content_dir).glob("*.md")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    published = settings.resolve(settings.published_dir)  # a guide published or updated makes the index stale
+    for path in sorted(published.glob("*.md")) if published.is_dir() else []:
+        digest.update(b"published\0" + path.name.encode() + b"\0" + path.read_bytes())
     local = settings.resolve(settings.local_file)
     if local.exists():
         digest.update(b"local\0" + local.read_bytes())
@@ -280,7 +283,8 @@ def open_knowledge_base(settings: KnowledgeSettings | None = None, build_if_stal
     not set), else built (and saved when ``build_if_stale``). ``built_now`` tells which happened."""
     settings = settings or KnowledgeSettings()
     encoder = load_encoder(settings.model_path, settings.query_instruction, settings.embedding_fallback)
-    topics = load_topics(settings.resolve(settings.content_dir), settings.resolve(settings.local_file))
+    topics = load_topics(settings.resolve(settings.content_dir), settings.resolve(settings.local_file),
+                         settings.resolve(settings.published_dir))
     kb = KnowledgeBase(topics, encoder, settings.dense_weight)
     index_dir = settings.resolve(settings.index_dir)
     current = fingerprint(settings, encoder)

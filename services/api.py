@@ -1,7 +1,8 @@
 """Services API: health, the payment page citizens open, payment provider notifications, and the
 full service guides that answers link to (``/guide/<slug>``), the citizens' web chat (``/chat``,
-services/webchat.py), and the SMS gateway's pushed receipts
-and replies (``/sms/aliyun/<token>/report|up``). Background tasks sweep payment orders (query
+services/webchat.py), the SMS gateway's pushed receipts
+and replies (``/sms/aliyun/<token>/report|up``), and the departments' open API (``/api/v1``,
+services/open_api.py). Background tasks sweep payment orders (query
 silent ones, close expired ones) every ``PAYMENT_SWEEP_S`` and SMS (retry, read receipts) every
 ``SMS_SWEEP_S``, and (WeChat Pay only) reconcile yesterday's trade bill once a day
 (``RECONCILE_CHECK_S``, services/reconcile.py)."""
@@ -15,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from html import escape
+from pathlib import Path
 
 import httpx
 import qrcode
@@ -25,9 +27,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from knowledge.config import KnowledgeSettings
-from knowledge.content import Topic, load_topics, section_html
+from knowledge.content import LocalDetails, Topic, load_published, load_topics, section_html
 from services.billing import OrderView, PaymentMismatch, format_yuan
 from services.container import Services
+from services.open_api import PREFIX as OPEN_API_PREFIX, OnUpdate, create_open_api
 from services.payments import (
     Checkout,
     InvalidNotification,
@@ -39,6 +42,7 @@ from services.payments import (
 from services.reconcile import BillSource, due_day, reconcile_day
 from services.settings import Settings
 from services.sms import SmsSender
+from services.reminders import reminders_of, run_forever
 from services.webchat import Relay, webchat_router
 
 log = logging.getLogger(__name__)
@@ -90,13 +94,20 @@ CHECKOUT_PAGES: dict[str, Callable[[Checkout], str]] = {
 }
 
 
-def create_app(settings: Settings, services: Services) -> FastAPI:
+def create_app(settings: Settings, services: Services, *, on_update: OnUpdate | None = None,
+               kb: KnowledgeSettings | None = None) -> FastAPI:
+    """``on_update`` and ``kb`` go to the departments' open API (services/open_api.py); ``kb`` also
+    says where the guides of ``/guide/<slug>`` are (default: ``KB_*`` from the environment)."""
+    ks = kb or KnowledgeSettings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reconciling = settings.reconcile_check_s if isinstance(services.payments, BillSource) else 0
         tasks = [asyncio.create_task(run()) for run, every in ((_sweep_forever, settings.payment_sweep_s),
                                                                (_sms_forever, settings.sms_sweep_s),
                                                                (_reconcile_forever, reconciling)) if every > 0]
+        if settings.reminder_check_s > 0:
+            tasks.append(asyncio.create_task(run_forever(reminders_of(settings, services), settings.reminder_check_s)))
         yield
         for task in tasks:
             task.cancel()
@@ -145,14 +156,22 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         return {"status": "ok"}
 
     guides: dict[str, Topic] = {}
+    published = ks.resolve(ks.published_dir)
+    seen = [published_stamp(published)]
 
     def guide_topics() -> dict[str, Topic]:
-        if not guides:
+        """The guides, read again when a department published one (the directory changed)."""
+        stamp = published_stamp(published)
+        if not guides or stamp != seen[0]:
+            guides.clear()
+            seen[0] = stamp
             if services.knowledge is not None:
+                local = LocalDetails.load(ks.resolve(ks.local_file))
                 guides.update(services.knowledge.topics)
+                guides.update({t.slug: t for t in load_published(published, local)})
             else:
-                ks = KnowledgeSettings()
-                guides.update({t.slug: t for t in load_topics(ks.resolve(ks.content_dir), ks.resolve(ks.local_file))})
+                guides.update({t.slug: t for t in load_topics(ks.resolve(ks.content_dir), ks.resolve(ks.local_file),
+                                                              published)})
         return guides
 
     @app.get("/guide/{slug}", response_class=HTMLResponse)
@@ -237,7 +256,17 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     app.include_router(sms_push_router(settings, services.sms))
     relay = Relay(settings)
     app.include_router(webchat_router(settings, services, relay))
+    app.mount(OPEN_API_PREFIX, create_open_api(settings, services, on_update, kb=ks))
     return app
+
+
+def published_stamp(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """Changes when a guide is published or updated there (each is a new file renamed into place)."""
+    try:
+        return tuple(sorted((p.name, (st := p.stat()).st_ino, st.st_mtime_ns, st.st_size)
+                            for p in directory.glob("*.md")))
+    except OSError:  # none yet, or one renamed away between the listing and its stat
+        return ()
 
 
 def sms_push_router(settings: Settings, sms: SmsSender) -> APIRouter:

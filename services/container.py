@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from services import open_api_models  # noqa: F401 - the open API's tables, on Base.metadata wherever services are built
 from services import sealed
 from services.applications import ApplicationsBackend, SqlApplications
 from services.billing import SqlBilling
@@ -16,6 +17,7 @@ from services.db import make_engine, make_sessionmaker
 from services.payments import PaymentProvider, SandboxProvider, SqlNonces
 from services.people import HandoffsBackend, RatingsBackend, SqlHandoffs, SqlRatings
 from services.proxy import SqlProxies
+from services.subscriptions import SqlSubscriptions
 from services.settings import Settings
 from services.sms import Limits, NumberIndex, OutboxGateway, SmsGateway, SmsSender
 from services.tickets import SqlTickets, TicketsBackend
@@ -37,6 +39,7 @@ class Services:
     sms: SmsSender
     payments: PaymentProvider
     proxies: SqlProxies  # family proxy (子女代办)
+    subscriptions: SqlSubscriptions  # reminders citizens asked for, with their consent
     public_base_url: str = "http://127.0.0.1:8030"
     # The service-guide search; None where a process does not answer guide questions.
     knowledge: "KnowledgeBase | None" = None
@@ -91,7 +94,15 @@ def _sms(settings: Settings, sessions: sessionmaker) -> SmsSender:
     index = NumberIndex.from_settings(settings.sms_number_key.get_secret_value(), settings.data_keys_text)
     limits = Limits(dt.timedelta(seconds=settings.sms_min_interval_s), settings.sms_per_day)
     return SmsSender(sessions, SMS_GATEWAYS[settings.sms_provider](settings), index,
-                     sign_name=settings.sms_sign_name, base_url=settings.public_base_url, limits=limits)
+                     sign_name=settings.sms_sign_name, base_url=settings.public_base_url, limits=limits,
+                     hotline=settings.hotline_number)
+
+
+def reminder_accounts(settings: Settings) -> frozenset[str]:
+    """The WeChat accounts that can carry reminders: configured, with a subscribe-message template."""
+    return frozenset(account for account, appid, template in (
+        ("oa", settings.wechat_appid, settings.wechat_reminder_template_id),
+        ("mp", settings.miniprogram_appid, settings.miniprogram_reminder_template_id)) if appid and template)
 
 
 def build_services(settings: Settings, engine: Engine | None = None,
@@ -112,6 +123,7 @@ def build_services(settings: Settings, engine: Engine | None = None,
         payments=PAYMENT_PROVIDERS[settings.payment_provider](settings, sessions),
         proxies=SqlProxies(sessions, sms, sms.index, consent_days=settings.proxy_consent_days,
                            code_ttl=dt.timedelta(hours=settings.proxy_code_ttl_hours)),
+        subscriptions=SqlSubscriptions(sessions, sms.index, wechat_accounts=reminder_accounts(settings)),
         public_base_url=settings.public_base_url,
         knowledge=knowledge,
     )

@@ -74,4 +74,5 @@ SEALED_COLUMNS = {  # table: columns, for re-encryption
     "phone_calls": ("caller",),
     "phone_turns": ("transcript", "dtmf", "reply"),
     "proxy_grants": ("elder_phone",),
+    "subscriptions": ("phone",),
 }

@@ -55,6 +55,9 @@ class CommonSettings(BaseSettings):
     def _check_common(self) -> "CommonSettings":
         if self.heze_env == "production" and not self.data_keys.get_secret_value().strip():
             raise ValueError("DATA_KEYS must be set in production (personal data is encrypted at rest)")
+        webchat_key = self.webchat_session_key.get_secret_value()
+        if self.heze_env == "production" and webchat_key and len(webchat_key) < 32:
+            raise ValueError("WEBCHAT_SESSION_KEY must be 32 characters or more (or empty: derived from DATA_KEYS)")
         return self
 
     def resolve(self, path: str | Path) -> Path:
@@ -164,6 +167,8 @@ class Settings(EventBrokerSettings):
     # template codes ("kind:SMS_123,..."; kinds in services/sms.py TEMPLATES).
     sms_provider: Literal["outbox", "aliyun"] = "outbox"
     sms_sign_name: str = "菏泽政务"
+    # The phone line's number as citizens dial it (in SMS wording: "请拨打12345说“解除代办”").
+    hotline_number: str = "12345"
     sms_templates: str = ""
     sms_min_interval_s: int = 60  # per number: at most one SMS in this long ...
     sms_per_day: int = 10  # ... and this many a day (China time); in the database, so all processes agree
@@ -214,6 +219,44 @@ class Settings(EventBrokerSettings):
     wechat_oauth_base: str = "https://open.weixin.qq.com"
     # The voice gateway the web chat's microphone and "read aloud" go through (`make run` sets it).
     voice_gateway_url: str = "http://127.0.0.1:8010"
+    # Departments' open API (/api/v1, services/open_api.py): the requests a minute a new API key may make
+    # (`api-key create --rate` overrides it per key), and how long a write's answer is kept for its
+    # Idempotency-Key. Published guides go to KB_PUBLISHED_DIR (knowledge/config.py).
+    open_api_rate_per_minute: int = Field(default=120, ge=1, le=10_000)
+    open_api_idempotency_hours: int = Field(default=24, ge=1, le=24 * 7)
+
+    # Reminders citizens subscribe to (services/subscriptions.py, services/reminders.py): how often the
+    # services API queues and sends them (0: never), the yearly windows (China time, MM-DD/MM-DD) of the
+    # resident medical-insurance payment and the pension certification, quiet hours (no reminder from
+    # the first hour to the second), at most this many a day per citizen, and the WeChat
+    # subscribe-message templates (订阅通知; fields thing1 事项, time2 截止日期, thing3 说明). An account
+    # without a template cannot carry reminders: its citizens are told so when they ask.
+    reminder_check_s: float = 300.0
+    reminder_medical_window: str = "09-01/12-31"
+    reminder_pension_window: str = "06-01/12-31"
+    reminder_quiet_hours: str = "21-8"
+    reminder_per_day: int = Field(default=2, ge=1, le=10)
+    wechat_reminder_template_id: str = ""
+    miniprogram_reminder_template_id: str = ""
+
+    @model_validator(mode="after")
+    def _check_reminders(self) -> "Settings":
+        from services.reminders import Window
+
+        Window.parse(self.reminder_medical_window)
+        Window.parse(self.reminder_pension_window)
+        self.quiet_hours  # noqa: B018 - checked here, used by the services API
+        return self
+
+    @property
+    def quiet_hours(self) -> tuple[int, int]:
+        try:
+            start, end = (int(h) for h in self.reminder_quiet_hours.split("-"))
+        except ValueError:
+            raise ValueError(f"REMINDER_QUIET_HOURS is two hours like 21-8, not {self.reminder_quiet_hours!r}") from None
+        if not (0 <= start <= 23 and 0 <= end <= 23):
+            raise ValueError("REMINDER_QUIET_HOURS: hours are 0-23")
+        return start, end
 
     @model_validator(mode="after")
     def _check_secrets(self) -> "Settings":

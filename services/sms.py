@@ -63,10 +63,18 @@ TEMPLATES: dict[str, Template] = {
     "payment_link": Template("您的缴费订单${order}，金额${amount}元。点此缴费：{base}/pay/${order}", ("order", "amount")),
     "ticket_receipt": Template("您反映的问题已受理，工单号${ticket}，${due}前答复。", ("ticket", "due")),
     "guide_link": Template("${title}（${section}）办事指南：{base}/guide/${slug}", ("title", "section", "slug")),
-    # relation: who asks, as the elder hears it (services/proxy.py RELATIONS: 子女, 孙辈, 老伴, 家人)
-    "proxy_code": Template("您的${relation}申请代您办理政务服务，验证码${code}，${days}天内有效。同意请用本机拨打热线，"
-                           "说“同意代办”，再按键输入验证码。不同意请不要理会。", ("relation", "code", "days")),
-    "proxy_granted": Template("您的${relation}现在可以代您办理政务服务，${until}前有效。随时可拨打热线说“解除代办”。",
+    # relation: who asks, as the elder hears it (services/proxy.py RELATIONS: 子女, 孙子孙女, 老伴, 家人)
+    # {hotline}: the line's number (HOTLINE_NUMBER), written into the registered wording as {base} is.
+    "proxy_code": Template("您的${relation}申请代您办理政务服务，验证码${code}，${days}天内有效。同意请用本机拨打{hotline}，"
+                           "说“同意代办”，再按键输入验证码。验证码不要告诉别人，工作人员不会向您要。不同意请不要理会。",
+                           ("relation", "code", "days")),
+    # a department moved a ticket on (services/updates.py): to the number its filer left for the answer
+    "ticket_update": Template("您反映的问题（工单${ticket}）有新进展：${status}。查看详情请拨打热线或在微信里说“查工单”。",
+                              ("ticket", "status")),
+    # a reminder citizens subscribed to (services/subscriptions.py TOPICS, services/reminders.py)
+    "reminder": Template("您订阅的${topic}：${what}，请在${deadline}前办理。回复TD退订短信。", ("topic", "what", "deadline")),
+    "proxy_granted": Template("您的${relation}现在可以代您办理政务服务，${until}前有效。不是您同意的，或不想让家人代办了，"
+                              "请拨打{hotline}说“解除代办”。",
                               ("relation", "until")),
 }
 MAX_PARAM = 35
@@ -85,9 +93,9 @@ class SmsMessage:
             raise ValueError(f"the {self.kind} template takes {', '.join(template.params)}")
         object.__setattr__(self, "params", {k: str(v)[:MAX_PARAM] for k, v in self.params.items()})
 
-    def render(self, sign_name: str, base_url: str) -> str:
+    def render(self, sign_name: str, base_url: str, hotline: str = "12345") -> str:
         """The text the citizen reads: the signature in 【】, then the template filled in."""
-        text = TEMPLATES[self.kind].wording.replace("{base}", base_url.rstrip("/"))
+        text = TEMPLATES[self.kind].wording.replace("{base}", base_url.rstrip("/")).replace("{hotline}", hotline)
         return f"【{sign_name}】" + re.sub(r"\$\{(\w+)\}", lambda m: self.params[m.group(1)], text)
 
 
@@ -166,17 +174,20 @@ class SmsSender:
     """Sends template messages through a gateway, with the city's rules around it."""
 
     def __init__(self, sessions: sessionmaker, gateway: SmsGateway, index: NumberIndex, *, sign_name: str,
-                 base_url: str, limits: Limits = Limits(),
+                 base_url: str, limits: Limits = Limits(), hotline: str = "12345",
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self._sessions = sessions
         self.gateway = gateway
         self.index = index
         self.sign_name = sign_name
         self.base_url = base_url
+        self.hotline = hotline
         self.limits = limits
         self._now = now
 
-    def send(self, phone: str, message: SmsMessage) -> Outcome:
+    def send(self, phone: str, message: SmsMessage, *, notice: bool = False) -> Outcome:
+        """``notice``: a security notice the number's owner must get (someone consented to a family proxy
+        in their name): counted, but never held back by the per-number limits. Opt-outs still hold."""
         phone = digits_only(phone)[-11:]
         if not is_valid_mobile(phone):
             return "failed"
@@ -184,11 +195,11 @@ class SmsSender:
         if self.is_opted_out(phone):
             return "opted_out"
         now = self._now()
-        if not self._take_quota(key, now):
+        if not self._take_quota(key, now) and not notice:
             log.info("SMS to %s not sent: over the per-number limit", mask(phone))
             return "rate_limited"
         with self._sessions() as s:
-            row = SmsOutbox(phone=phone, text=message.render(self.sign_name, self.base_url), kind=message.kind,
+            row = SmsOutbox(phone=phone, text=message.render(self.sign_name, self.base_url, self.hotline), kind=message.kind,
                             params=json.dumps(dict(message.params), ensure_ascii=False), provider=self.gateway.name,
                             status="pending", phone_hash=key, attempts=0, created_at=now)
             s.add(row)

@@ -26,6 +26,15 @@ STATUS_NAMES: dict[str, str] = {
     "closed": "已关闭",
 }
 FALLBACK_DEPARTMENT = "12345热线综合受理"
+# state -> states a department may move a ticket to through the open API (services/open_api.py): a
+# closed ticket is final, a resolved one may be reopened. Staff in the console may set any status.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "received": frozenset({"assigned", "in_progress", "resolved", "closed"}),
+    "assigned": frozenset({"in_progress", "resolved", "closed"}),
+    "in_progress": frozenset({"resolved", "closed"}),
+    "resolved": frozenset({"in_progress", "closed"}),
+    "closed": frozenset(),
+}
 
 # Department -> words in the content that send a ticket there. First match in this order wins.
 ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -41,6 +50,20 @@ ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("民政", ("低保", "养老院", "残疾", "救助", "婚姻", "殡葬", "孤儿", "老人")),
     ("水务", ("停水", "自来水", "水管", "漏水", "水质")),
 )
+
+
+# Tickets name departments by these short names; guides and API keys by the full ones.
+DEPARTMENT_NAMES: dict[str, str] = {
+    "公安": "公安局", "生态环境": "生态环境局", "城管": "城市管理局", "住建": "住房和城乡建设局",
+    "交通": "交通运输局", "市场监管": "市场监督管理局", "卫健": "卫生健康委员会", "教育": "教育局",
+    "人社": "人力资源和社会保障局", "民政": "民政局", "水务": "水务局", FALLBACK_DEPARTMENT: "12345政务服务便民热线",
+}
+_SHORT_NAMES = {full: short for short, full in DEPARTMENT_NAMES.items()}
+
+
+def ticket_department(department: str) -> str:
+    """The name tickets use for a department given by its full or its short name."""
+    return _SHORT_NAMES.get(department, department)
 
 
 def route(content: str) -> str:

@@ -2,7 +2,8 @@
 customer-service messages and fetching a voice message's media file; the web authorisation of the
 official account (``/connect/oauth2/authorize`` redirects at once, as snsapi_base does inside WeChat,
 then ``/sns/oauth2/access_token``) and the mini-program's ``/sns/jscode2session`` for wx.login codes
-(each code works once, for five minutes). It also plays WeChat's side of a webhook call: signs, encrypts and
+(each code works once, for five minutes), and subscribe messages (订阅通知), refused with 43101 to a user
+who did not accept the template. It also plays WeChat's side of a webhook call: signs, encrypts and
 delivers messages to the channel, as WeChat does."""
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ class FakeWeChat:
     expired_tokens: set[str] = field(default_factory=set)
     media: dict[str, bytes] = field(default_factory=dict)  # MediaId -> the uploaded voice file
     media_fetches: int = 0
+    # Subscribe messages (订阅通知 / 小程序订阅消息) taken; openids that accepted the template (None: all).
+    subscribe_sent: list[dict[str, Any]] = field(default_factory=list)
+    accepted: set[str] | None = None
     # The WeChat user whose in-app browser opens pages (the authorize page answers for them).
     signed_in: str = ""
     codes: dict[str, tuple[str, float]] = field(default_factory=dict)  # code -> (openid, issued)
@@ -52,6 +56,26 @@ class FakeWeChat:
 
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        async def subscribe(request: Request, access_token: str) -> dict[str, Any]:
+            if not access_token.startswith("token-") or access_token in self.expired_tokens:
+                return {"errcode": 40001, "errmsg": "invalid credential"}
+            body = await request.json()
+            if not isinstance(body, dict) or not body.get("touser") or not body.get("template_id") \
+                    or not isinstance(body.get("data"), dict):
+                return {"errcode": 47003, "errmsg": "argument invalid"}
+            if self.accepted is not None and body["touser"] not in self.accepted:
+                return {"errcode": 43101, "errmsg": "user refuse to accept the msg"}
+            self.subscribe_sent.append(body)
+            return {"errcode": 0, "errmsg": "ok", "msgid": 1000 + len(self.subscribe_sent)}
+
+        @app.post("/cgi-bin/message/subscribe/bizsend")  # the official account's 订阅通知
+        async def bizsend(request: Request, access_token: str = "") -> dict[str, Any]:
+            return await subscribe(request, access_token)
+
+        @app.post("/cgi-bin/message/subscribe/send")  # the mini-program's subscribe message
+        async def mini_send(request: Request, access_token: str = "") -> dict[str, Any]:
+            return await subscribe(request, access_token)
 
         @app.get("/connect/oauth2/authorize", response_model=None)
         def authorize(appid: str = "", redirect_uri: str = "", response_type: str = "", scope: str = "",

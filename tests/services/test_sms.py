@@ -78,7 +78,8 @@ def test_each_kind_renders_its_registered_wording() -> None:
         "【菏泽政务】您的缴费订单2026120400001，金额56.30元。点此缴费：https://zw.example.gov.cn/pay/2026120400001"
     guide = SmsMessage("guide_link", {"title": "普通护照申请", "section": "收费标准", "slug": "passport"})
     assert guide.render("菏泽政务", "https://h") == "【菏泽政务】普通护照申请（收费标准）办事指南：https://h/guide/passport"
-    assert set(TEMPLATES) == {"payment_link", "ticket_receipt", "guide_link", "proxy_code", "proxy_granted"}
+    assert set(TEMPLATES) == {"payment_link", "ticket_receipt", "guide_link", "proxy_code", "proxy_granted",
+                              "ticket_update", "reminder"}
 
 
 def test_a_message_is_a_template_and_its_parameters_not_free_text() -> None:

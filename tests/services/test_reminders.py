@@ -1,0 +1,213 @@
+"""Subscriptions with consent, and the reminders the scheduler queues and delivers: once per occasion,
+never outside quiet hours or over the per-citizen limit, by SMS (the outbox) or WeChat's subscribe
+message (the local WeChat), with every attempt's result kept and an acted-on reminder skipped."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+
+from services.container import Services
+from services.models import Bill, PaymentOrder, SmsOutbox
+from services.reminders import Reminders, WeChatSubscribeSender, Window, occasions
+from services.subscriptions import Reminder, SqlSubscriptions
+from tests.fakes.clock import WallClock
+from tests.fakes.wechat_api import FakeWeChat, serve
+from tests.sandbox import free_port
+
+CHINA = dt.timezone(dt.timedelta(hours=8))
+AUTUMN_MORNING = dt.datetime(2026, 9, 2, 10, 0, tzinfo=CHINA)  # the medical-insurance window is open
+OPENID = "oCitizen0000000000000000001"
+CALLER = "13800000077"
+WORDING = "每年9月1日城乡居民医保开始缴费时提醒您一次，用短信发到138****0077。说“取消提醒”随时停止。"
+
+
+@pytest.fixture
+def clock() -> WallClock:
+    return WallClock(AUTUMN_MORNING.astimezone(dt.timezone.utc))
+
+
+@pytest.fixture
+def subscriptions(services: Services, clock: WallClock) -> SqlSubscriptions:
+    return SqlSubscriptions(services.sessions, services.sms.index, wechat_accounts=frozenset({"oa"}), now=clock)
+
+
+@pytest.fixture
+def wechat() -> Iterator[tuple[FakeWeChat, str]]:
+    fake = FakeWeChat(appid="wx" + "0c" * 8, secret="oa-secret")
+    with serve(fake, free_port()) as url:
+        yield fake, url
+
+
+def scheduler(services: Services, clock: WallClock, wechat: tuple[FakeWeChat, str] | None = None) -> Reminders:
+    sender = None
+    if wechat:
+        fake, url = wechat
+        sender = WeChatSubscribeSender({"oa": (url, fake.appid, fake.secret, "TPL-reminder")}, "https://heze.test")
+    return Reminders(services.sessions, services.sms, sender,
+                     medical=Window.parse("09-01/12-31"), pension=Window.parse("06-01/12-31"), now=clock)
+
+
+def statuses(services: Services) -> list[tuple[str, str | None]]:
+    with services.sessions() as s:
+        return [(r.status, r.result) for r in s.scalars(select(Reminder).order_by(Reminder.id))]
+
+
+def test_windows_and_occasions() -> None:
+    medical, pension = Window.parse("09-01/12-31"), Window.parse("06-01/12-31")
+    assert [o.due_key for o in occasions(dt.date(2026, 9, 1), medical, pension)] == [
+        "medical_insurance:2027", "pension_certification:2026"]
+    assert occasions(dt.date(2026, 3, 1), medical, pension) == []
+    for bad in ("", "09-01", "13-01/12-31", "12-31/09-01", "09-31/12-31", "a/b"):
+        with pytest.raises(ValueError):
+            Window.parse(bad)
+
+
+def test_subscribing_records_the_consent_and_cancelling_its_withdrawal(subscriptions: SqlSubscriptions) -> None:
+    assert subscriptions.reach("phone", "call-1", CALLER) == "用短信发到138****0077"
+    assert subscriptions.reach("phone", "call-1", None) is None  # withheld number
+    assert subscriptions.reach("webchat", "web:guest:abcdefghijklmnop", None) is None  # a guest
+    assert subscriptions.reach("webchat", f"web:oa:wx0123456789abcdef:{OPENID}", None) == "用微信服务通知发给您"
+    assert subscriptions.reach("miniprogram", OPENID, None) is None  # no template for the mini-program
+    outcome, view = subscriptions.subscribe(sender_id="call-1", channel="phone", topic="medical_insurance",
+                                            caller=CALLER, wording=WORDING)
+    assert outcome == "subscribed" and view is not None and view.phone == CALLER
+    assert subscriptions.subscribe(sender_id="call-1", channel="phone", topic="medical_insurance", caller=CALLER,
+                                   wording=WORDING)[0] == "already"
+    assert subscriptions.subscribe(sender_id="x", channel="phone", topic="lottery", caller=CALLER,
+                                   wording="")[0] == "unknown_topic"
+    assert subscriptions.subscribe(sender_id="x", channel="rest", topic="medical_insurance", caller=None,
+                                   wording="")[0] == "unreachable"
+    assert [v.topic for v in subscriptions.active("call-1")] == ["medical_insurance"]
+    assert subscriptions.cancel("call-1") == 1 and subscriptions.active("call-1") == []
+    assert subscriptions.cancel("call-1") == 0
+    assert [(t, a, w) for t, a, w, _ in subscriptions.consents("call-1")] == [
+        ("medical_insurance", "given", WORDING), ("medical_insurance", "withdrawn", "本人取消")]
+
+
+def test_the_consent_record_cannot_be_changed(services: Services, subscriptions: SqlSubscriptions) -> None:
+    subscriptions.subscribe(sender_id="call-2", channel="phone", topic="medical_insurance", caller=CALLER,
+                            wording=WORDING)
+    for statement in ("UPDATE subscription_consents SET wording = 'x'", "DELETE FROM subscription_consents"):
+        with services.sessions() as s, pytest.raises(DBAPIError):
+            s.execute(text(statement))
+            s.commit()
+
+
+def test_due_reminders_are_queued_once_per_occasion(services: Services, subscriptions: SqlSubscriptions,
+                                                    clock: WallClock) -> None:
+    subscriptions.subscribe(sender_id="call-3", channel="phone", topic="medical_insurance", caller=CALLER,
+                            wording=WORDING)
+    subscriptions.subscribe(sender_id="call-4", channel="phone", topic="medical_insurance", caller="13800000078",
+                            wording=WORDING)
+    subscriptions.cancel("call-4")
+    reminders = scheduler(services, clock)
+    assert reminders.evaluate() == {"medical_insurance": 1, "pension_certification": 0}
+    assert reminders.evaluate() == {"medical_insurance": 0, "pension_certification": 0}  # not twice
+    clock.now = dt.datetime(2027, 3, 1, 2, 0, tzinfo=dt.timezone.utc)
+    assert reminders.evaluate() == {}  # no window open
+
+
+def test_an_sms_reminder_goes_to_the_outbox_by_day_not_at_night(services: Services, subscriptions: SqlSubscriptions,
+                                                                clock: WallClock) -> None:
+    subscriptions.subscribe(sender_id="call-5", channel="phone", topic="medical_insurance", caller=CALLER,
+                            wording=WORDING)
+    clock.now = dt.datetime(2026, 9, 2, 22, 30, tzinfo=CHINA).astimezone(dt.timezone.utc)  # quiet hours
+    reminders = scheduler(services, clock)
+    reminders.evaluate()
+    assert asyncio.run(reminders.deliver())["later"] == 1
+    with services.sessions() as s:
+        later = s.scalar(select(Reminder.next_attempt_at))
+    assert later is not None and later.replace(tzinfo=later.tzinfo or dt.timezone.utc) == \
+        dt.datetime(2026, 9, 3, 8, 0, tzinfo=CHINA)  # (SQLite gives the UTC time without its zone)
+    clock.now = dt.datetime(2026, 9, 3, 8, 5, tzinfo=CHINA).astimezone(dt.timezone.utc)
+    assert asyncio.run(reminders.deliver())["sent"] == 1
+    with services.sessions() as s:
+        sms = s.scalars(select(SmsOutbox).where(SmsOutbox.kind == "reminder")).one()
+    assert sms.phone == CALLER and "居民医保缴费提醒" in sms.text and "2027年度" in sms.text
+    assert json.loads(sms.params or "{}")["deadline"] == "12月31日"
+    assert statuses(services) == [("sent", "sms sent")]
+
+
+def test_wechat_subscribe_messages_and_a_refusal(services: Services, subscriptions: SqlSubscriptions, clock: WallClock,
+                                                 wechat: tuple[FakeWeChat, str]) -> None:
+    fake, _ = wechat
+    fake.accepted = {OPENID}
+    subscriptions.subscribe(sender_id=f"web:oa:wx0123456789abcdef:{OPENID}", channel="webchat",
+                            topic="pension_certification", caller=None, wording="每年养老金领取资格认证开始时提醒您一次")
+    subscriptions.subscribe(sender_id="web:oa:wx0123456789abcdef:oOther00000000000000000001", channel="webchat",
+                            topic="pension_certification", caller=None, wording="每年养老金领取资格认证开始时提醒您一次")
+    reminders = scheduler(services, clock, wechat)
+    assert reminders.evaluate()["pension_certification"] == 2
+    counts = asyncio.run(reminders.deliver())
+    assert counts["sent"] == 1 and counts["refused"] == 1
+    [message] = fake.subscribe_sent
+    assert message["touser"] == OPENID and message["template_id"] == "TPL-reminder"
+    assert message["data"]["thing1"]["value"] == "养老金资格认证提醒" and message["data"]["time2"]["value"] == "12月31日"
+    assert sorted(statuses(services)) == [("refused", "errcode 43101"), ("sent", "msgid 1001")]
+
+
+def test_an_unreachable_wechat_is_retried_then_given_up(services: Services, subscriptions: SqlSubscriptions,
+                                                        clock: WallClock) -> None:
+    subscriptions.subscribe(sender_id=f"web:oa:wx0123456789abcdef:{OPENID}", channel="webchat",
+                            topic="medical_insurance", caller=None, wording=WORDING)
+    sender = WeChatSubscribeSender({"oa": (f"http://127.0.0.1:{free_port()}", "wx1", "s", "T")}, "https://heze.test")
+    reminders = Reminders(services.sessions, services.sms, sender, medical=Window.parse("09-01/12-31"),
+                          pension=Window.parse("06-01/06-02"), now=clock)
+    reminders.evaluate()
+    for _ in range(3):
+        asyncio.run(reminders.deliver())
+        clock.advance(hours=7)
+        clock.now = clock.now if 8 <= clock.now.astimezone(CHINA).hour < 21 else \
+            clock.now.astimezone(CHINA).replace(hour=9).astimezone(dt.timezone.utc) + dt.timedelta(days=1)
+    [(status, result)] = statuses(services)
+    assert status == "failed" and result is not None and "unreachable" in result
+
+
+def test_at_most_the_daily_limit(services: Services, subscriptions: SqlSubscriptions, clock: WallClock) -> None:
+    for topic in ("pension_certification", "medical_insurance"):
+        subscriptions.subscribe(sender_id="call-6", channel="phone", topic=topic, caller=CALLER, wording="x")
+    reminders = scheduler(services, clock)
+    reminders.per_day = 1
+    reminders.evaluate()
+    counts = asyncio.run(reminders.deliver())
+    assert counts["sent"] == 1 and counts["later"] == 1  # the other one tomorrow morning
+
+
+def test_a_reminder_already_acted_on_is_not_sent(services: Services, subscriptions: SqlSubscriptions,
+                                                 clock: WallClock) -> None:
+    subscriptions.subscribe(sender_id="call-7", channel="phone", topic="medical_insurance", caller=CALLER, wording="x")
+    reminders = scheduler(services, clock)
+    reminders.evaluate()
+    # The citizen paid next year's medical insurance through us before the reminder went out.
+    with services.sessions() as s:
+        bill = Bill(bill_type="medical_insurance", account="371702194601011234", holder_name="测试", district="牡丹区",
+                    period="2027", amount_fen=40000, due_date=dt.date(2026, 12, 31), status="paid")
+        s.add(bill)
+        s.flush()
+        s.add(PaymentOrder(order_no="R" + "1" * 20, bill_id=bill.id, amount_fen=40000, status="paid", provider="sandbox",
+                           channel="phone", sender_id="call-7"))
+        s.commit()
+    assert asyncio.run(reminders.deliver())["skipped"] == 1
+    assert statuses(services) == [("skipped", "已经办了")]
+
+
+def test_a_department_update_is_texted_to_the_number_the_filer_left(seeded: Services) -> None:
+    from services.updates import tell_citizen
+
+    named = seeded.tickets.create(category="complaint", content="路灯不亮", location="牡丹区", contact_phone="13800000079",
+                                  channel="wechat", sender_id="oFiler")
+    anonymous = seeded.tickets.create(category="complaint", content="路灯不亮", location="牡丹区", contact_phone=None,
+                                      channel="wechat", sender_id="oFiler")
+    assert tell_citizen(seeded, "ticket", named.number) == "sms sent"
+    assert tell_citizen(seeded, "ticket", anonymous.number) == "anonymous: nobody to tell"
+    assert tell_citizen(seeded, "ticket", "99999999") == "no such ticket"
+    assert tell_citizen(seeded, "application", "20261101000001") == "nobody subscribed"
+    with seeded.sessions() as s:
+        sms = s.scalars(select(SmsOutbox).where(SmsOutbox.kind == "ticket_update")).one()
+    assert sms.phone == "13800000079" and named.number in sms.text and "已受理" in sms.text

@@ -19,7 +19,8 @@ FLOW_SLOTS: dict[str, Any] = {
     "application_number": None, "lookup_phone": None, "id_last4": None,
     "bill_type": None, "bill_account": None, "bill_confirm": None, "bill_id": None,
     "feedback_category": None, "feedback_content": None, "feedback_location": None, "feedback_contact": None,
-    "ticket_number": None, "failed_attempts": 0, "flow_stopped": None, "proxy_code": None,
+    "ticket_number": None, "failed_attempts": 0, "flow_stopped": None, "proxy_code": None, "proxy_grant": None,
+    "reminder_topic": None, "reminder_consent": None, "reminder_wording": None, "reminder_means": None,
     # A second request is offered when the first flow completes (ask_rating reads it before this
     # reset lands); a flow that stops, is cancelled or handed off drops it.
     "pending_request": None,
@@ -67,12 +68,25 @@ def acting_for(services: Services, tracker: Tracker) -> GrantView | None:
     """The family-proxy grant (子女代办) this web chat message acts under, checked again here against
     the grants: active, unexpired and this sender's. None when the citizen acts for themselves (or the
     grant has just ended: then nothing of the elder's is used)."""
-    if channel_of(tracker) != "webchat":
+    if tracker.get_latest_input_channel() != "webchat":  # the channel itself, never a rest client's claim
         return None
     grant_id = metadata(tracker).get("acting_for")
     if not isinstance(grant_id, int) or isinstance(grant_id, bool):
         return None
     return services.proxies.check(grant_id, tracker.sender_id)
+
+
+PROXY_ENDED = "为家人代办已经结束，这件事先不办了。要接着办，请重新申请代办。"
+
+
+def grant_changed(services: Services, tracker: Tracker) -> bool:
+    """A flow that took something of an elder's under a grant (the ``proxy_grant`` slot) goes on only
+    under that same grant, still active: not after it ended, not under another, not for oneself."""
+    taken = tracker.get_slot("proxy_grant")
+    if not taken:
+        return False
+    grant = acting_for(services, tracker)
+    return grant is None or str(grant.id) != str(taken)
 
 
 def audit_proxy(services: Services, grant: GrantView | None, action: str, detail: str = "") -> None:

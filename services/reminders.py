@@ -22,8 +22,11 @@ from sqlalchemy import and_, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.models import Bill, PaymentOrder
+from services.calls import CallOriginator
+from services.campaigns import KEY_PREFIX, Campaigns, for_reminder, sms_message
 from services.sms import SmsMessage, SmsSender
-from services.subscriptions import TOPICS, Reminder, Subscription, wechat_target
+from services.subscriptions import TOPICS, Reminder, SqlSubscriptions, Subscription, wechat_target
+from textnorm.ids import is_valid_mobile
 
 if TYPE_CHECKING:
     from services.container import Services
@@ -32,7 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHINA = dt.timezone(dt.timedelta(hours=8))
 BATCH = 5000
-Outcome = Literal["sent", "refused", "retry"]
+Outcome = Literal["sent", "refused", "retry", "calling"]
+# A reminder call not picked up by then (the assistant marks an answered one sent) is tried again.
+CALL_ANSWER_WITHIN = dt.timedelta(minutes=15)
 # What an SMS attempt means for the reminder (services/sms.py Outcome): queued at the gateway is sent.
 SMS_OUTCOMES: dict[str, Outcome] = {"sent": "sent", "queued": "sent", "opted_out": "refused", "rate_limited": "retry",
                                     "failed": "retry"}
@@ -119,14 +124,15 @@ class WeChatSubscribeSender:
         self._tokens[account] = (str(got["access_token"]), loop.time() + int(got.get("expires_in", 7200)) - 300)
         return self._tokens[account][0]
 
-    async def send(self, account: str, openid: str, topic: str, occasion: Occasion) -> tuple[Outcome, str]:
+    async def send(self, account: str, openid: str, topic: str, deadline: str, what: str) -> tuple[Outcome, str]:
+        """One subscribe message: the topic's name (thing1), the deadline (time2) and what to do (thing3)."""
         if account not in self.accounts:
             return "refused", f"no subscribe-message template for {account}"
         base, _, _, template = self.accounts[account]
         body = {"touser": openid, "template_id": template,
                 "page": f"{self.base_url}{TOPICS[topic].page}" if account == "oa" else "pages/chat/index",
-                "data": {"thing1": {"value": TOPICS[topic].name[:20]}, "time2": {"value": occasion.deadline},
-                         "thing3": {"value": occasion.what[:20]}}}
+                "data": {"thing1": {"value": TOPICS[topic].name[:20]}, "time2": {"value": deadline},
+                         "thing3": {"value": what[:20]}}}
         try:
             for force in (False, True):
                 answer = (await self.http.post(f"{base}{self.PATHS[account]}",
@@ -145,11 +151,12 @@ class WeChatSubscribeSender:
 class Reminders:
     def __init__(self, sessions: sessionmaker, sms: SmsSender, wechat: WeChatSubscribeSender | None, *,
                  medical: Window, pension: Window, quiet: tuple[int, int] = (21, 8), per_day: int = 2,
-                 max_attempts: int = 3,
+                 max_attempts: int = 3, calls: CallOriginator | None = None,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
-        self._sessions = sessions
+        self.sessions = sessions
         self.sms = sms
         self.wechat = wechat
+        self.calls = calls
         self.medical, self.pension = medical, pension
         self.quiet, self.per_day, self.max_attempts = quiet, per_day, max_attempts
         self._now = now
@@ -162,7 +169,7 @@ class Reminders:
         now = self._now()
         queued: dict[str, int] = {}
         for occasion in occasions(now.astimezone(CHINA).date(), self.medical, self.pension):
-            with self._sessions() as s:
+            with self.sessions() as s:
                 done = set(s.scalars(select(Reminder.subscription_id).where(Reminder.due_key == occasion.due_key)))
                 ids = s.scalars(select(Subscription.id).where(Subscription.topic == occasion.topic,
                                                               Subscription.status == "active")
@@ -182,14 +189,14 @@ class Reminders:
 
     def _insert(self, rows: list[dict[str, object]]) -> int:
         if rows:
-            with self._sessions() as s:
+            with self.sessions() as s:
                 s.execute(insert(Reminder), rows)
                 s.commit()
         return len(rows)
 
     def _acted_on(self, s: Session, sub: Subscription, due_key: str) -> bool:
         """The purpose is served: that year's medical insurance was paid through us by this citizen."""
-        if sub.topic != "medical_insurance":
+        if sub.topic != "medical_insurance" or due_key.startswith(KEY_PREFIX):
             return False
         year = due_key.rsplit(":", 1)[-1]
         paid = s.scalar(select(func.count()).select_from(PaymentOrder).join(Bill, Bill.id == PaymentOrder.bill_id)
@@ -207,17 +214,21 @@ class Reminders:
         return morning.astimezone(dt.timezone.utc)
 
     def _quiet(self, now: dt.datetime) -> bool:
+        """Within the quiet hours (China time): "21-8" is 21:00 to 08:00; "8-8" is none at all."""
         hour = now.astimezone(CHINA).hour
         start, end = self.quiet
-        return hour >= start or hour < end
+        if start == end:
+            return False
+        return start <= hour < end if start < end else (hour >= start or hour < end)
 
     async def deliver(self, limit: int = 200) -> dict[str, int]:
-        """Send the queued reminders that are due; returns counts by what became of them."""
+        """Send the queued reminders that are due, and call again those whose call nobody picked up;
+        returns counts by what became of them."""
         now = self._now()
-        counts = {"sent": 0, "refused": 0, "retry": 0, "failed": 0, "skipped": 0, "later": 0}
-        with self._sessions() as s:
+        counts = {"sent": 0, "refused": 0, "retry": 0, "failed": 0, "skipped": 0, "later": 0, "calling": 0}
+        with self.sessions() as s:
             due = s.execute(select(Reminder, Subscription).join(Subscription, Subscription.id == Reminder.subscription_id)
-                            .where(Reminder.status == "queued", Reminder.next_attempt_at <= now)
+                            .where(Reminder.status.in_(("queued", "calling")), Reminder.next_attempt_at <= now)
                             .order_by(Reminder.id).limit(limit)).all()
             if due and self._quiet(now):
                 for reminder, _ in due:
@@ -227,6 +238,11 @@ class Reminders:
                 return counts
             china_day = now.astimezone(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
             for reminder, sub in due:
+                if reminder.status == "calling":  # the last call was not picked up in time
+                    s.refresh(reminder)
+                    if reminder.status == "calling":  # (not answered just now)
+                        self._missed(reminder, now, counts)
+                    continue
                 if sub.status != "active" or self._acted_on(s, sub, reminder.due_key):
                     reminder.status = "skipped"
                     reminder.result = "已取消订阅" if sub.status != "active" else "已经办了"
@@ -246,8 +262,12 @@ class Reminders:
                 became: str = outcome
                 if outcome == "sent":
                     reminder.status, reminder.sent_at = "sent", now
+                elif outcome == "calling":  # delivered when picked up (SqlSubscriptions.answered)
+                    reminder.status, reminder.next_attempt_at = "calling", now + CALL_ANSWER_WITHIN
                 elif outcome == "refused":
                     reminder.status = "refused"
+                    if result == "sms opted_out":  # the number replied TD: that is a withdrawal, recorded
+                        SqlSubscriptions.withdraw(s, sub, now, "短信回复退订")
                 elif reminder.attempts >= self.max_attempts:
                     reminder.status = became = "failed"
                 else:
@@ -257,21 +277,52 @@ class Reminders:
             s.commit()
         return counts
 
+    def _missed(self, reminder: Reminder, now: dt.datetime, counts: dict[str, int]) -> None:
+        """A reminder call nobody picked up: called again after the retry pause, or given up."""
+        reminder.result = "无人接听"
+        if reminder.attempts >= self.max_attempts:
+            reminder.status = "failed"
+            counts["failed"] += 1
+        else:
+            reminder.status = "queued"
+            reminder.next_attempt_at = now + RETRY_AFTER[min(reminder.attempts, len(RETRY_AFTER)) - 1]
+            counts["retry"] += 1
+
     async def _send(self, sub: Subscription, reminder: Reminder) -> tuple[Outcome, str]:
+        """Deliver one reminder: a yearly occasion's, or a staff campaign's (its own words, its channel)."""
+        if reminder.due_key.startswith(KEY_PREFIX):
+            with self.sessions() as s:
+                campaign = for_reminder(s, reminder.due_key)
+            if campaign is None:
+                return "refused", "已撤销"
+            return await self._deliver(sub, reminder, sms_message(campaign), campaign.deadline_text, campaign.what,
+                                       by_call=campaign.channel == "call" or (sub.by_call and campaign.channel != "sms"))
         occasion = next((o for o in occasions(self._now().astimezone(CHINA).date(), self.medical, self.pension)
                          if o.due_key == reminder.due_key), None)
         if occasion is None:
             return "refused", "the occasion is over"
+        message = SmsMessage("reminder", {"topic": TOPICS[sub.topic].name, "what": occasion.what,
+                                          "deadline": occasion.deadline})
+        return await self._deliver(sub, reminder, message, occasion.deadline, occasion.what, by_call=sub.by_call)
+
+    async def _deliver(self, sub: Subscription, reminder: Reminder, sms: SmsMessage, deadline: str, what: str, *,
+                       by_call: bool) -> tuple[Outcome, str]:
+        """On the channel the citizen subscribed on: a call or an SMS (the phone line), else WeChat."""
+        if sub.channel == "phone" and by_call and self.calls is not None and sub.phone:
+            try:
+                name = await asyncio.to_thread(self.calls.place, sub.phone, reminder.id)
+            except (OSError, ValueError) as exc:
+                return "retry", f"call not placed: {type(exc).__name__}"
+            return "calling", f"call {name}"
         if sub.channel == "phone":
-            if not sub.phone:
-                return "refused", "no number"
-            sent = await asyncio.to_thread(self.sms.send, sub.phone, SmsMessage("reminder", {
-                "topic": TOPICS[sub.topic].name, "what": occasion.what, "deadline": occasion.deadline}))
+            if not sub.phone or not is_valid_mobile(sub.phone):
+                return "refused", "no mobile number for an SMS"
+            sent = await asyncio.to_thread(self.sms.send, sub.phone, sms)
             return SMS_OUTCOMES[sent], f"sms {sent}"
         target = wechat_target(sub.channel, sub.sender_id)
         if target is None or self.wechat is None:
             return "refused", "no way to reach this citizen"
-        return await self.wechat.send(target[0], target[1], sub.topic, occasion)
+        return await self.wechat.send(target[0], target[1], sub.topic, deadline, what)
 
 
 def reminders_of(settings: "Settings", services: "Services") -> Reminders:
@@ -283,9 +334,11 @@ def reminders_of(settings: "Settings", services: "Services") -> Reminders:
         ("mp", settings.miniprogram_api_base, settings.miniprogram_appid, settings.miniprogram_secret,
          settings.miniprogram_reminder_template_id)) if account in reminder_accounts(settings)}
     wechat = WeChatSubscribeSender(accounts, settings.public_base_url) if accounts else None
+    calls = CallOriginator(settings.resolve(settings.reminder_call_spool), settings.reminder_call_channel,
+                           settings.hotline_number) if settings.reminder_call_spool else None
     return Reminders(services.sessions, services.sms, wechat, medical=Window.parse(settings.reminder_medical_window),
                      pension=Window.parse(settings.reminder_pension_window), quiet=settings.quiet_hours,
-                     per_day=settings.reminder_per_day)
+                     per_day=settings.reminder_per_day, calls=calls)
 
 
 async def run_forever(reminders: Reminders, every_s: float,
@@ -296,6 +349,8 @@ async def run_forever(reminders: Reminders, every_s: float,
         try:
             queued = await asyncio.to_thread(reminders.evaluate)
             counts = await reminders.deliver()
+            # staff's test messages of a campaign (the console queues them: it holds no SMS gateway)
+            await asyncio.to_thread(Campaigns(reminders.sessions).send_tests, reminders.sms)
         except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
             log.exception("reminders: evaluation or delivery failed")
             continue

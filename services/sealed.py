@@ -75,4 +75,5 @@ SEALED_COLUMNS = {  # table: columns, for re-encryption
     "phone_turns": ("transcript", "dtmf", "reply"),
     "proxy_grants": ("elder_phone",),
     "subscriptions": ("phone",),
+    "campaign_tests": ("phone",),
 }

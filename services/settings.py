@@ -228,7 +228,7 @@ class Settings(EventBrokerSettings):
     # Reminders citizens subscribe to (services/subscriptions.py, services/reminders.py): how often the
     # services API queues and sends them (0: never), the yearly windows (China time, MM-DD/MM-DD) of the
     # resident medical-insurance payment and the pension certification, quiet hours (no reminder from
-    # the first hour to the second), at most this many a day per citizen, and the WeChat
+    # the first hour to the second; the same hour twice: none), at most this many a day per citizen, and the WeChat
     # subscribe-message templates (订阅通知; fields thing1 事项, time2 截止日期, thing3 说明). An account
     # without a template cannot carry reminders: its citizens are told so when they ask.
     reminder_check_s: float = 300.0
@@ -238,6 +238,11 @@ class Settings(EventBrokerSettings):
     reminder_per_day: int = Field(default=2, ge=1, le=10)
     wechat_reminder_template_id: str = ""
     miniprogram_reminder_template_id: str = ""
+    # Reminder calls for callers who asked to be called (services/calls.py): Asterisk's outgoing spool
+    # directory, shared with the PBX (/var/spool/asterisk/outgoing; empty: no calls, SMS only), and the
+    # channel that dials a citizen ({number}: see [heze-outbound] in deploy/asterisk/extensions.conf).
+    reminder_call_spool: str = ""
+    reminder_call_channel: str = "Local/{number}@heze-outbound"
 
     @model_validator(mode="after")
     def _check_reminders(self) -> "Settings":

@@ -6,7 +6,9 @@ Nothing is sent without one; each subscription has a ``given`` consent row holdi
 citizen agreed to, and cancelling adds a ``withdrawn`` row (PIPL: who, what, when, on which channel,
 and the withdrawal). How a reminder reaches the citizen follows from the channel they asked on:
 
-- ``phone``: an SMS to the caller's own mobile (the number is sealed, looked up by its keyed hash);
+- ``phone``: an SMS to the caller's own mobile (the number is sealed, looked up by its keyed hash),
+  or, for a caller who asked for it, a call from the assistant (``by_call``; services/calls.py). A
+  caller is the same citizen on every call: their subscriptions are found by the number;
 - ``wechat`` / ``miniprogram``: WeChat's subscribe message to the openid (the sender id);
 - ``webchat``: the official account's (or mini-program's) subscribe message to the identity WeChat
   vouched for (``web:oa:<appid>:<openid>``); a web guest cannot be reached, so cannot subscribe.
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, func, select
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from services.models import Base
@@ -38,15 +41,18 @@ class Topic:
     describe: str  # what is sent and when, in the consent question
     text: str  # the reminder; {year} and {deadline} filled by services/reminders.py
     page: str  # where a WeChat reminder opens (the mini-program page or web chat path)
+    act: str  # what "按1办理" on a reminder call sends to the assistant: the request, as a citizen says it
 
 
 TOPICS: dict[str, Topic] = {
     "medical_insurance": Topic(
         "居民医保缴费提醒", "每年9月1日城乡居民医保开始缴费时提醒您一次",
-        "{year}年度城乡居民医保开始缴费了，请在{deadline}前缴清。说“交医保”就能办。", "/chat"),
+        "{year}年度城乡居民医保开始缴费了，请在{deadline}前缴清。说“交医保”就能办。", "/chat",
+        '/pay_bill{"bill_type": "medical_insurance"}'),
     "pension_certification": Topic(
         "养老金资格认证提醒", "每年养老金领取资格认证开始时提醒您一次",
-        "今年的养老金领取资格认证开始了，请在{deadline}前完成，逾期会暂停发放。说“养老金认证”看怎么办。", "/chat"),
+        "今年的养老金领取资格认证开始了，请在{deadline}前完成，逾期会暂停发放。说“养老金认证”看怎么办。", "/chat",
+        "养老金资格认证怎么办"),
 }
 
 
@@ -61,6 +67,7 @@ class Subscription(Base):
     topic: Mapped[str] = mapped_column(String(40), index=True)
     phone: Mapped[str | None] = mapped_column(Sealed("subscriptions.phone"))  # SMS reminders (phone channel)
     phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    by_call: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # a call, not an SMS
     status: Mapped[str] = mapped_column(String(12), default="active", index=True)  # active | cancelled
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -108,6 +115,7 @@ class SubscriptionView:
     topic: str
     phone: str | None
     created_at: dt.datetime
+    by_call: bool = False
 
     @property
     def name(self) -> str:
@@ -115,7 +123,7 @@ class SubscriptionView:
 
 
 def _view(s: Subscription) -> SubscriptionView:
-    return SubscriptionView(s.id, s.sender_id, s.channel, s.topic, s.phone, s.created_at)
+    return SubscriptionView(s.id, s.sender_id, s.channel, s.topic, s.phone, s.created_at, bool(s.by_call))
 
 
 def wechat_target(channel: str, sender_id: str) -> tuple[str, str] | None:
@@ -133,40 +141,55 @@ def wechat_target(channel: str, sender_id: str) -> tuple[str, str] | None:
 
 class SqlSubscriptions:
     def __init__(self, sessions: sessionmaker, index: NumberIndex, wechat_accounts: frozenset[str] = frozenset(),
-                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc), *,
+                 calls: bool = False) -> None:
         """``wechat_accounts``: the WeChat accounts ("oa", "mp") with a subscribe-message template set up
-        (WECHAT_REMINDER_TEMPLATE_ID, MINIPROGRAM_REMINDER_TEMPLATE_ID): only they can carry reminders."""
+        (WECHAT_REMINDER_TEMPLATE_ID, MINIPROGRAM_REMINDER_TEMPLATE_ID): only they can carry reminders.
+        ``calls``: reminders can be calls from the assistant (REMINDER_CALL_SPOOL is set)."""
         self._sessions = sessions
         self._index = index
         self._wechat = wechat_accounts
         self._now = now
+        self.calls = calls
 
-    def reach(self, channel: str, sender_id: str, caller: str | None) -> str | None:
+    def reach(self, channel: str, sender_id: str, caller: str | None, by_call: bool = False) -> str | None:
         """How a reminder would reach this citizen, in words, or None when it cannot."""
         if channel == "phone":
-            return f"用短信发到{mask(caller)}" if caller and is_valid_mobile(caller) else None
+            if not caller or not (is_valid_mobile(caller) or (by_call and self.calls and caller.isdigit())):
+                return None  # (a landline can take a call, not an SMS)
+            return f"打电话到{mask(caller)}告诉您" if by_call and self.calls else f"用短信发到{mask(caller)}"
         target = wechat_target(channel, sender_id)
         if target is not None and target[0] in self._wechat:
             return "用微信服务通知发给您"
         return None
 
+    def _whose(self, sender_id: str, phone: str | None) -> ColumnElement[bool]:
+        """The citizen's subscriptions: by the conversation, and on the phone line by the number (each
+        call is a conversation of its own; the caller is the same)."""
+        if phone:
+            return or_(Subscription.sender_id == sender_id, Subscription.phone_hash == self._index(phone))
+        return Subscription.sender_id == sender_id
+
     def subscribe(self, *, sender_id: str, channel: str, topic: str, caller: str | None,
-                  wording: str) -> tuple[SubscribeOutcome, SubscriptionView | None]:
-        """Record the subscription and the consent to ``wording`` (exactly what the citizen was asked)."""
+                  wording: str, by_call: bool = False) -> tuple[SubscribeOutcome, SubscriptionView | None]:
+        """Record the subscription and the consent to ``wording`` (exactly what the citizen was asked).
+        ``by_call``: a caller asked to be called rather than texted (when calls are set up)."""
         if topic not in TOPICS:
             return "unknown_topic", None
-        if self.reach(channel, sender_id, caller) is None:
+        by_call = by_call and channel == "phone" and self.calls
+        if self.reach(channel, sender_id, caller, by_call) is None:
             return "unreachable", None
         now = self._now()
         phone = caller if channel == "phone" else None
         with self._sessions() as s:
             existing = s.scalars(select(Subscription).where(
-                Subscription.sender_id == sender_id, Subscription.topic == topic,
+                self._whose(sender_id, phone), Subscription.topic == topic,
                 Subscription.status == "active")).first()
             if existing is not None:
                 return "already", _view(existing)
             sub = Subscription(sender_id=sender_id, channel=channel, topic=topic, phone=phone,
-                               phone_hash=self._index(phone) if phone else None, status="active", created_at=now)
+                               phone_hash=self._index(phone) if phone else None, by_call=by_call,
+                               status="active", created_at=now)
             s.add(sub)
             s.flush()
             s.add(SubscriptionConsent(subscription_id=sub.id, sender_id=sender_id, channel=channel, topic=topic,
@@ -174,41 +197,51 @@ class SqlSubscriptions:
             s.commit()
             return "subscribed", _view(sub)
 
-    def active(self, sender_id: str) -> list[SubscriptionView]:
+    def active(self, sender_id: str, phone: str | None = None) -> list[SubscriptionView]:
+        """The citizen's subscriptions; ``phone``: the caller's number on the phone line."""
         with self._sessions() as s:
-            rows = s.scalars(select(Subscription).where(Subscription.sender_id == sender_id,
+            rows = s.scalars(select(Subscription).where(self._whose(sender_id, phone),
                                                         Subscription.status == "active").order_by(Subscription.id))
             return [_view(r) for r in rows]
 
-    def cancel(self, sender_id: str, topic: str | None = None, *, how: str = "本人取消") -> int:
+    def cancel(self, sender_id: str, topic: str | None = None, *, phone: str | None = None,
+               how: str = "本人取消") -> int:
         """Cancel the citizen's subscriptions (one topic, or all); each withdrawal is recorded."""
         now = self._now()
         with self._sessions() as s:
-            query = select(Subscription).where(Subscription.sender_id == sender_id, Subscription.status == "active")
+            query = select(Subscription).where(self._whose(sender_id, phone), Subscription.status == "active")
             if topic is not None:
                 query = query.where(Subscription.topic == topic)
             subs = list(s.scalars(query))
             for sub in subs:
-                self._withdraw(s, sub, now, how)
-            s.commit()
-            return len(subs)
-
-    def cancel_phone(self, phone: str, *, how: str) -> int:
-        """Every SMS subscription of a number (the citizen replied TD to a reminder, say)."""
-        now = self._now()
-        with self._sessions() as s:
-            subs = list(s.scalars(select(Subscription).where(Subscription.phone_hash == self._index(phone),
-                                                             Subscription.status == "active")))
-            for sub in subs:
-                self._withdraw(s, sub, now, how)
+                self.withdraw(s, sub, now, how)
             s.commit()
             return len(subs)
 
     @staticmethod
-    def _withdraw(s: Session, sub: Subscription, now: dt.datetime, how: str) -> None:
+    def withdraw(s: Session, sub: Subscription, now: dt.datetime, how: str) -> None:
         sub.status, sub.cancelled_at = "cancelled", now
         s.add(SubscriptionConsent(subscription_id=sub.id, sender_id=sub.sender_id, channel=sub.channel,
                                   topic=sub.topic, action="withdrawn", wording=how, at=now))
+
+    def answered(self, reminder_id: int, called: str | None) -> tuple[str, Topic] | None:
+        """A reminder call was picked up (the dialplan's first turn names the reminder): it counts as
+        delivered. Its text and topic; None unless that reminder is being called to that very number."""
+        if not called:
+            return None
+        with self._sessions() as s:
+            row = s.execute(select(Reminder, Subscription).join(Subscription, Subscription.id == Reminder.subscription_id)
+                            .where(Reminder.id == reminder_id)).first()
+            if row is None:
+                return None
+            reminder, sub = row
+            if reminder.status not in ("calling", "sent") or sub.phone_hash != self._index(called) \
+                    or sub.topic not in TOPICS:
+                return None
+            if reminder.status == "calling":
+                reminder.status, reminder.sent_at, reminder.result = "sent", self._now(), "call answered"
+                s.commit()
+            return reminder.text, TOPICS[sub.topic]
 
     def consents(self, sender_id: str) -> list[tuple[str, str, str, dt.datetime]]:
         """(topic, given|withdrawn, wording, when) of a citizen, oldest first: what staff show on request."""

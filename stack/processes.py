@@ -140,6 +140,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
     env["WECHAT_RETRY_S"] = str(settings.wechat_retry_s)
     env["WECHAT_HUMAN_S"] = str(settings.wechat_human_s)
+    # Reminders (the services API's scheduler; the action server says how a reminder would arrive) and
+    # the departments' open API.
+    for prefix in ("reminder_", "open_api_", "proxy_"):
+        env.update(prefixed_env(settings, prefix))
+    env["WECHAT_REMINDER_TEMPLATE_ID"] = settings.wechat_reminder_template_id
+    env["MINIPROGRAM_REMINDER_TEMPLATE_ID"] = settings.miniprogram_reminder_template_id
+    env["HOTLINE_NUMBER"] = settings.hotline_number
     env.update(settings.broker_env())
     return env
 

@@ -50,6 +50,15 @@ exten => s,1,Answer()
  same => n,Goto(next)
  same => n(done),Hangup()
 
+; A citizen the assistant calls (reminder calls: REMINDER_CALL_CHANNEL=Local/{{number}}@test-callee):
+; picks up and follows the global CALLEE_SCRIPT, recorded as callee-<number>.
+[test-callee]
+exten => _X.,1,Set(CALLER_SCRIPT=${{GLOBAL(CALLEE_SCRIPT)}})
+ same => n,Set(CALLER_TAG=callee-${{EXTEN}})
+ same => n,Set(CALLER_RECORD_DIR=${{GLOBAL(CALLEE_RECORD_DIR)}})
+ same => n,Verbose(1,HEZE-CALLEE ${{EXTEN}})
+ same => n,Goto(test-caller,s,1)
+
 ; Stands in for the agents' queue.
 [test-human]
 exten => s,1,Verbose(1,HEZE-HUMAN ${{HEZE_UUID}})
@@ -72,7 +81,10 @@ class CallResult:
 
 
 class Pbx:
-    def __init__(self, gateway_host: str, http_port: int, audiosocket_port: int, token: str) -> None:
+    def __init__(self, gateway_host: str, http_port: int, audiosocket_port: int, token: str,
+                 outgoing: Path | None = None) -> None:
+        """``outgoing``: a directory to serve as Asterisk's call-file spool (the stack's
+        REMINDER_CALL_SPOOL, as a volume both share in production)."""
         self.work = Path(tempfile.mkdtemp(prefix="heze-pbx-", dir="/tmp"))  # short: socket paths < 100 chars
         with tarfile.open(PBX_DIR / TARBALL) as tar:
             tar.extractall(self.work, filter="fully_trusted")
@@ -82,6 +94,9 @@ class Pbx:
         (self.conf / "extensions.conf").write_text(
             TEST_DIALPLAN.format(project=ROOT / "deploy" / "asterisk" / "extensions.conf"))
         self.run_dir = self.work / "run"
+        if outgoing is not None:
+            (self.run_dir / "spool").mkdir(parents=True)
+            (self.run_dir / "spool" / "outgoing").symlink_to(outgoing, target_is_directory=True)
         self.records = self.work / "calls"
         self.records.mkdir()
         env = {**os.environ, "HEZE_GATEWAY": gateway_host, "HEZE_HTTP_PORT": str(http_port),
@@ -115,6 +130,18 @@ class Pbx:
         tmp.write_text(body)
         tmp.replace(spool / "outgoing" / f"{tag}.call")
         return CallResult(tag, self.records / f"{tag}-rx.wav")
+
+    def callee(self, script: str) -> None:
+        """How a citizen the assistant calls behaves (steps as in ``call``); recorded as callee-<number>."""
+        self.cli(f"dialplan set global CALLEE_SCRIPT {script}")
+        self.cli(f"dialplan set global CALLEE_RECORD_DIR {self.records}")
+
+    @property
+    def spool(self) -> Path:
+        """Asterisk's outgoing call-file spool (REMINDER_CALL_SPOOL)."""
+        path = self.run_dir / "spool" / "outgoing"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def log(self) -> str:
         path = self.run_dir / "log" / "full"

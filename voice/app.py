@@ -145,6 +145,10 @@ def create_app(settings: VoiceSettings) -> FastAPI:
             raise HTTPException(409, "this call id is already registered")
         if caller:
             gw.callers[call_id.lower()] = (caller, gw.clock.now())
+            # [heze-reminder]: the assistant called this number about a reminder (services/calls.py).
+            reminder = (fields.get("reminder") or [""])[0]
+            if reminder.isdigit() and len(reminder) < 10:
+                gw.reminders[call_id.lower()] = reminder
         return PlainTextResponse("ok")
 
     @app.get("/calls/{call_id}/next", dependencies=[Depends(pbx)])

@@ -31,7 +31,7 @@ from voice.replies import Reply, read_reply
 from voice.settings import VoiceSettings
 from voice.speaking import Renderer, Speaking, Transport
 from voice.vad import Endpointer, SileroModel
-from voice.wording import (CALL_ENDED_PAYLOAD, END_KEY, GREET_PAYLOAD, HUMAN_KEY, HUMAN_PAYLOAD, MENU_HUMAN_ALIAS,
+from voice.wording import (CALL_ENDED_PAYLOAD, END_KEY, GREET_PAYLOAD, REMINDER_PAYLOAD, HUMAN_KEY, HUMAN_PAYLOAD, MENU_HUMAN_ALIAS,
                            PROMPTS, readback, seconds_of, sentences, split_turns)
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class Gateway:
     clock: Clock = field(default_factory=LoopClock)
     calls: dict[str, "Call"] = field(default_factory=dict)
     callers: dict[str, tuple[str, float]] = field(default_factory=dict)  # uuid -> (caller id, when)
+    reminders: dict[str, str] = field(default_factory=dict)  # uuid -> the reminder a reminder call is for
     recorder: Callable[[str, int], Any] | None = None
     admitting: set[str] = field(default_factory=set)  # admitted, not yet attended
 
@@ -131,6 +132,7 @@ class Gateway:
         cutoff = self.clock.now() - 300
         for key in [k for k, (_, when) in self.callers.items() if when < cutoff]:
             del self.callers[key]
+            self.reminders.pop(key, None)
         return entry[0] if entry else None
 
     async def ask_rasa(self, call_id: str, text: str, metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -153,6 +155,8 @@ class Call:
     def __init__(self, gw: Gateway, call_id: str, transport: Transport, kind: str, caller: str | None) -> None:
         self.gw, self.s, self.clock = gw, gw.settings, gw.clock
         self.call_id, self.transport, self.kind, self.caller = call_id, transport, kind, caller
+        # A call the assistant placed to remind a citizen (services/calls.py) starts with the reminder.
+        self.reminder = gw.reminders.pop(call_id, None) if caller else None
         self.events: asyncio.Queue[object] = asyncio.Queue()
         self.recording: Any = gw.recorder(call_id, transport.in_rate) if gw.recorder else None
         endpointer, stream, resampler = self._ears(transport.in_rate)
@@ -219,7 +223,8 @@ class Call:
         for task in tasks:
             task.add_done_callback(self._part_ended)
         try:
-            await self._turn(GREET_PAYLOAD, TurnRecord(kind="start"), started=self.clock.now())
+            await self._turn(REMINDER_PAYLOAD if self.reminder else GREET_PAYLOAD, TurnRecord(kind="start"),
+                             started=self.clock.now())
             while not self.ended:
                 await self._handle(await self.events.get())
         finally:
@@ -389,6 +394,8 @@ class Call:
         if readback:
             self.say([readback])  # the digits are read back while Rasa works
         metadata: dict[str, Any] = {"call_id": self.call_id, "transport": self.kind}
+        if self.reminder and record.kind == "start":
+            metadata["reminder"] = self.reminder
         if self.caller:
             metadata["caller"] = self.caller
         if asr_confidence is not None:

@@ -31,17 +31,30 @@ def read_reply(body: dict[str, Any] | None) -> Reply | None:
     if body is None:
         return None
     reply = Reply(expect_digits=body.get("expect") == "digits")
-    for m in body.get("messages") or []:
-        if not isinstance(m, dict):
-            continue
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    # Keys a message sets itself (Rasa sends its custom part as a message of its own): the text
+    # already says them ("现在办理请按1，转人工请按0。"), so the buttons are not read out.
+    own_keys = next((keys for keys in map(own_keys_of, (m.get("custom") for m in messages)) if keys), {})
+    reply.keys = own_keys
+    for m in messages:
         if m.get("text"):
             reply.lines.extend(sentences(speakable(str(m["text"]))))
-        if m.get("buttons"):
+        custom = m.get("custom")
+        if m.get("buttons") and not own_keys:
             said, reply.keys = spoken_choices(m["buttons"])
             reply.lines.extend(said)
-        custom = m.get("custom")
         if isinstance(custom, dict):
             reply.handoff = reply.handoff or bool(custom.get("handoff"))
             if (custom.get("speech") or {}).get("rate") == "slow":
                 reply.slow = True
     return reply
+
+
+def own_keys_of(custom: Any) -> dict[str, str]:
+    """Keys a message sets itself (``custom.keys``: key -> payload), said in its own text; only the
+    phone's keys (0-9, *, #) and payloads that are requests ("/intent...") or words."""
+    keys = custom.get("keys") if isinstance(custom, dict) else None
+    if not isinstance(keys, dict):
+        return {}
+    return {k: v for k, v in keys.items()
+            if isinstance(k, str) and len(k) == 1 and k in "0123456789*#" and isinstance(v, str) and 0 < len(v) <= 200}

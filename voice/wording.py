@@ -18,6 +18,7 @@ END_KEY = "#"  # ends a keyed number; during a split answer, the next part; else
 MENU_HUMAN_ALIAS = "0"  # in a menu (not while a number is keyed), 0 also reaches a person
 HUMAN_PAYLOAD = "/request_human"
 GREET_PAYLOAD = "/greet"
+REMINDER_PAYLOAD = "/reminder_call"  # the first turn of a call the assistant placed (services/calls.py)
 # Sent to Rasa when a call ends: the default intent that restarts the conversation, so no form is
 # left active in the tracker (Rasa's RulePolicy handles it before any form or rule).
 CALL_ENDED_PAYLOAD = "/restart"

@@ -4,6 +4,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from services import campaigns  # noqa: F401 - its tables (and an index on reminders) too
 from services import open_api_models  # noqa: F401 - its tables are on Base.metadata too
 from services.db import make_engine
 from services.models import Base

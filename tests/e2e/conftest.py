@@ -99,7 +99,13 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
             public_base_url=f"http://127.0.0.1:{api_port}",
             heze_db_url=f"sqlite:///{tmp / 'heze.db'}", tracker_db=str(tmp / "tracker.db"),
             rasa_model_dir=str(rasa_model.parent),
+            # Reminders (tests/e2e/test_reminders.py): due every day, no quiet hours, checked every 2 s,
+            # calls through the test PBX's spool (Local/<number>@test-callee picks up), WeChat's template set.
+            reminder_check_s=2.0, reminder_medical_window="01-01/12-31", reminder_pension_window="01-01/12-31",
+            reminder_quiet_hours="8-8", reminder_per_day=10, wechat_reminder_template_id="TPL-reminder",
+            reminder_call_spool=str(tmp / "pbx-outgoing"), reminder_call_channel="Local/{number}@test-callee",
         )
+        (tmp / "pbx-outgoing").mkdir()
         # Short silences so the silence tests end in seconds. Chinese speech is recognised by the
         # multilingual Whisper base that two PyPI packages ship (the only Chinese model to be had
         # here; Vosk's packaged model is Korean and is tested on its own in tests/voice).

@@ -7,11 +7,14 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from services.calls import CallOriginator
+from services.campaigns import Campaigns
 from services.container import Services
 from services.models import Bill, PaymentOrder, SmsOutbox
 from services.reminders import Reminders, WeChatSubscribeSender, Window, occasions
@@ -211,3 +214,139 @@ def test_a_department_update_is_texted_to_the_number_the_filer_left(seeded: Serv
     with seeded.sessions() as s:
         sms = s.scalars(select(SmsOutbox).where(SmsOutbox.kind == "ticket_update")).one()
     assert sms.phone == "13800000079" and named.number in sms.text and "已受理" in sms.text
+
+
+# -- the phone line: the same caller on every call, and reminder calls --------------------------------
+
+
+def test_a_caller_is_found_by_the_number_on_the_next_call(services: Services, clock: WallClock) -> None:
+    subs = SqlSubscriptions(services.sessions, services.sms.index, now=clock)
+    subs.subscribe(sender_id="call-a", channel="phone", topic="medical_insurance", caller=CALLER, wording=WORDING)
+    assert subs.subscribe(sender_id="call-b", channel="phone", topic="medical_insurance", caller=CALLER,
+                          wording=WORDING)[0] == "already"
+    assert [v.topic for v in subs.active("call-b", CALLER)] == ["medical_insurance"]
+    assert subs.active("call-b") == [] and subs.active("call-c", "13800000099") == []
+    assert subs.cancel("call-c", phone="13800000099") == 0  # another number cancels nothing
+    assert subs.cancel("call-b", "medical_insurance", phone=CALLER) == 1
+    assert subs.active("call-a") == []
+
+
+def test_a_call_is_offered_only_when_calls_are_set_up_and_reaches_a_landline(services: Services,
+                                                                              clock: WallClock) -> None:
+    texts_only = SqlSubscriptions(services.sessions, services.sms.index, now=clock)
+    calls = SqlSubscriptions(services.sessions, services.sms.index, now=clock, calls=True)
+    landline = "05302345678"
+    assert texts_only.reach("phone", "c", CALLER, by_call=True) == "用短信发到138****0077"
+    assert texts_only.reach("phone", "c", landline, by_call=True) is None
+    assert calls.reach("phone", "c", CALLER, by_call=True) == "打电话到138****0077告诉您"
+    assert calls.reach("phone", "c", landline) is None  # no SMS to a landline ...
+    assert calls.reach("phone", "c", landline, by_call=True) is not None  # ... but a call
+    outcome, view = texts_only.subscribe(sender_id="c", channel="phone", topic="medical_insurance", caller=CALLER,
+                                         wording=WORDING, by_call=True)
+    assert outcome == "subscribed" and view is not None and not view.by_call  # calls are off: an SMS
+
+
+def call_scheduler(services: Services, clock: WallClock, spool: Path) -> tuple[SqlSubscriptions, Reminders]:
+    subs = SqlSubscriptions(services.sessions, services.sms.index, now=clock, calls=True)
+    reminders = Reminders(services.sessions, services.sms, None, medical=Window.parse("09-01/12-31"),
+                          pension=Window.parse("06-01/12-31"), now=clock,
+                          calls=CallOriginator(spool, "Local/{number}@test-callee", "12345"))
+    return subs, reminders
+
+
+def test_a_reminder_call_is_a_call_file_and_counts_when_picked_up(services: Services, clock: WallClock,
+                                                                  tmp_path: Path) -> None:
+    spool = tmp_path / "outgoing"
+    spool.mkdir()
+    subs, reminders = call_scheduler(services, clock, spool)
+    subs.subscribe(sender_id="call-5", channel="phone", topic="medical_insurance", caller=CALLER, wording=WORDING,
+                   by_call=True)
+    reminders.evaluate()
+    assert asyncio.run(reminders.deliver())["calling"] == 1
+    [call_file] = list(spool.iterdir())
+    body = call_file.read_text()
+    with services.sessions() as s:
+        reminder_id = s.scalars(select(Reminder.id)).one()
+    assert f"Channel: Local/{CALLER}@test-callee\n" in body and "Context: heze-reminder\n" in body
+    assert f"Setvar: HEZE_REMINDER={reminder_id}\n" in body and f"Setvar: HEZE_CALLED={CALLER}\n" in body
+    assert "MaxRetries: 0\n" in body
+    assert not list((spool.parent / "heze-staging").iterdir())  # written beside, renamed in whole
+    assert statuses(services)[0][0] == "calling"
+    assert subs.answered(reminder_id, "13800000099") is None  # not the number called
+    assert subs.answered(reminder_id + 1, CALLER) is None
+    text, topic = subs.answered(reminder_id, CALLER) or ("", None)
+    assert "城乡居民医保开始缴费了" in text and topic is not None and topic.name == "居民医保缴费提醒"
+    assert statuses(services) == [("sent", "call answered")]
+    clock.advance(hours=1)
+    assert asyncio.run(reminders.deliver())["calling"] == 0 and len(list(spool.iterdir())) == 1  # no second call
+
+
+def test_a_call_nobody_picks_up_is_tried_again_then_failed(services: Services, clock: WallClock,
+                                                           tmp_path: Path) -> None:
+    spool = tmp_path / "outgoing"
+    spool.mkdir()
+    subs, reminders = call_scheduler(services, clock, spool)
+    subs.subscribe(sender_id="call-6", channel="phone", topic="medical_insurance", caller="05302345678",
+                   wording=WORDING, by_call=True)  # a landline: calls only
+    reminders.evaluate()
+    placed = []
+    for _ in range(3):
+        placed.append(asyncio.run(reminders.deliver())["calling"])
+        clock.advance(minutes=16)  # not picked up within the quarter hour: called again after a pause
+        asyncio.run(reminders.deliver())
+        clock.advance(hours=2)  # past the pause before the next call
+    assert placed == [1, 1, 1]
+    assert statuses(services) == [("failed", "无人接听")]
+
+
+def test_an_unwritable_spool_is_retried_not_lost(services: Services, clock: WallClock, tmp_path: Path) -> None:
+    subs, reminders = call_scheduler(services, clock, tmp_path / "missing" / "outgoing")
+    (tmp_path / "missing").write_text("a file where the spool's parent should be")
+    subs.subscribe(sender_id="call-7", channel="phone", topic="medical_insurance", caller=CALLER, wording=WORDING,
+                   by_call=True)
+    reminders.evaluate()
+    assert asyncio.run(reminders.deliver())["retry"] == 1
+    assert statuses(services)[0][0] == "queued" and "call not placed" in (statuses(services)[0][1] or "")
+
+
+def test_a_campaign_is_delivered_in_its_own_words_and_a_cancelled_one_not(services: Services,
+                                                                         clock: WallClock) -> None:
+    subs = SqlSubscriptions(services.sessions, services.sms.index, now=clock)
+    subs.subscribe(sender_id="call-8", channel="phone", topic="pension_certification", caller=CALLER,
+                   wording=WORDING)
+    subs.subscribe(sender_id="call-9", channel="phone", topic="pension_certification", caller="13800000079",
+                   wording=WORDING)
+    campaigns = Campaigns(services.sessions, now=clock)
+    kept = campaigns.create(topic="pension_certification", channel="sms", text="村委会周五上午可以帮您刷脸认证",
+                            deadline=dt.date(2026, 10, 31), created_by="supervisor")
+    dropped = campaigns.create(topic="pension_certification", channel="sms", text="周六也能办",
+                               deadline=dt.date(2026, 10, 31), created_by="supervisor")
+    assert campaigns.schedule(kept) == 2 and campaigns.schedule(dropped) == 2
+    campaigns.cancel(dropped)
+    counts = asyncio.run(scheduler(services, clock).deliver())
+    assert counts["sent"] == 2
+    with services.sessions() as s:
+        sms = [r.text for r in s.scalars(select(SmsOutbox).order_by(SmsOutbox.id))]
+    assert len(sms) == 2 and all("村委会周五上午可以帮您刷脸认证" in t and "10月31日" in t for t in sms)
+
+
+@pytest.mark.parametrize("quiet, hours_quiet", [
+    ((21, 8), [0, 1, 2, 3, 4, 5, 6, 7, 21, 22, 23]), ((12, 14), [12, 13]), ((8, 8), []),  # the same hour twice: none
+])
+def test_quiet_hours(services: Services, quiet: tuple[int, int], hours_quiet: list[int]) -> None:
+    reminders = Reminders(services.sessions, services.sms, None, medical=Window.parse("09-01/12-31"),
+                          pension=Window.parse("06-01/12-31"), quiet=quiet)
+    found = [h for h in range(24) if reminders._quiet(dt.datetime(2026, 9, 2, h, 30, tzinfo=CHINA))]
+    assert found == hours_quiet
+
+
+def test_a_number_that_replied_td_is_withdrawn_on_the_record(services: Services, subscriptions: SqlSubscriptions,
+                                                             clock: WallClock) -> None:
+    subscriptions.subscribe(sender_id="call-10", channel="phone", topic="medical_insurance", caller=CALLER,
+                            wording=WORDING)
+    services.sms.opt_out(CALLER, "reply")
+    reminders = scheduler(services, clock)
+    reminders.evaluate()
+    assert asyncio.run(reminders.deliver())["refused"] == 1
+    assert subscriptions.active("call-10") == []
+    assert [(a, w) for _, a, w, _ in subscriptions.consents("call-10")] == [("given", WORDING), ("withdrawn", "短信回复退订")]

@@ -172,7 +172,7 @@ class Harness:
 
 
 async def start_call(replies: Callable[[str], dict[str, Any]], script: list[str] | None = None,
-                     **settings: Any) -> Harness:
+                     reminder: str | None = None, **settings: Any) -> Harness:
     clock = FakeClock()
     said: list[dict[str, Any]] = []
 
@@ -192,6 +192,8 @@ async def start_call(replies: Callable[[str], dict[str, Any]], script: list[str]
                  httpx.AsyncClient(transport=httpx.MockTransport(rasa)), records, LoudnessVad(),  # type: ignore[arg-type]
                  clock=clock)
     line = Line(clock)
+    if reminder:  # what the dialplan's /calls/{id}/start registers for a reminder call
+        gw.reminders["call-1"] = reminder
     call = Call(gw, "call-1", line, "audiosocket", "13800000001")
     task = asyncio.create_task(call.run())
     h = Harness(clock, line, call, records, said, task)
@@ -363,5 +365,35 @@ async def test_admission_one_place_one_policy() -> None:
     assert await gw.admit("b") is None
     assert await gw.admit("c") == "busy"  # ... so the third caller hears the busy prompt
     assert h.records.refusals == [("c", "busy")]
+    h.call.hangup()
+    await h.run(0.1)
+
+
+async def test_a_reminder_call_starts_with_the_reminder_and_its_own_keys() -> None:
+    def replies(message: str) -> dict[str, Any]:
+        if message == "/reminder_call":
+            # as the phone channel hands it on: the custom part is a message of its own
+            return {"messages": [{"text": "医保开始缴费了。现在办理请按1，转人工请按0。",
+                                  "buttons": [{"title": "现在办理", "payload": "/pay_bill"},
+                                              {"title": "转人工", "payload": "/request_human"}]},
+                                 {"custom": {"keys": {"1": "/pay_bill", "0": "/request_human", "x": "/no"}}}]}
+        return menu("请说户号。", buttons=False)
+
+    h = await start_call(replies, reminder="42")
+    await h.run(12.0)
+    first = h.said[0]
+    assert first["message"] == "/reminder_call" and first["metadata"]["reminder"] == "42"
+    assert h.records.turns[0].reply == "医保开始缴费了。现在办理请按1，转人工请按0。"  # the buttons not said again
+    h.call.key("1")
+    await h.run(0.5)
+    assert h.said[1]["message"] == "/pay_bill" and "reminder" not in h.said[1]["metadata"]
+    h.call.hangup()
+    await h.run(0.1)
+
+
+async def test_an_ordinary_call_is_greeted() -> None:
+    h = await start_call(greeting)
+    await h.run(0.5)
+    assert h.said[0]["message"] == "/greet" and "reminder" not in h.said[0]["metadata"]
     h.call.hangup()
     await h.run(0.1)

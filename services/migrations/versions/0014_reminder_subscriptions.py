@@ -5,7 +5,7 @@ Revises: 0013
 Create Date: 2026-12-07 12:00:00
 
 ``subscriptions``: a citizen (sender id, channel) and a topic (services/subscriptions.py), the phone
-number of SMS reminders sealed and looked up by its keyed hash. ``subscription_consents``: given (with
+number of SMS and call reminders sealed and looked up by its keyed hash. ``subscription_consents``: given (with
 the words agreed to) and withdrawn; append-only in the database, as ``audit_log`` (0005).
 ``reminders``: one per subscription and occasion, queued then sent, refused, failed or skipped.
 """
@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column('topic', sa.String(length=40), nullable=False),
         sa.Column('phone', sa.Text(), nullable=True),
         sa.Column('phone_hash', sa.String(length=64), nullable=True),
+        sa.Column('by_call', sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column('status', sa.String(length=12), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('cancelled_at', sa.DateTime(timezone=True), nullable=True),

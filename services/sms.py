@@ -44,6 +44,7 @@ CHINA = dt.timezone(dt.timedelta(hours=8))
 # What the caller is told happened: sent (to the gateway, or to the outbox), queued (the gateway
 # failed for now; it is tried again), and the three refusals.
 Outcome = Literal["sent", "queued", "opted_out", "rate_limited", "failed"]
+HELD = "held"  # error_code of a message waiting for the number's per-number limits (send(hold=True))
 # Replies that opt a number out (the carriers' convention: TD, T, 退订, N and the like).
 OPT_OUT_REPLIES = frozenset({"TD", "T", "N", "退订", "退", "取消", "退订短信", "STOP"})
 
@@ -185,9 +186,12 @@ class SmsSender:
         self.limits = limits
         self._now = now
 
-    def send(self, phone: str, message: SmsMessage, *, notice: bool = False) -> Outcome:
+    def send(self, phone: str, message: SmsMessage, *, notice: bool = False, hold: bool = False) -> Outcome:
         """``notice``: a security notice the number's owner must get (someone consented to a family proxy
-        in their name): counted, but never held back by the per-number limits. Opt-outs still hold."""
+        in their name): counted, but never held back by the per-number limits. ``hold``: over the limits,
+        the message waits (``queued``) and the sweep sends it once the number may have one (for an
+        hour at most), rather than being dropped (a department's answer the citizen asked for). Opt-outs
+        hold for all."""
         phone = digits_only(phone)[-11:]
         if not is_valid_mobile(phone):
             return "failed"
@@ -195,16 +199,22 @@ class SmsSender:
         if self.is_opted_out(phone):
             return "opted_out"
         now = self._now()
-        if not self._take_quota(key, now) and not notice:
+        allowed = self._take_quota(key, now) or notice
+        if not allowed and not hold:
             log.info("SMS to %s not sent: over the per-number limit", mask(phone))
             return "rate_limited"
         with self._sessions() as s:
             row = SmsOutbox(phone=phone, text=message.render(self.sign_name, self.base_url, self.hotline), kind=message.kind,
                             params=json.dumps(dict(message.params), ensure_ascii=False), provider=self.gateway.name,
-                            status="pending", phone_hash=key, attempts=0, created_at=now)
+                            status="pending" if allowed else "retry", phone_hash=key, attempts=0, created_at=now,
+                            error_code=None if allowed else HELD,
+                            next_attempt_at=None if allowed else now + self.limits.min_interval)
             s.add(row)
             s.commit()
             row_id = row.id
+        if not allowed:
+            log.info("SMS %s to %s held: over the per-number limit", row_id, mask(phone))
+            return "queued"
         return self._attempt(row_id, phone, message, now)
 
     def _attempt(self, row_id: int, phone: str, message: SmsMessage, now: dt.datetime) -> Outcome:
@@ -308,6 +318,9 @@ class SmsSender:
             if _aware(row.created_at) < now - give_up_after or row.phone_hash is None or row.kind is None:
                 self._set(row.id, status="failed", error_code="expired", next_attempt_at=None)
                 counts["expired"] += 1
+                continue
+            if row.error_code == HELD and not self._take_quota(row.phone_hash, now):
+                self._set(row.id, next_attempt_at=now + self.limits.min_interval)  # still over the limits
                 continue
             message = SmsMessage(row.kind, json.loads(row.params or "{}"))
             outcome = self._attempt(row.id, row.phone, message, now)

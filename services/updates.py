@@ -31,6 +31,7 @@ def tell_citizen(services: Services, kind: str, ref: str) -> str:
         phone, status = ticket.contact_phone, STATUS_NAMES.get(ticket.status, ticket.status)
     if not phone:
         return "anonymous: nobody to tell"
-    outcome = services.sms.send(phone, SmsMessage("ticket_update", {"ticket": ref, "status": status}))
+    # held, not dropped, when the number just had one (the receipt of the ticket, say)
+    outcome = services.sms.send(phone, SmsMessage("ticket_update", {"ticket": ref, "status": status}), hold=True)
     log.info("ticket %s update texted to its filer: %s", ref, outcome)
     return f"sms {outcome}"

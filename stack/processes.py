@@ -142,7 +142,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["WECHAT_HUMAN_S"] = str(settings.wechat_human_s)
     # Reminders (the services API's scheduler; the action server says how a reminder would arrive) and
     # the departments' open API.
-    for prefix in ("reminder_", "open_api_", "proxy_"):
+    for prefix in ("reminder_", "open_api_", "proxy_", "sms_"):
         env.update(prefixed_env(settings, prefix))
     env["WECHAT_REMINDER_TEMPLATE_ID"] = settings.wechat_reminder_template_id
     env["MINIPROGRAM_REMINDER_TEMPLATE_ID"] = settings.miniprogram_reminder_template_id

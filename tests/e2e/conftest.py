@@ -104,6 +104,7 @@ def running(rasa_model: Path, packaged_model_dir: Path, tmp_path_factory: pytest
             reminder_check_s=2.0, reminder_medical_window="01-01/12-31", reminder_pension_window="01-01/12-31",
             reminder_quiet_hours="8-8", reminder_per_day=10, wechat_reminder_template_id="TPL-reminder",
             reminder_call_spool=str(tmp / "pbx-outgoing"), reminder_call_channel="Local/{number}@test-callee",
+            sms_sweep_s=5.0,  # a message held by the per-number limit goes a minute later, not two
         )
         (tmp / "pbx-outgoing").mkdir()
         # Short silences so the silence tests end in seconds. Chinese speech is recognised by the

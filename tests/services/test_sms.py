@@ -137,6 +137,25 @@ def test_one_a_minute_and_a_few_a_day_per_number(services: Services, sender: Sms
         assert all(PHONE not in q.phone_hash for q in s.scalars(select(SmsQuota)))
 
 
+def test_a_held_message_waits_for_the_limit_and_is_then_sent(services: Services, sender: SmsSender,
+                                                             gateway: Scripted, clock: WallClock) -> None:
+    assert sender.send(PHONE, RECEIPT) == "sent"
+    assert sender.send(PHONE, RECEIPT, hold=True) == "queued"  # over the one-a-minute limit: kept
+    held = rows(services)[-1]
+    assert (held.status, held.error_code, held.attempts) == ("retry", "held", 0)
+    clock.now += dt.timedelta(seconds=30)
+    sender.sweep()
+    assert rows(services)[-1].status == "retry" and len(gateway.taken) == 1  # not yet
+    clock.now += dt.timedelta(seconds=31)
+    sender.sweep()
+    assert rows(services)[-1].status == "sent" and len(gateway.taken) == 2
+    clock.now += dt.timedelta(seconds=61)
+    assert sender.send(PHONE, RECEIPT) == "sent"
+    assert sender.send(PHONE, RECEIPT, hold=True) == "queued"  # the fourth today: 3 a day in this fixture
+    clock.now += dt.timedelta(minutes=61)
+    assert sender.sweep()["expired"] == 1 and rows(services)[-1].error_code == "expired"  # said, not lost
+
+
 def test_the_limit_holds_across_senders_sharing_the_database(services: Services, gateway: Scripted,
                                                              clock: WallClock) -> None:
     def another() -> SmsSender:

@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHINA = dt.timezone(dt.timedelta(hours=8))
 BATCH = 5000
-Outcome = Literal["sent", "refused", "retry", "calling"]
+Outcome = Literal["sent", "refused", "retry", "calling", "busy"]
 # A reminder call not picked up by then (the assistant marks an answered one sent) is tried again.
 CALL_ANSWER_WITHIN = dt.timedelta(minutes=15)
+CALL_SLOT_WAIT = dt.timedelta(minutes=1)  # a reminder call waiting for one under way to end
 # What an SMS attempt means for the reminder (services/sms.py Outcome): queued at the gateway is sent.
 SMS_OUTCOMES: dict[str, Outcome] = {"sent": "sent", "queued": "sent", "opted_out": "refused", "rate_limited": "retry",
                                     "failed": "retry"}
@@ -151,12 +152,13 @@ class WeChatSubscribeSender:
 class Reminders:
     def __init__(self, sessions: sessionmaker, sms: SmsSender, wechat: WeChatSubscribeSender | None, *,
                  medical: Window, pension: Window, quiet: tuple[int, int] = (21, 8), per_day: int = 2,
-                 max_attempts: int = 3, calls: CallOriginator | None = None,
+                 max_attempts: int = 3, calls: CallOriginator | None = None, max_calls: int = 4,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.sessions = sessions
         self.sms = sms
         self.wechat = wechat
         self.calls = calls
+        self.max_calls = max_calls  # reminder calls under way at once (each holds a line and a gateway slot)
         self.medical, self.pension = medical, pension
         self.quiet, self.per_day, self.max_attempts = quiet, per_day, max_attempts
         self._now = now
@@ -257,6 +259,11 @@ class Reminders:
                     continue
                 s.commit()  # no transaction stays open while the gateway or WeChat is asked
                 outcome, result = await self._send(sub, reminder)
+                if outcome == "busy":  # as many reminder calls under way as the line takes: shortly
+                    reminder.next_attempt_at = now + CALL_SLOT_WAIT
+                    counts["later"] += 1
+                    s.commit()
+                    continue
                 reminder.attempts += 1
                 reminder.result = result[:200]
                 became: str = outcome
@@ -276,6 +283,19 @@ class Reminders:
                 s.commit()  # each attempt's result is kept, whatever happens to the next
             s.commit()
         return counts
+
+    async def deliver_for(self, seconds: float, batch: int = 200) -> dict[str, int]:
+        """Deliver batch after batch while a whole batch was due, for about ``seconds``: a window's
+        opening (every subscriber due at once) drains in hours, not days; the channels' own limits pace it."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        total: dict[str, int] = {}
+        while True:
+            counts = await self.deliver(batch)
+            for key, value in counts.items():
+                total[key] = total.get(key, 0) + value
+            if sum(counts.values()) < batch or loop.time() >= until:
+                return total
 
     def _missed(self, reminder: Reminder, now: dt.datetime, counts: dict[str, int]) -> None:
         """A reminder call nobody picked up: called again after the retry pause, or given up."""
@@ -309,6 +329,11 @@ class Reminders:
                        by_call: bool) -> tuple[Outcome, str]:
         """On the channel the citizen subscribed on: a call or an SMS (the phone line), else WeChat."""
         if sub.channel == "phone" and by_call and self.calls is not None and sub.phone:
+            with self.sessions() as s:
+                under_way = s.scalar(select(func.count()).select_from(Reminder).where(
+                    Reminder.status == "calling", Reminder.next_attempt_at > self._now())) or 0
+            if under_way >= self.max_calls:
+                return "busy", "calls busy"
             try:
                 name = await asyncio.to_thread(self.calls.place, sub.phone, reminder.id)
             except (OSError, ValueError) as exc:
@@ -338,7 +363,7 @@ def reminders_of(settings: "Settings", services: "Services") -> Reminders:
                            settings.hotline_number) if settings.reminder_call_spool else None
     return Reminders(services.sessions, services.sms, wechat, medical=Window.parse(settings.reminder_medical_window),
                      pension=Window.parse(settings.reminder_pension_window), quiet=settings.quiet_hours,
-                     per_day=settings.reminder_per_day, calls=calls)
+                     per_day=settings.reminder_per_day, calls=calls, max_calls=settings.reminder_max_calls)
 
 
 async def run_forever(reminders: Reminders, every_s: float,
@@ -348,7 +373,7 @@ async def run_forever(reminders: Reminders, every_s: float,
         await sleep(every_s)
         try:
             queued = await asyncio.to_thread(reminders.evaluate)
-            counts = await reminders.deliver()
+            counts = await reminders.deliver_for(every_s / 2)
             # staff's test messages of a campaign (the console queues them: it holds no SMS gateway)
             await asyncio.to_thread(Campaigns(reminders.sessions).send_tests, reminders.sms)
         except Exception:  # noqa: BLE001 - a database hiccup must not end the loop

@@ -243,6 +243,7 @@ class Settings(EventBrokerSettings):
     # channel that dials a citizen ({number}: see [heze-outbound] in deploy/asterisk/extensions.conf).
     reminder_call_spool: str = ""
     reminder_call_channel: str = "Local/{number}@heze-outbound"
+    reminder_max_calls: int = Field(default=4, ge=1, le=100)  # reminder calls under way at once
 
     @model_validator(mode="after")
     def _check_reminders(self) -> "Settings":

@@ -350,3 +350,33 @@ def test_a_number_that_replied_td_is_withdrawn_on_the_record(services: Services,
     assert asyncio.run(reminders.deliver())["refused"] == 1
     assert subscriptions.active("call-10") == []
     assert [(a, w) for _, a, w, _ in subscriptions.consents("call-10")] == [("given", WORDING), ("withdrawn", "短信回复退订")]
+
+
+def test_a_window_opening_is_delivered_batch_after_batch(services: Services, subscriptions: SqlSubscriptions,
+                                                         clock: WallClock) -> None:
+    for i in range(250):
+        subscriptions.subscribe(sender_id=f"call-b{i}", channel="phone", topic="medical_insurance",
+                                caller=f"139{i:08d}", wording=WORDING)
+    reminders = scheduler(services, clock)
+    reminders.evaluate()
+    assert asyncio.run(reminders.deliver_for(60, batch=100))["sent"] == 250
+    assert not any(asyncio.run(reminders.deliver_for(60, batch=100)).values())  # nothing left: one empty round
+
+
+def test_no_more_reminder_calls_at_once_than_the_line_takes(services: Services, clock: WallClock,
+                                                            tmp_path: Path) -> None:
+    spool = tmp_path / "outgoing"
+    spool.mkdir()
+    subs, reminders = call_scheduler(services, clock, spool)
+    reminders.max_calls = 4
+    for i in range(6):
+        subs.subscribe(sender_id=f"call-m{i}", channel="phone", topic="medical_insurance", caller=f"1370000000{i}",
+                       wording=WORDING, by_call=True)
+    reminders.evaluate()
+    counts = asyncio.run(reminders.deliver())
+    assert (counts["calling"], counts["later"]) == (4, 2) and len(list(spool.iterdir())) == 4
+    with services.sessions() as s:
+        first = s.scalars(select(Reminder.id).where(Reminder.status == "calling").order_by(Reminder.id)).first()
+    assert first is not None and subs.answered(first, "13700000000") is not None  # one picked up: a line is free
+    clock.advance(minutes=1)
+    assert asyncio.run(reminders.deliver())["calling"] == 1 and len(list(spool.iterdir())) == 5

@@ -324,6 +324,7 @@ class ActionReminderCall(ServiceAction):
             dispatcher.utter_message(text=NO_CALL_KNOWN)
             return reset_flow()
         text, topic = found
+        text = text.rstrip("。.！!，, ") + "。"  # a campaign's words may end without a stop
         dispatcher.utter_message(text=f"您好，这里是菏泽政务服务热线，{topic.name}。{text}{CALL_KEYS}",
                                  buttons=[{"title": "现在办理", "payload": topic.act},
                                           {"title": "转人工", "payload": "/request_human"}],

@@ -315,15 +315,23 @@ def test_without_calls_a_landline_caller_is_told_why(services: Services) -> None
     assert texts(messages) == WITHHELD and slots["flow_stopped"] is True
 
 
-def reminder_called(services: Services, to: str) -> int:
+def test_a_campaigns_words_get_their_stop_before_the_keys(calling: Services) -> None:
+    reminder_id = reminder_called(calling, CALLER, text="村里便民服务站可以帮您交医保")
+    t = tracker(text="/reminder_call", intent="reminder_call", sender="call-9",
+                metadata={"channel": "phone", "caller": CALLER, "reminder": str(reminder_id)})
+    [message], _ = run(ActionReminderCall(calling), t)
+    assert "村里便民服务站可以帮您交医保。现在办理请按1" in message["text"]
+
+
+def reminder_called(services: Services, to: str,
+                    text: str = "2027年度城乡居民医保开始缴费了，请在12月31日前缴清。说“交医保”就能办。") -> int:
     """A reminder being called to ``to`` (as the scheduler leaves it): its id."""
     services.subscriptions.subscribe(sender_id="call-x", channel="phone", topic="medical_insurance", caller=to,
                                      wording="w", by_call=True)
     with services.sessions() as s:
         sub_id = s.scalars(select(Subscription.id)).one()
         reminder = Reminder(subscription_id=sub_id, due_key="medical_insurance:2027", status="calling", attempts=1,
-                            text="2027年度城乡居民医保开始缴费了，请在12月31日前缴清。说“交医保”就能办。",
-                            next_attempt_at=dt.datetime.now(dt.timezone.utc))
+                            text=text, next_attempt_at=dt.datetime.now(dt.timezone.utc))
         s.add(reminder)
         s.commit()
         return reminder.id

@@ -7,9 +7,9 @@ subscription is active, each on the channel they subscribed on. The channel filt
 - ``all``: every active subscriber of the topic;
 - ``wechat``: those who subscribed in WeChat (official account, mini-program, or web chat with a
   WeChat identity), reached by WeChat's subscribe message;
-- ``sms`` / ``call``: those who subscribed on the phone line (the only ones with a number); ``sms``
-  sends them a text, ``call`` asks for an outbound call. The filter picks the same people; how the
-  message goes is the delivery's business (services/reminders.py reads the campaign's channel).
+- ``sms`` / ``call``: those who subscribed on the phone line, texted or called as each agreed (a
+  caller who chose 打电话提醒, or called from a landline, is called; the others are texted). Nobody is
+  reached in a way they did not agree to: a campaign never calls a citizen who asked for texts.
 
 Scheduling writes one ``reminders`` row per recipient, due key ``campaign:<id>``, due at the send
 time; the reminder scheduler delivers them like any other reminder (quiet hours, the per-citizen
@@ -60,8 +60,8 @@ FURTHEST = dt.timedelta(days=366)
 CHANNELS: dict[str, str] = {
     "all": "全部订阅人（按各自订阅的渠道）",
     "wechat": "只发微信订阅的（服务通知）",
-    "sms": "只发电话订阅的（短信）",
-    "call": "只发电话订阅的（外呼电话）",
+    "sms": "只发电话里订了短信提醒的（短信）",
+    "call": "只发电话里选了打电话提醒的（外呼电话）",
 }
 # The subscription channels each filter takes (services/subscriptions.py); None: every one.
 SUBSCRIPTION_CHANNELS: dict[str, tuple[str, ...] | None] = {
@@ -229,6 +229,8 @@ def audience(topic: str, channel: str, subscribed_before: dt.date | None) -> lis
     channels = SUBSCRIPTION_CHANNELS.get(channel)
     if channels is not None:
         clauses.append(Subscription.channel.in_(channels))
+    if channel in ("sms", "call"):  # each reached only as they agreed: texted, or called
+        clauses.append(Subscription.by_call.is_(channel == "call"))
     if subscribed_before is not None:
         start = dt.datetime.combine(subscribed_before, dt.time(), CHINA).astimezone(dt.timezone.utc)
         clauses.append(Subscription.created_at < start)

@@ -316,7 +316,7 @@ class Reminders:
             if campaign is None:
                 return "refused", "已撤销"
             return await self._deliver(sub, reminder, sms_message(campaign), campaign.deadline_text, campaign.what,
-                                       by_call=campaign.channel == "call" or (sub.by_call and campaign.channel != "sms"))
+                                       by_call=sub.by_call)  # as the citizen agreed, whatever the campaign
         occasion = next((o for o in occasions(self._now().astimezone(CHINA).date(), self.medical, self.pension)
                          if o.due_key == reminder.due_key), None)
         if occasion is None:

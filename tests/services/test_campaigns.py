@@ -101,15 +101,21 @@ def test_plain_text_passes_and_the_limits_follow_the_channel() -> None:
 
 
 def test_the_preview_counts_active_subscribers_of_the_topic_by_channel(
-        subscriptions: SqlSubscriptions, campaigns: Campaigns, clock: WallClock) -> None:
+        services: Services, subscriptions: SqlSubscriptions, campaigns: Campaigns, clock: WallClock) -> None:
     town(subscriptions, clock)
     assert campaigns.preview("medical_insurance", "all") == 4  # the cancelled one and the pension one are not counted
     assert campaigns.preview("medical_insurance", "wechat") == 3  # official account, web chat, mini-program
     assert campaigns.preview("medical_insurance", "sms") == 1
+    assert campaigns.preview("medical_insurance", "call") == 0  # nobody asked to be called
+    calls = SqlSubscriptions(services.sessions, services.sms.index, now=clock, calls=True)
+    assert calls.subscribe(sender_id="call-9", channel="phone", topic="medical_insurance", caller="05302345678",
+                           wording="同意", by_call=True)[0] == "subscribed"  # a landline: called
     assert campaigns.preview("medical_insurance", "call") == 1
+    assert campaigns.preview("medical_insurance", "sms") == 1  # a caller who asked for texts is never called
+    assert campaigns.preview("medical_insurance", "all") == 5
     assert campaigns.preview("pension_certification", "all") == 1
     assert campaigns.preview("medical_insurance", "all", subscribed_before=dt.date(2026, 12, 2)) == 3  # not the mini-program
-    assert campaigns.preview("medical_insurance", "all", subscribed_before=dt.date(2026, 12, 3)) == 4
+    assert campaigns.preview("medical_insurance", "all", subscribed_before=dt.date(2026, 12, 3)) == 5
 
 
 def test_a_draft_is_refused_for_each_wrong_field(campaigns: Campaigns, clock: WallClock) -> None:

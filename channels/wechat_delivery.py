@@ -20,6 +20,10 @@ with the clock, the sleep and the store calls injected so they can be tested wit
   Rasa replica dies mid-turn, WeChat's retries reach another replica, which sees the message taken;
   once the dead worker's lease runs out, a retry round takes the message over and the reply goes out
   as a customer-service message. Nothing is lost and nothing is answered twice.
+- A citizen's messages run in the order they came: a message waits until every earlier message of
+  the same citizen still being answered is answered (also one whose worker died, until another takes
+  it over), for at most ``ORDER_WAIT_S``; a retry round leaves a citizen's later messages for the next
+  round when it cannot take an earlier one.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Union
 
 from channels.wechat_pace import TurnPace
 from channels.wechat_protocol import pseudonym
-from channels.wechat_store import Claim, Human, Reply, Store
+from channels.wechat_store import Claim, Human, Reply, Store, citizen_key
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,9 @@ HUMAN_S = 30 * 60  # WeChat itself stops forwarding to agents after 30 min of an
 # retry round then takes the message over (and answers it once: the channel looks for the turn in
 # the tracker before running it again).
 HOLD_S = 10.0
+# How long a message waits for an earlier one of the same citizen: a dead worker's message is taken
+# over once its lease lapses, by WeChat's retry at 10 or 15 s or else by a retry round (``retry_s``).
+ORDER_WAIT_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,7 @@ class Delivery:
     async def _run(self, key: str, openid: str, turn: Turn) -> Reply:
         """The reply to a message; never raises (an error in the turn or the store is the apology,
         and the message is kept when it can be: a citizen is never left with nothing)."""
+        await self._in_order(key, openid)
         self.pace.started()
         try:
             outcome = await turn()
@@ -281,6 +289,25 @@ class Delivery:
             return Reply([APOLOGY])
         finally:
             self.pace.finished()
+
+    async def _in_order(self, key: str, openid: str) -> None:
+        """Wait until no earlier message of this citizen is still being answered (at most
+        ``ORDER_WAIT_S``; a store error ends the wait: the message is answered, perhaps out of turn)."""
+        until = self.clock() + ORDER_WAIT_S
+        citizen = citizen_key(self.account, openid)
+        while True:
+            try:
+                first = await self.call(self.store.first_in_flight, citizen)
+            except Exception:  # noqa: BLE001 - answered now rather than never
+                logger.warning("a %s message's place among its citizen's could not be read", self.channel)
+                return
+            if first is None or first == key:
+                return
+            if self.clock() >= until:
+                logger.warning("a %s message ran before an earlier one of %s was answered", self.channel,
+                               pseudonym(openid))
+                return
+            await self.sleep(POLL_S)
 
     async def _hand_over(self, openid: str, already: Optional[Human] = None) -> None:
         """The citizen is with a human from now (or still, ``already``) until ``human_s`` from now."""
@@ -350,12 +377,17 @@ class Delivery:
         waiting = await self.call(self.store.failed, self.account)
         if not waiting:
             return False
+        later: Set[str] = set()  # citizens with an earlier message left: theirs wait for the next round
         for key, kept in waiting:
             openid = kept["sender"]
+            if openid in later:
+                continue
             if await self.call(self.store.with_human, self.account, openid) is not None:
+                later.add(openid)
                 continue
             holding = await self._hold(key)
             if holding is None:  # another worker is answering it
+                later.add(openid)
                 continue
             try:
                 if not await self.call(self.store.still_failed, key):

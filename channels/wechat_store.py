@@ -221,6 +221,16 @@ class SqliteClaims:
     def drop_failed(self, key: str) -> None:
         self._db().execute("DELETE FROM wechat_failed WHERE key = ?", (key,))
 
+    def first_in_flight(self, citizen: str) -> Optional[str]:
+        """The key of the citizen's oldest message still being answered (taken with ``keep`` and
+        neither answered nor kept as failed since), or None: a citizen's messages run in this order."""
+        prefix = citizen + "/"
+        row = self._db().execute("SELECT key FROM wechat_failed WHERE substr(key, 1, ?) = ? "
+                                 "AND json_extract(turn, '$.in_flight') AND created_at > ? "
+                                 "ORDER BY created_at, key LIMIT 1",
+                                 (len(prefix), prefix, self._clock() - KEEP_S)).fetchone()
+        return str(row[0]) if row else None
+
     def still_failed(self, key: str) -> bool:
         return self._db().execute("SELECT 1 FROM wechat_failed WHERE key = ?", (key,)).fetchone() is not None
 
@@ -297,16 +307,23 @@ class RedisClaims:
                 self._redis.delete(self._prefix + "failed:" + old)
 
     # The claim, its holder's lease and the kept message in one step (a Lua script runs atomically).
+    # A kept message also joins its citizen's queue of messages in flight (``first_in_flight``).
     _CLAIM = ("if redis.call('SET', KEYS[1], '', 'NX', 'EX', ARGV[1]) then "
               "if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end "
               "if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5]) "
-              "redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[1]) end return 1 end return 0")
+              "redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[1]) "
+              "redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5]) redis.call('EXPIRE', KEYS[5], ARGV[1]) end "
+              "return 1 end return 0")
+
+    def _in_flight(self, key: str) -> str:
+        """The sorted set of the messages in flight of the citizen who sent ``key``."""
+        return self._prefix + "inflight:" + key.rsplit("/", 1)[0]
 
     def claim(self, key: str, hold_s: float = 0, keep: Optional[Dict[str, Any]] = None) -> Claim:
         hold_ms = int(hold_s * 1000)
         kept = json.dumps(keep, ensure_ascii=False) if keep is not None else ""
-        if self._redis.eval(self._CLAIM, 4, self._prefix + "claim:" + key, self._prefix + "lease:" + key,
-                            self._prefix + "failed", self._prefix + "failed:" + key,
+        if self._redis.eval(self._CLAIM, 5, self._prefix + "claim:" + key, self._prefix + "lease:" + key,
+                            self._prefix + "failed", self._prefix + "failed:" + key, self._in_flight(key),
                             KEEP_S, hold_ms, kept, self._clock(), key):
             if hold_ms:
                 self._lease_ms[key] = hold_ms
@@ -328,6 +345,7 @@ class RedisClaims:
         if forget:
             pipe.zrem(self._prefix + "failed", key)
             pipe.delete(self._prefix + "failed:" + key)
+            pipe.zrem(self._in_flight(key), key)
         pipe.execute()
 
     def release(self, key: str) -> None:
@@ -343,8 +361,12 @@ class RedisClaims:
         return list(json.loads(value)) if value else []
 
     def keep_failed(self, key: str, turn: Dict[str, Any]) -> None:
-        self._redis.zadd(self._prefix + "failed", {key: self._clock()})
-        self._redis.set(self._prefix + "failed:" + key, json.dumps(turn, ensure_ascii=False), ex=KEEP_S)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zadd(self._prefix + "failed", {key: self._clock()})
+        pipe.set(self._prefix + "failed:" + key, json.dumps(turn, ensure_ascii=False), ex=KEEP_S)
+        if not turn.get("in_flight"):
+            pipe.zrem(self._in_flight(key), key)
+        pipe.execute()
 
     def failed(self, account: str) -> List[Tuple[str, Dict[str, Any]]]:
         self._redis.zremrangebyscore(self._prefix + "failed", 0, self._clock() - KEEP_S)
@@ -361,8 +383,17 @@ class RedisClaims:
         return out
 
     def drop_failed(self, key: str) -> None:
-        self._redis.zrem(self._prefix + "failed", key)
-        self._redis.delete(self._prefix + "failed:" + key)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self._prefix + "failed", key)
+        pipe.delete(self._prefix + "failed:" + key)
+        pipe.zrem(self._in_flight(key), key)
+        pipe.execute()
+
+    def first_in_flight(self, citizen: str) -> Optional[str]:
+        queue = self._prefix + "inflight:" + citizen
+        self._redis.zremrangebyscore(queue, 0, self._clock() - KEEP_S)
+        head = self._redis.zrange(queue, 0, 0)
+        return head[0].decode() if head else None
 
     def still_failed(self, key: str) -> bool:
         return bool(self._redis.exists(self._prefix + "failed:" + key))

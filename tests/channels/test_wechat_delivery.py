@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from channels.wechat_delivery import APOLOGY, Answer, Delivery, Failed, Outcome
+from channels.wechat_delivery import APOLOGY, HOLD_S, Answer, Delivery, Failed, Outcome
 from channels.wechat_store import Reply, SqliteClaims, message_key
 
 ACCOUNT = "wx00000000000000a1"
@@ -385,6 +385,92 @@ def test_a_message_held_by_a_worker_that_died_is_answered_once_by_another(tmp_pa
     assert len(taken_over) == 1 and taken_over[0][1]["message_id"] == "wx-m1"
     assert [(o, t) for o, t, _ in other.sent] == [("o1", ["答：查进度"])]
     assert other.store.failed(ACCOUNT) == []
+
+
+def test_a_citizens_next_message_waits_for_the_one_a_dead_worker_held(tmp_path: Path) -> None:
+    """The worker answering "查工单" dies; WeChat got success, and the citizen's next message (the
+    ticket number) reaches another worker. It waits until "查工单" is taken over and answered, then
+    runs: the tracker reads 查工单, 10000001 (run the other way, the bot would ask for the number again)."""
+    dying, other = Harness(tmp_path), Harness(tmp_path)
+    clock = dying.time
+    other.time = clock
+    other.delivery.sleep, other.delivery.wait = clock.sleep, clock.wait
+    other.delivery.clock, other.delivery.wall = clock.clock, clock.wall
+    other.store._clock = clock.wall
+    forever: asyncio.Future[None] = asyncio.Future  # replaced inside the loop
+    ran: list[tuple[str, float]] = []
+
+    async def hang(_: float = 0) -> None:
+        await forever
+
+    async def dies() -> Outcome | Failed:
+        dying.delivery.sleep = hang  # dead: no renewal, no reply, ever
+        await hang()
+        raise AssertionError("unreachable")
+
+    async def retry(openid: str, text: str, metadata: dict[str, Any]) -> Outcome | Failed:
+        ran.append((text, clock.now))
+        return Outcome([f"答：{text}"])
+    other.delivery.retry_turn = retry
+
+    def ticket() -> Callable[[], Awaitable[Outcome | Failed]]:
+        async def run() -> Outcome | Failed:
+            ran.append(("10000001", clock.now))
+            return Outcome(["工单10000001：正在处理。"])
+        return run
+
+    def kept(text: str, n: int) -> dict[str, Any]:
+        return {"sender": "o1", "text": text, "metadata": {"channel": "wechat"}, "message_id": f"wx-o{n}"}
+
+    async def scenario() -> list[Answer]:
+        nonlocal forever
+        forever = asyncio.get_running_loop().create_future()
+        other.delivery.start_retrying(forever=True)
+        answers = [await dying.deliver("o1", "1", dies, keep=kept("查工单", 1))]
+        await clock.sleep(1)
+        answers.append(await other.deliver("o1", "2", ticket(), keep=kept("10000001", 2)))
+        await clock.sleep(200)
+        other.delivery._forever.cancel()  # type: ignore[union-attr]
+        await other.delivery.settle()
+        return answers
+
+    answers = asyncio.run(clock.run(scenario()))
+    assert [a.kind for a in answers] == ["success", "success"]
+    assert [text for text, _ in ran] == ["查工单", "10000001"]
+    assert ran[0][1] >= 1000 + HOLD_S  # taken over once the dead worker's hold lapsed, not before
+    assert [t for _, t, _ in other.sent] == [["答：查工单"], ["工单10000001：正在处理。"]]
+    assert other.store.failed(ACCOUNT) == [] and other.store.first_in_flight(f"{ACCOUNT}/o1") is None
+
+
+def test_a_round_leaves_a_citizens_later_message_while_an_earlier_one_is_held(tmp_path: Path) -> None:
+    """Two messages of one citizen kept by a worker that died; the first is still held by a live
+    worker: the round runs neither out of turn, and both once the first is let go, in order."""
+    h = Harness(tmp_path)
+    retried = retries_of(h)
+    first, second = h.key("o1", "1"), h.key("o1", "2")
+    for key, text in ((first, "查工单"), (second, "10000001")):
+        h.store.claim(key, 0, {"sender": "o1", "text": text, "metadata": {}, "message_id": "wx-" + text,
+                               "in_flight": True})
+    h.store.lease(first, HOLD_S)
+    alive = True
+
+    async def live_worker() -> None:  # still answers the first, renewing its hold
+        while alive:
+            h.store.renew(first)
+            await h.time.sleep(HOLD_S / 3)
+
+    async def scenario() -> None:
+        nonlocal alive
+        worker = asyncio.ensure_future(live_worker())
+        h.delivery.start_retrying(forever=True)
+        await h.time.sleep(130)  # two rounds
+        assert retried == []
+        alive = False  # it died after all: its hold lapses
+        await worker
+        await rounds_for(h, 70)
+
+    h.play(scenario())
+    assert retried == ["查工单", "10000001"] and h.store.failed(ACCOUNT) == []
 
 
 def test_a_message_answered_is_let_go_and_never_taken_over(tmp_path: Path) -> None:

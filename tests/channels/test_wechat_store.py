@@ -139,3 +139,31 @@ def test_a_claim_is_held_and_kept_in_the_same_step_and_only_once(store: Any) -> 
     store.renew(key)
     store.unlease(key)
     assert store.lease(key, 10) is True
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_citizens_messages_in_flight_are_first_come_first_served(kind: str, tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+    store: Any = (SqliteClaims(str(tmp_path / "claims.db"), clock=clock) if kind == "sqlite"
+                  else redis_store(f"heze-test-{uuid.uuid4().hex}:", clock=clock))
+    mine, theirs = citizen_key(OA, "o1"), citizen_key(OA, "o2")
+    assert store.first_in_flight(mine) is None
+    keys = [message_key(OA, {"MsgId": m, "FromUserName": "o1"}) for m in ("9", "10", "11")]  # "10" < "9" as text
+    for key in keys:
+        now[0] += 1
+        store.claim(key, 10, {"sender": "o1", "text": "t", "metadata": {}, "in_flight": True})
+    other = message_key(OA, {"MsgId": "1", "FromUserName": "o2"})
+    store.claim(other, 10, {"sender": "o2", "text": "t", "metadata": {}, "in_flight": True})
+    store.claim(message_key(OA, {"MsgId": "12", "FromUserName": "o1"}))  # no turn, nothing kept
+    assert store.first_in_flight(mine) == keys[0] and store.first_in_flight(theirs) == other
+    store.finish(keys[0], Reply(["答"]), True, True)  # answered
+    assert store.first_in_flight(mine) == keys[1]
+    store.keep_failed(keys[1], {"sender": "o1", "text": "t", "metadata": {}})  # failed: waits for a round, not in flight
+    assert store.first_in_flight(mine) == keys[2]
+    store.drop_failed(keys[2])
+    assert store.first_in_flight(mine) is None and sorted(k for k, _ in store.failed(OA)) == sorted([keys[1], other])
+    now[0] += 3 * 24 * 3600  # past the reply window: forgotten
+    assert store.first_in_flight(theirs) is None

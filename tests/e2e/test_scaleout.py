@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
@@ -259,14 +260,24 @@ def test_twenty_messages_from_one_citizen_at_once_run_one_at_a_time_in_order(clu
     replies: dict[int, str] = {}
 
     def send(n: int) -> None:
-        time.sleep(0.05 * n)  # sent in this order, 50 ms apart, each while the ones before still run
         with httpx.Client(timeout=120) as http:
             r = http.post(f"{cluster.rasa}/webhooks/rest/webhook", json={"sender": sender, "message": texts[n]})
         replies[n] = "\n".join(m.get("text", "") for m in r.json()) if r.status_code == 200 else f"HTTP {r.status_code}"
 
+    # Sent in this order, each as soon as the one before has its place in the conversation's queue
+    # (the lock store's ticket counter, rasa_runtime/lock_store.py), while the ones before still run:
+    # the order of arrival is then the order of sending, whichever replica HAProxy picked.
+    tickets = redis.Redis(port=cluster.redis.port, db=1)
+    counter = f"heze:lock:{sender}:next"  # deploy/endpoints.yml: key_prefix heze
     started = time.monotonic()
     with ThreadPoolExecutor(20) as pool:
-        list(pool.map(send, range(20)))
+        sending = []
+        for n in range(20):
+            sending.append(pool.submit(send, n))
+            wait_until(lambda n=n: int(tickets.get(counter) or 0) > n, 30, step=0.005)
+        for f in sending:
+            f.result()
+    tickets.close()
     stored = cluster.user_events(sender)
     with cluster.engine.connect() as conn:
         kinds = conn.execute(text("select type_name, action_name from events where sender_id = :s order by id"),

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.models import Bill, PaymentOrder
 from services.calls import CallOriginator
-from services.campaigns import KEY_PREFIX, Campaigns, for_reminder, sms_message
+from services.campaigns import KEY_PREFIX, CampaignView, Campaigns, for_reminder, sms_message
 from services.sms import SmsMessage, SmsSender
 from services.subscriptions import TOPICS, Reminder, SqlSubscriptions, Subscription, wechat_target
 from textnorm.ids import is_valid_mobile
@@ -225,64 +225,86 @@ class Reminders:
 
     async def deliver(self, limit: int = 200) -> dict[str, int]:
         """Send the queued reminders that are due, and call again those whose call nobody picked up;
-        returns counts by what became of them."""
+        returns counts by what became of them. The database work runs in a worker thread, one step at
+        a time with the one session: the services API's event loop keeps answering while a window's
+        opening is delivered."""
         now = self._now()
         counts = {"sent": 0, "refused": 0, "retry": 0, "failed": 0, "skipped": 0, "later": 0, "calling": 0}
         with self.sessions() as s:
-            due = s.execute(select(Reminder, Subscription).join(Subscription, Subscription.id == Reminder.subscription_id)
-                            .where(Reminder.status.in_(("queued", "calling")), Reminder.next_attempt_at <= now)
-                            .order_by(Reminder.id).limit(limit)).all()
-            if due and self._quiet(now):
-                for reminder, _ in due:
-                    reminder.next_attempt_at = self._next_morning(now)
-                s.commit()
-                counts["later"] = len(due)
-                return counts
-            china_day = now.astimezone(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
+            due = await asyncio.to_thread(self._due, s, now, limit, counts)
             for reminder, sub in due:
-                if reminder.status == "calling":  # the last call was not picked up in time
-                    s.refresh(reminder)
-                    if reminder.status == "calling":  # (not answered just now)
-                        self._missed(reminder, now, counts)
+                if not await asyncio.to_thread(self._ready, s, reminder, sub, now, counts):
                     continue
-                if sub.status != "active" or self._acted_on(s, sub, reminder.due_key):
-                    reminder.status = "skipped"
-                    reminder.result = "已取消订阅" if sub.status != "active" else "已经办了"
-                    counts["skipped"] += 1
-                    continue
-                today = s.scalar(select(func.count()).select_from(Reminder).join(Subscription)
-                                 .where(Subscription.sender_id == sub.sender_id, Reminder.status == "sent",
-                                        Reminder.sent_at >= china_day.astimezone(dt.timezone.utc)))
-                if (today or 0) >= self.per_day:
-                    reminder.next_attempt_at = self._next_morning(now)
-                    counts["later"] += 1
-                    continue
-                s.commit()  # no transaction stays open while the gateway or WeChat is asked
-                outcome, result = await self._send(sub, reminder)
-                if outcome == "busy":  # as many reminder calls under way as the line takes: shortly
-                    reminder.next_attempt_at = now + CALL_SLOT_WAIT
-                    counts["later"] += 1
-                    s.commit()
-                    continue
-                reminder.attempts += 1
-                reminder.result = result[:200]
-                became: str = outcome
-                if outcome == "sent":
-                    reminder.status, reminder.sent_at = "sent", now
-                elif outcome == "calling":  # delivered when picked up (SqlSubscriptions.answered)
-                    reminder.status, reminder.next_attempt_at = "calling", now + CALL_ANSWER_WITHIN
-                elif outcome == "refused":
-                    reminder.status = "refused"
-                    if result == "sms opted_out":  # the number replied TD: that is a withdrawal, recorded
-                        SqlSubscriptions.withdraw(s, sub, now, "短信回复退订")
-                elif reminder.attempts >= self.max_attempts:
-                    reminder.status = became = "failed"
-                else:
-                    reminder.next_attempt_at = now + RETRY_AFTER[min(reminder.attempts, len(RETRY_AFTER)) - 1]
-                counts[became] += 1
-                s.commit()  # each attempt's result is kept, whatever happens to the next
-            s.commit()
+                outcome, result = await self._send(sub, reminder)  # no transaction open meanwhile
+                await asyncio.to_thread(self._record, s, reminder, sub, now, outcome, result, counts)
+            await asyncio.to_thread(s.commit)
         return counts
+
+    def _due(self, s: Session, now: dt.datetime, limit: int,
+             counts: dict[str, int]) -> list[tuple[Reminder, Subscription]]:
+        """The reminders due now, oldest first; none within the quiet hours (those wait for the morning)."""
+        due = [(r, sub) for r, sub in s.execute(
+            select(Reminder, Subscription).join(Subscription, Subscription.id == Reminder.subscription_id)
+            .where(Reminder.status.in_(("queued", "calling")), Reminder.next_attempt_at <= now)
+            .order_by(Reminder.id).limit(limit)).all()]
+        if due and self._quiet(now):
+            for reminder, _ in due:
+                reminder.next_attempt_at = self._next_morning(now)
+            s.commit()
+            counts["later"] = len(due)
+            return []
+        return due
+
+    def _ready(self, s: Session, reminder: Reminder, sub: Subscription, now: dt.datetime,
+               counts: dict[str, int]) -> bool:
+        """Whether to send this reminder now: not a call still unanswered, not withdrawn or already
+        acted on, not past the citizen's daily limit (each of those counted and recorded here)."""
+        if reminder.status == "calling":  # the last call was not picked up in time
+            s.refresh(reminder)
+            if reminder.status == "calling":  # (not answered just now)
+                self._missed(reminder, now, counts)
+            return False
+        if sub.status != "active" or self._acted_on(s, sub, reminder.due_key):
+            reminder.status = "skipped"
+            reminder.result = "已取消订阅" if sub.status != "active" else "已经办了"
+            counts["skipped"] += 1
+            return False
+        china_day = now.astimezone(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
+        today = s.scalar(select(func.count()).select_from(Reminder).join(Subscription)
+                         .where(Subscription.sender_id == sub.sender_id, Reminder.status == "sent",
+                                Reminder.sent_at >= china_day.astimezone(dt.timezone.utc)))
+        if (today or 0) >= self.per_day:
+            reminder.next_attempt_at = self._next_morning(now)
+            counts["later"] += 1
+            return False
+        s.commit()  # no transaction stays open while the gateway or WeChat is asked
+        return True
+
+    def _record(self, s: Session, reminder: Reminder, sub: Subscription, now: dt.datetime, outcome: Outcome,
+                result: str, counts: dict[str, int]) -> None:
+        """What became of one attempt, kept at once whatever happens to the next."""
+        if outcome == "busy":  # as many reminder calls under way as the line takes: shortly
+            reminder.next_attempt_at = now + CALL_SLOT_WAIT
+            counts["later"] += 1
+            s.commit()
+            return
+        reminder.attempts += 1
+        reminder.result = result[:200]
+        became: str = outcome
+        if outcome == "sent":
+            reminder.status, reminder.sent_at = "sent", now
+        elif outcome == "calling":  # delivered when picked up (SqlSubscriptions.answered)
+            reminder.status, reminder.next_attempt_at = "calling", now + CALL_ANSWER_WITHIN
+        elif outcome == "refused":
+            reminder.status = "refused"
+            if result == "sms opted_out":  # the number replied TD: that is a withdrawal, recorded
+                SqlSubscriptions.withdraw(s, sub, now, "短信回复退订")
+        elif reminder.attempts >= self.max_attempts:
+            reminder.status = became = "failed"
+        else:
+            reminder.next_attempt_at = now + RETRY_AFTER[min(reminder.attempts, len(RETRY_AFTER)) - 1]
+        counts[became] += 1
+        s.commit()
 
     async def deliver_for(self, seconds: float, batch: int = 200) -> dict[str, int]:
         """Deliver batch after batch while a whole batch was due, for about ``seconds``: a window's
@@ -311,8 +333,7 @@ class Reminders:
     async def _send(self, sub: Subscription, reminder: Reminder) -> tuple[Outcome, str]:
         """Deliver one reminder: a yearly occasion's, or a staff campaign's (its own words, its channel)."""
         if reminder.due_key.startswith(KEY_PREFIX):
-            with self.sessions() as s:
-                campaign = for_reminder(s, reminder.due_key)
+            campaign = await asyncio.to_thread(self._campaign, reminder.due_key)
             if campaign is None:
                 return "refused", "已撤销"
             return await self._deliver(sub, reminder, sms_message(campaign), campaign.deadline_text, campaign.what,
@@ -325,14 +346,20 @@ class Reminders:
                                           "deadline": occasion.deadline})
         return await self._deliver(sub, reminder, message, occasion.deadline, occasion.what, by_call=sub.by_call)
 
+    def _campaign(self, due_key: str) -> CampaignView | None:
+        with self.sessions() as s:
+            return for_reminder(s, due_key)
+
+    def _calls_under_way(self) -> int:
+        with self.sessions() as s:
+            return s.scalar(select(func.count()).select_from(Reminder).where(
+                Reminder.status == "calling", Reminder.next_attempt_at > self._now())) or 0
+
     async def _deliver(self, sub: Subscription, reminder: Reminder, sms: SmsMessage, deadline: str, what: str, *,
                        by_call: bool) -> tuple[Outcome, str]:
         """On the channel the citizen subscribed on: a call or an SMS (the phone line), else WeChat."""
         if sub.channel == "phone" and by_call and self.calls is not None and sub.phone:
-            with self.sessions() as s:
-                under_way = s.scalar(select(func.count()).select_from(Reminder).where(
-                    Reminder.status == "calling", Reminder.next_attempt_at > self._now())) or 0
-            if under_way >= self.max_calls:
+            if await asyncio.to_thread(self._calls_under_way) >= self.max_calls:
                 return "busy", "calls busy"
             try:
                 name = await asyncio.to_thread(self.calls.place, sub.phone, reminder.id)

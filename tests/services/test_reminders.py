@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 
 from services.calls import CallOriginator
@@ -380,3 +381,40 @@ def test_no_more_reminder_calls_at_once_than_the_line_takes(services: Services, 
     assert first is not None and subs.answered(first, "13700000000") is not None  # one picked up: a line is free
     clock.advance(minutes=1)
     assert asyncio.run(reminders.deliver())["calling"] == 1 and len(list(spool.iterdir())) == 5
+
+
+def test_delivery_keeps_the_database_off_the_event_loop(services: Services, subscriptions: SqlSubscriptions,
+                                                        clock: WallClock, wechat: tuple[FakeWeChat, str],
+                                                        tmp_path: Path) -> None:
+    """The scheduler runs in the services API's event loop: a window's opening (thousands due) must not
+    hold the citizens' requests while its queries run. Every statement of a delivery of each kind
+    (SMS, WeChat, a call) runs on another thread than the loop's."""
+    fake, _ = wechat
+    fake.accepted = {OPENID}
+    subscriptions.subscribe(sender_id="call-9", channel="phone", topic="medical_insurance", caller=CALLER,
+                            wording=WORDING)
+    subscriptions.subscribe(sender_id=f"web:oa:wx0123456789abcdef:{OPENID}", channel="webchat",
+                            topic="pension_certification", caller=None, wording="每年养老金领取资格认证开始时提醒您一次")
+    calls = SqlSubscriptions(services.sessions, services.sms.index, now=clock, calls=True)
+    calls.subscribe(sender_id="call-10", channel="phone", topic="medical_insurance", caller="05302345679",
+                    wording=WORDING, by_call=True)
+    reminders = scheduler(services, clock, wechat)
+    spool = tmp_path / "outgoing"
+    spool.mkdir()
+    reminders.calls = CallOriginator(spool, "Local/{number}@test-callee", "12345")
+    reminders.evaluate()
+    threads: list[int] = []
+
+    def statement(*_: object) -> None:
+        threads.append(threading.get_ident())
+
+    engine = services.engine
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        async def deliver() -> tuple[int, dict[str, int]]:
+            return threading.get_ident(), await reminders.deliver()
+        loop_thread, counts = asyncio.run(deliver())
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+    assert counts["sent"] == 2 and counts["calling"] == 1, counts
+    assert threads and loop_thread not in threads

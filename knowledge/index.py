@@ -9,9 +9,12 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -116,19 +119,35 @@ class KnowledgeBase:
         self._section_pinyin = [self.tokenizer.pinyin_tokens(section_document(self.topics[s.slug], s))
                                 for s in self.sections]
 
-    def build(self, progress: bool = False) -> "KnowledgeBase":
+    def build(self, progress: bool = False, known: dict[str, np.ndarray] | None = None) -> "KnowledgeBase":
+        """Index every section; ``known``: vectors of section documents embedded already (only the
+        other sections go through the model)."""
         self._tokenize_sections(progress)
         self.bm25 = bm25s.BM25()
         self.bm25.index(self._section_tokens, show_progress=False)
         self.pinyin = bm25s.BM25()
         self.pinyin.index(self._section_pinyin, show_progress=False)
         if self.encoder:
-            texts = [section_document(self.topics[s.slug], s) for s in self.sections]
-            self.dense = self.encoder.documents(texts, progress=progress)
+            texts = self._documents()
+            known = known or {}
+            new = [t for t in dict.fromkeys(texts) if t not in known]
+            embedded = dict(zip(new, self.encoder.documents(new, progress=progress))) if new else {}
+            self.dense = np.stack([known[t] if t in known else embedded[t] for t in texts]) if texts else None
         return self
 
+    def _documents(self) -> list[str]:
+        return [section_document(self.topics[s.slug], s) for s in self.sections]
+
+    def with_topics(self, topics: list[Topic]) -> "KnowledgeBase":
+        """A new index of ``topics`` with this one's model, embedding only the sections that changed:
+        a guide a department publishes is found without a restart (``GuideWatcher``)."""
+        known = dict(zip(self._documents(), self.dense)) if self.dense is not None else {}
+        return KnowledgeBase(topics, self.encoder, self.dense_weight).build(known=known)
+
     def save(self, directory: Path, fingerprint_value: str) -> None:
-        tmp = directory.with_name(directory.name + ".tmp")
+        """Written beside ``directory`` and swapped in. Processes that start together with a stale
+        index (two action servers) each write their own copy; the last swap wins, none fails."""
+        tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.bm25.save(str(tmp / "bm25"))
@@ -141,11 +160,16 @@ class KnowledgeBase:
             "model": self.encoder.description if self.encoder else None,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-        old = directory.with_name(directory.name + ".old")
+        old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
+        try:
             directory.rename(old)
-        tmp.rename(directory)  # the swap: a reader sees the old index or the new one, never half
+        except FileNotFoundError:  # none yet, or another process is swapping its copy in
+            pass
+        try:
+            tmp.rename(directory)  # the swap: a reader sees the old index or the new one, never half
+        except OSError:  # another process swapped its copy in meanwhile (the same index): keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
 
     def load_saved(self, directory: Path) -> bool:
@@ -295,6 +319,56 @@ def open_knowledge_base(settings: KnowledgeSettings | None = None, build_if_stal
     if build_if_stale:
         kb.save(index_dir, current)
     return kb
+
+
+def published_fingerprint(settings: KnowledgeSettings) -> str:
+    """What the published guides are now (their names and bytes)."""
+    digest = hashlib.sha256()
+    published = settings.resolve(settings.published_dir)
+    for path in sorted(published.glob("*.md")) if published.is_dir() else []:
+        try:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError:  # replaced while read: the next look sees it
+            continue
+    return digest.hexdigest()
+
+
+class GuideWatcher:
+    """Keeps a process's knowledge base current with the guides departments publish through the open
+    API (services/published_guides.py): ``check`` (every ``KB_REFRESH_S`` in the action server) reads
+    the published directory and, when it changed, indexes the guides again and hands the new index
+    to ``swap`` (requests under way finish on the old one). Only changed sections are embedded again.
+    The saved index is left alone (several processes share it): ``python -m knowledge build
+    --if-stale``, run at each start, saves it."""
+
+    def __init__(self, settings: KnowledgeSettings, current: KnowledgeBase,
+                 swap: Callable[[KnowledgeBase], None]) -> None:
+        self.settings, self.current, self.swap = settings, current, swap
+        self.seen = published_fingerprint(settings)
+        self.refused = ""
+
+    def check(self) -> bool:
+        """True when the index was renewed; a guide that would not load leaves the current one serving."""
+        now = published_fingerprint(self.settings)
+        if now in (self.seen, self.refused):
+            return False
+        try:
+            topics = load_topics(self.settings.resolve(self.settings.content_dir),
+                                 self.settings.resolve(self.settings.local_file),
+                                 self.settings.resolve(self.settings.published_dir))
+            renewed = self.current.with_topics(topics)
+        except Exception:  # noqa: BLE001 - the guides as they were keep serving; tried again next time
+            log.exception("the published guides could not be indexed; the index stays as it was")
+            self.refused = now  # logged once, not every look, until the directory changes again
+            return False
+        self.seen, self.current = now, renewed
+        self.swap(renewed)
+        log.info("published guides indexed again: %d guides", len(renewed.topics))
+        return True
+
+    def run(self, every_s: float, stop: threading.Event) -> None:
+        while not stop.wait(every_s):
+            self.check()
 
 
 def is_current(index_dir: Path, fingerprint_value: str) -> bool:

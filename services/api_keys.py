@@ -20,7 +20,7 @@ from services.open_api_models import ApiClient
 
 # What a key may do; a key holds one or more.
 SCOPES: dict[str, str] = {
-    "applications:write": "add progress steps to applications (办件进度)",
+    "applications:write": "add progress steps to the applications (办件进度) its department handles",
     "tickets:write": "change the status of and reply to the department's feedback tickets",
     "guides:write": "publish and update the department's service guides",
     "kpis:read": "read aggregate figures (事项办结率, 群众满意度, 工单按期答复率)",

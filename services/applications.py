@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from services.models import Application
+from services.tickets import DEPARTMENT_NAMES, ticket_department
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,22 @@ class ApplicationsBackend(Protocol):
     def by_number(self, number: str) -> ApplicationView | None: ...
 
     def by_applicant(self, phone: str, id_last4: str) -> list[ApplicationView]: ...
+
+
+def office_names(department: str) -> set[str]:
+    """The names an office may give ``department`` by: its full and its short name (民政局, 民政)."""
+    return {department, ticket_department(department), DEPARTMENT_NAMES.get(department, department)} - {""}
+
+
+def belongs_to(app: Application, department: str) -> bool:
+    """Whether ``department`` handles the application: its recorded department, or, for a row that
+    records none, an office that names the department ("单县民政局社会救助股" is 民政局's; the KPIs
+    count such rows the same way, services/kpis.py)."""
+    if not department:
+        return False
+    if app.department:
+        return app.department == department
+    return any(name in app.office for name in office_names(department))
 
 
 def _view(app: Application) -> ApplicationView:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import sessionmaker
 
 from services.models import Application, FeedbackTicket, Rating
-from services.tickets import DEPARTMENT_NAMES, ticket_department
+from services.applications import office_names
+from services.tickets import ticket_department
 
 MIN_GROUP = 5
 CHINA = dt.timezone(dt.timedelta(hours=8))
@@ -42,8 +43,8 @@ def _like(text: str) -> str:
 
 def kpis(sessions: sessionmaker, start: dt.date, end: dt.date, department: str | None, today: dt.date) -> dict[str, Figure]:
     """The figures for the days ``start``..``end`` (China time, both included), for one department
-    or all. Applications count by the day they were submitted and belong to a department when their
-    office names it (full or short name: 民政局, 民政); tickets by their due date up to ``today`` and
+    or all. Applications count by the day they were submitted and belong to a department when it is
+    recorded for them, else when their office names it (full or short name: 民政局, 民政); tickets by their due date up to ``today`` and
     the tickets' department name (services/tickets.py DEPARTMENT_NAMES), on time when answered by
     then (the console dashboard's 工单按期办结率); ratings carry no department."""
     # In UTC: SQLite keeps times without their zone, and the rows' defaults (CURRENT_TIMESTAMP) are UTC.
@@ -51,9 +52,10 @@ def kpis(sessions: sessionmaker, start: dt.date, end: dt.date, department: str |
     until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), CHINA).astimezone(dt.timezone.utc)
     with sessions() as s:
         apps = select(Application.status).where(Application.submitted_at >= since, Application.submitted_at < until)
-        if department:
-            names = {department, ticket_department(department), DEPARTMENT_NAMES.get(department, department)}
-            apps = apps.where(or_(*(Application.office.like(_like(n), escape="\\") for n in sorted(names))))
+        if department:  # as services/applications.py belongs_to: the recorded department, else the office's
+            by_office = or_(*(Application.office.like(_like(n), escape="\\") for n in sorted(office_names(department))))
+            apps = apps.where(or_(Application.department == department,
+                                  and_(Application.department.is_(None), by_office)))
         statuses = list(s.scalars(apps))
         tickets = s.execute(select(FeedbackTicket.status, FeedbackTicket.due_date, FeedbackTicket.updated_at)
                             .where(FeedbackTicket.due_date >= start, FeedbackTicket.due_date <= min(end, today),

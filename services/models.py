@@ -38,6 +38,9 @@ class Application(Base):
     current_step: Mapped[str] = mapped_column(String(50))
     expected_date: Mapped[dt.date | None] = mapped_column(Date)
     office: Mapped[str] = mapped_column(String(100))
+    # The department handling it (the open API's keys write only their own department's); None for rows
+    # whose source names only the office (services/applications.py belongs_to).
+    department: Mapped[str | None] = mapped_column(String(30), index=True)
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     steps: Mapped[list[ApplicationStep]] = relationship(
         back_populates="application", order_by="ApplicationStep.at"

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from knowledge.config import KnowledgeSettings
 from services.api_keys import SCOPES, ApiClientView, ApiKeys
+from services.applications import belongs_to
 from services.container import Services
 from services.kpis import CHINA, MIN_GROUP, kpis
 from services.models import Application, ApplicationStep, FeedbackTicket
@@ -302,12 +303,13 @@ def create_open_api(settings: Settings, services: Services, on_update: OnUpdate 
         return _error("internal_error")
 
     @app.post("/applications/{number}/steps", status_code=201, response_model=ApplicationOut,
-              responses=_errors(*WRITE_ERRORS, "not_found", "progress_elsewhere"), tags=["applications"],
+              responses=_errors(*WRITE_ERRORS, "other_department", "not_found", "progress_elsewhere"),
+              tags=["applications"],
               summary="Add a progress step to an application (applications:write)")
     def add_step(number: AppNumber, step: StepIn, write: Write = Depends(writer("applications:write"))) -> JSONResponse:
         if settings.applications_backend != "sql":
             raise ApiError("progress_elsewhere")
-        return run(write, lambda s: _add_step(s, number, step, now()), "application", number)
+        return run(write, lambda s: _add_step(s, number, step, write.client.department, now()), "application", number)
 
     @app.patch("/tickets/{number}", response_model=TicketOut, tags=["tickets"],
                responses=_errors(*WRITE_ERRORS, "other_department", "not_found", "invalid_transition"),
@@ -361,11 +363,13 @@ def _aware(at: dt.datetime) -> dt.datetime:
     return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
 
 
-def _add_step(s: Session, number: str, body: StepIn, now: dt.datetime) -> tuple[int, BaseModel, bool]:
+def _add_step(s: Session, number: str, body: StepIn, department: str, now: dt.datetime) -> tuple[int, BaseModel, bool]:
     app = s.scalar(select(Application).options(selectinload(Application.steps))
                    .where(Application.number == number).with_for_update())
     if app is None:
         raise ApiError("not_found", "no application with this number")
+    if not belongs_to(app, department):
+        raise ApiError("other_department", "this application is another department's")
     at = body.at or now
     if at.tzinfo is None:
         raise ApiError("invalid_request", "at: give the time with its offset, e.g. 2026-12-01T09:30:00+08:00")

@@ -21,10 +21,10 @@ def _at(days: int, hour: int = 9) -> dt.datetime:
 
 
 def _application(s: Session, number: str, service: str, who: tuple[str, str], status: str, step: str,
-                 expected_in: int | None, office: str, history: list[tuple[str, str, int]]) -> None:
+                 expected_in: int | None, office: str, history: list[tuple[str, str, int]], department: str) -> None:
     app = Application(
         number=number, service_name=service, applicant_phone=who[0], applicant_id_last4=who[1][-4:],
-        status=status, current_step=step, office=office, submitted_at=_at(history[0][2]),
+        status=status, current_step=step, office=office, department=department, submitted_at=_at(history[0][2]),
         expected_date=None if expected_in is None else dt.date.today() + dt.timedelta(days=expected_in),
     )
     s.add(app)
@@ -40,17 +40,18 @@ def seed(sessions: sessionmaker) -> bool:
             return False
         _application(s, "20261101000001", "个体工商户营业执照设立登记", APPLICANT_A, "审核中", "材料审核", 3,
                      "牡丹区政务服务中心 市场准入窗口",
-                     [("网上申请", "已提交", -6), ("受理", "已受理", -5), ("材料审核", "审核中", -4)])
+                     [("网上申请", "已提交", -6), ("受理", "已受理", -5), ("材料审核", "审核中", -4)], "市场监督管理局")
         _application(s, "20261101000002", "不动产登记（二手房转移）", APPLICANT_A, "已办结", "已办结", None,
                      "菏泽市不动产登记中心",
-                     [("受理", "已受理", -20), ("审核", "通过", -15), ("登簿", "完成", -12), ("发证", "已领取", -10)])
+                     [("受理", "已受理", -20), ("审核", "通过", -15), ("登簿", "完成", -12), ("发证", "已领取", -10)],
+                     "自然资源和规划局")
         _application(s, "20261102000003", "社会保障卡申领", APPLICANT_B, "待补正", "补正材料", 7,
                      "曹县人社服务大厅",
-                     [("受理", "已受理", -3), ("材料审核", "需补正：缺少近期免冠照片", -2)])
+                     [("受理", "已受理", -3), ("材料审核", "需补正：缺少近期免冠照片", -2)], "人力资源和社会保障局")
         _application(s, "20261028000115", "城乡居民最低生活保障申请", APPLICANT_C, "审批中", "县民政局审批", 10,
                      "单县民政局社会救助股",
                      [("村级申请", "已提交", -25), ("镇街审核", "通过", -12), ("入户调查", "完成", -10),
-                      ("县民政局审批", "审批中", -5)])
+                      ("县民政局审批", "审批中", -5)], "民政局")
         period = (dt.date.today().replace(day=1) - dt.timedelta(days=1)).strftime("%Y年%m月")
         year = str(dt.date.today().year + 1) + "年度"
         due = dt.date.today() + dt.timedelta(days=15)

@@ -121,9 +121,13 @@ def _running(settings: Settings, voice: VoiceSettings, packaged_model_dir: Path,
              fake: FakeWeChat, mini_account: Account, mini: FakeWeChat) -> Iterator[Running]:
     # The guides' own index, with dense vectors from the packaged model.
     console = console_settings()
+    # Guides published through the open API land in the run's own directory, and the action server
+    # looks for them every second (tests/e2e/test_published_guides.py).
     stack, engine = start_stack(settings, tmp, voice, {"KB_INDEX_DIR": str(tmp / "kb"),
                                                        "KB_EMBEDDING_MODEL": str(packaged_model_dir),
-                                                       "KB_QUERY_INSTRUCTION": ""}, console=console)
+                                                       "KB_QUERY_INSTRUCTION": "",
+                                                       "KB_PUBLISHED_DIR": str(tmp / "published-guides"),
+                                                       "KB_REFRESH_S": "1"}, console=console)
     services = build_services(settings, engine)
     try:
         with httpx.Client(timeout=60) as http:

@@ -26,7 +26,7 @@ from services.migrate import upgrade
 from services.reminders import Reminders, Window
 from services.sms import Limits, NumberIndex, OutboxGateway, SmsSender
 from services.subscriptions import Reminder, Subscription
-from tests.conftest import PG_ADMIN_URL
+from tests.sandbox import PG_ADMIN_URL
 
 DAY = dt.datetime(2026, 9, 2, 2, 0, tzinfo=dt.timezone.utc)  # 10:00 in Heze; both windows open
 

@@ -27,9 +27,8 @@ import httpx
 
 from services.settings import Settings
 from stack.processes import Stack
-from tests.conftest import make_settings
-from tests.sandbox import (add_production_args, drop_broker, drop_database, free_port, production_database, production_env,
-                           start_stack)
+from tests.sandbox import (add_production_args, drop_broker, drop_database, free_port, make_settings, production_database,
+                           production_env, start_stack)
 
 PARSE_TEXTS = ["你好", "俺想查一下办件进度", "二〇二六幺幺〇幺〇〇〇〇〇幺", "交水费", "路灯坏了好几天了",
                "转人工", "再说一遍", "幺三八 零零零零 零零零幺", "谢谢", "查工单"]

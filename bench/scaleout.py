@@ -22,10 +22,9 @@ import psutil
 from bench.run import machine
 from services.settings import ROOT
 from stack.scaleout import Topology
-from tests.conftest import make_settings
+from tests.sandbox import (console_settings, drop_broker, drop_database, free_port, make_settings, production_database,
+                           production_env, start_stack, voice_settings)
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
-from tests.sandbox import (console_settings, drop_broker, drop_database, free_port, production_database, production_env,
-                           start_stack, voice_settings)
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -24,8 +24,7 @@ from typing import Any
 import httpx
 
 from bench.run import pct, write_results
-from tests.conftest import make_settings
-from tests.sandbox import free_port, start_stack, voice_settings
+from tests.sandbox import free_port, make_settings, start_stack, voice_settings
 from tests.voice.phone_client import PhoneClient
 from tests.voice.speech import transcripts, utterance
 from voice.asr import Final, open_recogniser

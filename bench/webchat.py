@@ -18,8 +18,7 @@ from typing import Any
 from playwright.sync_api import Browser, sync_playwright
 
 from bench.run import write_results
-from tests.conftest import make_settings
-from tests.sandbox import free_port, start_stack
+from tests.sandbox import free_port, make_settings, start_stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Chrome DevTools' throttling presets (front_end/core/sdk/NetworkManager.ts): bytes per second, ms.

@@ -26,9 +26,8 @@ import httpx
 
 from bench.run import pct, write_results
 from services.settings import ROOT
-from tests.conftest import make_settings
-from tests.sandbox import (add_production_args, drop_broker, drop_database, free_port, production_database, production_env,
-                           start_stack)
+from tests.sandbox import (add_production_args, drop_broker, drop_database, free_port, make_settings, production_database,
+                           production_env, start_stack)
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
 
 CONVERSATION = ["你好", "查工单", "10000001", "5"]

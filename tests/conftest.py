@@ -1,13 +1,11 @@
 """Shared fixtures: service databases on SQLite and PostgreSQL, migrated by Alembic."""
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -15,30 +13,12 @@ from services.container import Services, build_services
 from services.db import make_engine
 from services.migrate import upgrade
 from services.seed import seed
-from services.settings import ROOT, Settings
-from services import sealed
-from tests.sandbox import TEST_DATA_KEYS
-from textnorm.sealing import Keyring
+from services.settings import ROOT
+from tests.sandbox import PG_ADMIN_URL, make_settings
 
-sealed.use(Keyring.parse(TEST_DATA_KEYS))  # the test process's own (services built in-process)
 
 # Tests that need Rasa itself run inside .venv-rasa (tests/rasa/test_runtime.py starts them).
 collect_ignore = ["rasa_env"]
-
-# CI's machine runs PostgreSQL on 127.0.0.1:5432 with trust auth (.ci/run); override to point elsewhere.
-PG_ADMIN_URL = os.environ.get("HEZE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "heze_env": "test",
-        "rasa_api_token": SecretStr("test-token-" + uuid.uuid4().hex),
-        "payment_sandbox_secret": SecretStr("sandbox-" + uuid.uuid4().hex),
-        "heze_db_url": "sqlite:///:memory:",
-        "data_keys": SecretStr(TEST_DATA_KEYS),  # the stack's processes seal personal data with it
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,14 @@ import os
 import secrets
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from services import sealed
 from services.container import build_services
 from services.db import make_engine
 from services.migrate import upgrade
@@ -18,12 +21,29 @@ from services.settings import Settings
 from console.settings import ConsoleSettings
 from stack.processes import Stack, prepare_tracker_store, specs
 from stack.scaleout import Topology, scaleout_specs
-from textnorm.sealing import new_key
+from textnorm.sealing import Keyring, new_key
 from voice.settings import VoiceSettings
 
 # One keyring for the whole test run: the service database's sealed columns use one keyring per
 # process (services/sealed.py), so every stack, console, gateway and services object shares it.
 TEST_DATA_KEYS = f"t1:{new_key()}"
+sealed.use(Keyring.parse(TEST_DATA_KEYS))  # this process's own (services built in-process)
+
+# CI's machine runs PostgreSQL on 127.0.0.1:5432 with trust auth (.ci/run); override to point elsewhere.
+PG_ADMIN_URL = os.environ.get("HEZE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def make_settings(**overrides: object) -> Settings:
+    """The settings of a test or benchmark stack: test environment, fresh secrets, the run's keyring."""
+    values: dict[str, object] = {
+        "heze_env": "test",
+        "rasa_api_token": SecretStr("test-token-" + uuid.uuid4().hex),
+        "payment_sandbox_secret": SecretStr("sandbox-" + uuid.uuid4().hex),
+        "heze_db_url": "sqlite:///:memory:",
+        "data_keys": SecretStr(TEST_DATA_KEYS),  # the stack's processes seal personal data with it
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from actions.progress import NO_NUMBER, ActionAnswerProgress, ValidateProgressFo
 from services import provincial
 from services.container import Services
 from tests.actions.helpers import DOMAIN, bot_said, run, slot_events, texts, tracker
-from tests.conftest import make_settings
+from tests.sandbox import make_settings
 from tests.fakes.provincial import APP_ID, APP_KEY, FakeProvincialPlatform, down_url, serve
 
 APOLOGY = DOMAIN["responses"]["utter_progress_unavailable"][0]["text"]

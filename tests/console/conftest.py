@@ -55,3 +55,9 @@ def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> str:
     r = client.post("/login", data={"username": username, "password": password, "csrf_token": token, "next": "/"})
     assert r.status_code == 303, r.text
     return csrf_of(client.get("/conversations").text)
+
+
+def ref(console: TestClient, sender: str) -> str:
+    """A conversation's pseudonym, as the console's links carry it."""
+    from console.conversations import conversation_ref
+    return conversation_ref(console.app.state.index.key, sender)  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from services.settings import ROOT
-from tests.console.conftest import PASSWORD, csrf_of, sign_in
+from tests.console.conftest import PASSWORD, csrf_of, ref, sign_in
 from tests.console.synthetic import ID_NUMBER, PHONE, SECRETS
 
 SOME_REF = "c" + "0" * 20  # without a session every route answers the same, whether the conversation exists or not
@@ -149,12 +149,6 @@ def test_an_admin_disables_unlocks_and_resets_accounts_and_each_is_audited(conso
     audit = console.get("/admin/audit").text
     assert all(a in audit for a in ("user_disable", "user_enable", "user_reset", "user_unlock"))
     reviewer.close()
-
-
-def ref(console: TestClient, sender: str) -> str:
-    """A conversation's pseudonym, as the console's links carry it."""
-    from console.conversations import conversation_ref
-    return conversation_ref(console.app.state.index.key, sender)  # type: ignore[attr-defined]
 
 
 def user_id(console: TestClient, username: str) -> int:

@@ -13,8 +13,7 @@ from sqlalchemy import insert
 
 from console.conversations import EVENTS
 from services.models import FeedbackTicket
-from tests.console.conftest import csrf_of, sign_in
-from tests.console.test_console_app import ref
+from tests.console.conftest import csrf_of, ref, sign_in
 
 
 def test_the_list_shows_what_was_said_how_it_ended_and_intents_in_chinese(console: TestClient) -> None:

@@ -14,10 +14,9 @@ import pytest
 from services.container import Services, build_services
 from services.settings import Settings
 from stack.processes import Stack
-from tests.conftest import make_settings
+from tests.sandbox import console_settings, free_port, make_settings, start_stack, voice_settings
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
 from console.settings import ConsoleSettings
-from tests.sandbox import console_settings, free_port, start_stack, voice_settings
 from voice.models import packaged_whisper
 from voice.settings import VoiceSettings
 

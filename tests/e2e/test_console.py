@@ -7,18 +7,17 @@ step is kept under test-artifacts/console/."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, sync_playwright
 
 from services.settings import ROOT
+from tests.e2e.browser import accessible, sign_in
 from tests.e2e.conftest import Running
+from tests.e2e.people import create_console_user
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts" / "console"
@@ -31,37 +30,9 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-AXE = Axe()
-
-
-def accessible(page: Page) -> None:
-    """axe-core on the page as it is: no serious or critical violation (the report names them)."""
-    results = AXE.run(page)
-    bad = [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
-    assert not bad, (page.url, [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in bad])
-
-
-def create_user(running: Running, name: str, password: str, role: str = "admin") -> None:
-    made = subprocess.run([sys.executable, "-m", "console", "create-user", "--username", name, "--role", role,
-                           "--password-stdin"], input=password + "\n", text=True, capture_output=True, cwd=ROOT,
-                          env={"HEZE_DB_URL": running.settings.heze_db_url, "PATH": "/usr/bin:/bin"})
-    assert made.returncode == 0, made.stderr
-
-
-def sign_in(page: Page, running: Running, name: str, password: str) -> None:
-    page.goto(f"{running.console_url}/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{running.console_url}/")
-
-
 def test_a_reviewer_session_in_the_browser(running: Running) -> None:
     # A new user creates the first admin, as the README says.
-    made = subprocess.run([sys.executable, "-m", "console", "create-user", "--username", "zhang", "--password-stdin"],
-                          input=PASSWORD + "\n", text=True, capture_output=True, cwd=ROOT,
-                          env={"HEZE_DB_URL": running.settings.heze_db_url, "PATH": "/usr/bin:/bin"})
-    assert made.returncode == 0, made.stderr
+    create_console_user(running, "zhang", PASSWORD)
     # A phone caller the assistant did not understand, with a personal number in what they said.
     caller = "call-" + uuid.uuid4().hex[:12]
     phone_md = {"channel": "phone", "caller": "13800000009"}
@@ -130,7 +101,7 @@ def test_a_reviewer_session_in_the_browser(running: Running) -> None:
 def test_a_reviewers_morning_in_the_browser(running: Running) -> None:
     """Inbox → label → open a conversation → correct → review next → export; axe on every page."""
     password = "morning-" + uuid.uuid4().hex[:8]
-    create_user(running, "li", password, role="admin")
+    create_console_user(running, "li", password, role="admin")
     # Vague things callers say; the ones the NLU is unsure of (as its parse says) are the inbox's.
     vague = ["嗯嗯那个啥呀", "俺寻思着吧那个", "哎呀这个那个", "就是那个事儿呗", "喂喂喂那个", "那个谁来着",
              "呃呃呃", "咋说呢这个", "你听我说啊", "就那个嘛", "这这这", "啥玩意儿"]

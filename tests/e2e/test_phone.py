@@ -15,8 +15,9 @@ import pytest
 import websockets
 from sqlalchemy import select
 
-from services.models import Handoff, PhoneCall, PhoneTurn
+from services.models import Handoff, PhoneCall
 from tests.e2e.conftest import Running
+from tests.e2e.people import call_record, wait_turns
 from tests.voice.phone_client import FRAME, PhoneClient
 from tests.voice.speech import utterance
 from voice.audio import read_wav
@@ -27,24 +28,6 @@ pytestmark = pytest.mark.e2e
 def client(running: Running, call_id: str | None = None, silent_line: bool = False) -> PhoneClient:
     return PhoneClient(running.voice.voice_audiosocket_host, running.voice.voice_audiosocket_port, call_id,
                        silent_line)
-
-
-def call_record(running: Running, call_id: str) -> tuple[PhoneCall | None, list[PhoneTurn]]:
-    with running.services.sessions() as s:
-        call = s.scalar(select(PhoneCall).where(PhoneCall.call_id == call_id))
-        turns = list(s.scalars(select(PhoneTurn).where(PhoneTurn.call_pk == call.id).order_by(PhoneTurn.seq))) \
-            if call else []
-        return call, turns
-
-
-async def wait_turns(running: Running, call_id: str, n: int, timeout: float = 30) -> list[PhoneTurn]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, turns = await asyncio.to_thread(call_record, running, call_id)
-        if len(turns) >= n:
-            return turns
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"call {call_id} has {len(turns)} turns, {n} expected")
 
 
 async def wait_ended(running: Running, call_id: str, timeout: float = 30) -> PhoneCall:

@@ -10,12 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import make_settings
+from tests.sandbox import (
+    TEST_DATA_KEYS, console_settings, drop_broker, free_port, make_settings, production_env, start_stack
+)
 from tests.e2e.conftest import joined
-from tests.sandbox import TEST_DATA_KEYS, console_settings, drop_broker, free_port, production_env, start_stack
 from textnorm.sealing import Keyring
 
 pytestmark = pytest.mark.e2e

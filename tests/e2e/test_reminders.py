@@ -22,8 +22,7 @@ from services.api_keys import ApiKeys
 from services.models import FeedbackTicket, PhoneCall, PhoneTurn, SmsOutbox
 from services.subscriptions import Reminder, Subscription
 from tests.e2e.conftest import Running
-from tests.e2e.test_webchat import call, replies
-from tests.e2e.test_wechat import Citizen, console_sign_in
+from tests.e2e.people import Citizen, call, console_sign_in, replies
 from tests.pbx import Pbx, available
 from tests.voice.phone_client import PhoneClient
 from tests.voice.speech import utterance

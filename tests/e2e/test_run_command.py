@@ -15,8 +15,7 @@ from services.db import make_engine
 from services.migrate import upgrade
 from services.settings import ROOT
 from stack.processes import prefixed_env, settings_env, specs
-from tests.conftest import make_settings
-from tests.sandbox import console_settings, free_port, voice_settings
+from tests.sandbox import console_settings, free_port, make_settings, voice_settings
 
 pytestmark = pytest.mark.e2e
 

@@ -34,10 +34,12 @@ from channels.wechat_delivery import APOLOGY
 from services.settings import ROOT, Settings
 from stack.processes import Stack
 from stack.scaleout import Topology
-from tests.conftest import make_settings
+from tests.sandbox import (
+    TEST_DATA_KEYS, console_settings, drop_broker, free_port, make_settings, production_env, start_stack,
+    voice_settings
+)
 from tests.faults import RedisServer, TcpRelay, rabbitmq_app
 from tests.fakes.wechat_api import Account, FakeWeChat, serve
-from tests.sandbox import TEST_DATA_KEYS, console_settings, drop_broker, free_port, production_env, start_stack, voice_settings
 from textnorm.sealing import Keyring
 
 pytestmark = pytest.mark.e2e

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from services.models import FeedbackTicket
 from services.settings import ROOT
 from tests.e2e.conftest import Running, joined
-from tests.rasa.test_rasa_cli import rasa
+from tests.rasa.cli import rasa
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "story-export-" + uuid.uuid4().hex[:8]

@@ -10,20 +10,17 @@ ends it by phone. Every state is checked with axe-core (no serious or critical v
 screenshots are kept under test-artifacts/webchat/."""
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import re
 import shutil
-import threading
 import time
 import uuid
 import wave
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import select
@@ -31,8 +28,8 @@ from sqlalchemy import select
 from services.models import Application, Bill, PaymentOrder, SmsOutbox
 from services.settings import ROOT
 from tests.e2e.conftest import Running
-from tests.e2e.test_console import accessible, create_user, sign_in
-from tests.e2e.test_phone import wait_turns
+from tests.e2e.browser import accessible, sign_in
+from tests.e2e.people import call, create_console_user, replies
 from tests.voice.phone_client import PhoneClient
 from tests.voice.speech import utterance
 
@@ -245,45 +242,6 @@ def texted_code(running: Running, elder: str) -> str:
     return str(next(json.loads(params)["code"] for phone, params in rows if phone == elder))
 
 
-def call(running: Running, elder: str, steps: Callable[[PhoneClient], Awaitable[None]]) -> str:
-    """A call from the elder's own mobile through the phone line (the dialplan registers the caller
-    first), in a thread of its own; returns the call id."""
-    call_id = str(uuid.uuid4())
-    registered = httpx.post(f"{running.voice_url}/calls/{call_id}/start", data={"caller": elder},
-                            headers=running.pbx_headers)
-    assert registered.text == "ok"
-
-    async def run() -> None:
-        phone = PhoneClient(running.voice.voice_audiosocket_host, running.voice.voice_audiosocket_port, call_id)
-        await phone.connect()
-        await phone.wait_audio_after(time.monotonic() - 1)
-        await phone.wait_quiet(0.6)
-        try:
-            await steps(phone)
-        finally:
-            await phone.hang_up()
-
-    failed: list[BaseException] = []
-    thread = threading.Thread(target=lambda: failed.extend(_caught(lambda: asyncio.run(run()))))
-    thread.start()
-    thread.join(180)
-    assert not thread.is_alive() and not failed, failed
-    return call_id
-
-
-def _caught(f: Callable[[], object]) -> list[BaseException]:
-    try:
-        f()
-    except BaseException as exc:  # noqa: BLE001 - handed back to the test's thread
-        return [exc]
-    return []
-
-
-async def replies(running: Running, call_id: str, n: int) -> list[str]:
-    turns = await wait_turns(running, call_id, n, timeout=60)
-    return [t.reply or "" for t in turns]
-
-
 def test_a_family_member_pays_for_a_parent_who_consented_by_phone(browser: Browser, running: Running) -> None:
     elder, application = an_elder_with_an_application(running)
     running.wechat.signed_in = "oFamily" + uuid.uuid4().hex[:21]
@@ -340,7 +298,7 @@ def test_a_family_member_pays_for_a_parent_who_consented_by_phone(browser: Brows
 
     # Staff see the grant and what was done under it.
     password = "proxy-e2e-" + uuid.uuid4().hex[:8]
-    create_user(running, "wang_proxy", password, role="supervisor")
+    create_console_user(running, "wang_proxy", password, role="supervisor")
     staff = page.context.browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")  # type: ignore[union-attr]
     desk = staff.new_page()
     sign_in(desk, running, "wang_proxy", password)

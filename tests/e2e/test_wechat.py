@@ -15,39 +15,18 @@ import pytest
 
 from channels.wechat_protocol import signature
 from tests.e2e.conftest import Running
+from tests.e2e.people import Citizen, console_sign_in, deliver, wechat_url
 from tests.fakes.wechat_api import Account
 
 pytestmark = pytest.mark.e2e
 
 
-def url(running: Running) -> str:
-    return f"{running.rasa_url}/webhooks/wechat/webhook"
-
-
-def deliver(running: Running, inner_xml: str, **kw: object):  # type: ignore[no-untyped-def]
-    params, body = running.account.sealed(inner_xml, **kw)  # type: ignore[arg-type]
-    return running.http.post(url(running), params=params, content=body)
-
-
-class Citizen:
-    def __init__(self, running: Running) -> None:
-        self.running = running
-        self.openid = "o" + uuid.uuid4().hex[:20]
-        self.msg_id = int(time.time() * 1000) * 1000 + int(uuid.uuid4().int % 1000)
-
-    def say(self, text: str) -> str:
-        self.msg_id += 1
-        resp = deliver(self.running, self.running.account.text_xml(self.openid, text, self.msg_id))
-        assert resp.status_code == 200, resp.text
-        return self.running.account.open_reply(resp.text)["Content"] if resp.text != "success" else ""
-
-
 def test_url_verification_echoes_only_when_signed(running: Running) -> None:
     ts, nonce = str(int(time.time())), uuid.uuid4().hex
     good = {"signature": signature(running.account.token, ts, nonce), "timestamp": ts, "nonce": nonce, "echostr": "e42"}
-    assert running.http.get(url(running), params=good).text == "e42"
+    assert running.http.get(wechat_url(running), params=good).text == "e42"
     forged = {**good, "nonce": uuid.uuid4().hex}
-    assert running.http.get(url(running), params=forged).status_code == 403
+    assert running.http.get(wechat_url(running), params=forged).status_code == 403
 
 
 def test_a_conversation_in_safe_mode_with_numbered_choices(running: Running) -> None:
@@ -138,13 +117,13 @@ def test_bad_requests_are_refused_without_a_turn(running: Running, tmp_path) -> 
          inner.encode(), 400),  # a plain message in safe mode
     ]
     for query, content, status in cases:
-        assert running.http.post(url(running), params=query, content=content).status_code == status
-    assert running.http.post(url(running), params=params, content=body).status_code == 200
+        assert running.http.post(wechat_url(running), params=query, content=content).status_code == status
+    assert running.http.post(wechat_url(running), params=params, content=body).status_code == 200
     # The same nonce and signature with another body: the signature covers the ciphertext.
-    assert running.http.post(url(running), params=params, content=account.sealed(inner)[1]).status_code == 403
+    assert running.http.post(wechat_url(running), params=params, content=account.sealed(inner)[1]).status_code == 403
     other = Account(token=account.token, aes_key=account.aes_key, appid="wx0000000000000000")
     q, b = other.sealed(inner)
-    assert running.http.post(url(running), params=q, content=b).status_code == 403  # another appid
+    assert running.http.post(wechat_url(running), params=q, content=b).status_code == 403  # another appid
 
 
 def test_many_citizens_at_once_all_get_passive_replies(running: Running) -> None:
@@ -296,11 +275,11 @@ def test_malformed_fields_get_a_4xx_before_and_after_the_signature_check(running
     deep = b'{"a":' * 1200 + b"1" + b"}" * 1200
     utf16 = '<!DOCTYPE xml [<!ENTITY x "expanded">]><xml><Encrypt>&x;</Encrypt></xml>'.encode("utf-16")
     unsigned = [  # once: 500 for the first three (OverflowError, RecursionError), 200 for the UTF-16 DTD
-        ("post", url(running), {**params, "timestamp": "9" * 400}, body),
-        ("get", url(running), {**verify, "timestamp": "9" * 400}, b""),
+        ("post", wechat_url(running), {**params, "timestamp": "9" * 400}, body),
+        ("get", wechat_url(running), {**verify, "timestamp": "9" * 400}, b""),
         ("post", mini_url, params, deep),
-        ("post", url(running), params, utf16),
-        ("post", url(running), {**params, "nonce": "x" * 500}, body),
+        ("post", wechat_url(running), params, utf16),
+        ("post", wechat_url(running), {**params, "nonce": "x" * 500}, body),
     ]
     for method, where, query, content in unsigned:
         resp = running.http.request(method.upper(), where, params=query, content=content)
@@ -311,7 +290,7 @@ def test_malformed_fields_get_a_4xx_before_and_after_the_signature_check(running
                 '<xml><FromUserName><![CDATA[oOk]]></FromUserName><MsgType>text</MsgType>'
                 f'<Content>x</Content><MsgId>{"9" * 400}</MsgId></xml>'):
         q, b = account.sealed(bad)
-        assert running.http.post(url(running), params=q, content=b).status_code == 400
+        assert running.http.post(wechat_url(running), params=q, content=b).status_code == 400
     mq, mb = running.mini_account.sealed_json({"FromUserName": "m" * 10, "MsgType": "text", "Content": "x",
                                                "CreateTime": "9" * 400})
     assert running.http.post(mini_url, params=mq, content=mb).status_code == 400
@@ -342,22 +321,22 @@ def test_a_signed_resend_gets_the_stored_reply_and_other_replays_stay_refused(ru
     citizen = Citizen(running)
     citizen.msg_id += 1
     params, body = running.account.sealed(running.account.text_xml(citizen.openid, "查工单", citizen.msg_id))
-    first = running.http.post(url(running), params=params, content=body)
-    again = running.http.post(url(running), params=params, content=body)  # a retry that reused the query string
+    first = running.http.post(wechat_url(running), params=params, content=body)
+    again = running.http.post(wechat_url(running), params=params, content=body)  # a retry that reused the query string
     assert first.status_code == again.status_code == 200
     assert running.account.open_reply(again.text)["Content"] == running.account.open_reply(first.text)["Content"]
     assert "工单号" in running.account.open_reply(again.text)["Content"]
     # Replays of anything never taken stay refused: an event with nothing to answer, a refused message.
     q, b = running.account.sealed(running.account.event_xml(citizen.openid, "VIEW", "https://example.org/"))
-    assert running.http.post(url(running), params=q, content=b).text == "success"
-    assert running.http.post(url(running), params=q, content=b).status_code == 403
+    assert running.http.post(wechat_url(running), params=q, content=b).text == "success"
+    assert running.http.post(wechat_url(running), params=q, content=b).status_code == 403
     q, b = running.account.sealed("<xml><MsgType>text</MsgType><Content>x</Content><MsgId>5</MsgId></xml>")
-    assert running.http.post(url(running), params=q, content=b).status_code == 400  # no sender
-    assert running.http.post(url(running), params=q, content=b).status_code == 400
+    assert running.http.post(wechat_url(running), params=q, content=b).status_code == 400  # no sender
+    assert running.http.post(wechat_url(running), params=q, content=b).status_code == 400
     ts, nonce = str(int(time.time())), uuid.uuid4().hex
     verify = {"signature": signature(running.account.token, ts, nonce), "timestamp": ts, "nonce": nonce, "echostr": "e"}
-    assert running.http.get(url(running), params=verify).text == "e"
-    assert running.http.get(url(running), params=verify).status_code == 403  # URL verification is never replayed
+    assert running.http.get(wechat_url(running), params=verify).text == "e"
+    assert running.http.get(wechat_url(running), params=verify).status_code == 403  # URL verification is never replayed
     tracker = running.http.get(f"{running.rasa_url}/conversations/{citizen.openid}/tracker",
                                params={"token": running.settings.rasa_api_token.get_secret_value()}).json()
     assert len([e for e in tracker["events"] if e["event"] == "user"]) == 1
@@ -380,21 +359,6 @@ def test_the_mini_program_answers_images_and_cards_with_a_message(running: Runni
 
 
 UNSUPPORTED_TEXT = "目前我能看懂文字和语音消息。请用文字或语音告诉我您要办什么事。"
-
-
-def console_sign_in(running: Running, http: "httpx.Client") -> str:  # noqa: F821
-    import sys
-
-    from services.settings import ROOT
-    username, password = "kf" + uuid.uuid4().hex[:6], "handback-" + uuid.uuid4().hex
-    made = subprocess.run([sys.executable, "-m", "console", "create-user", "--username", username,
-                           "--password-stdin"], input=password + "\n", text=True, capture_output=True, cwd=ROOT,
-                          env={"HEZE_DB_URL": running.settings.heze_db_url, "PATH": "/usr/bin:/bin"})
-    assert made.returncode == 0, made.stderr
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)  # type: ignore[union-attr]
-    assert http.post("/login", data={"username": username, "password": password, "csrf_token": csrf,
-                                     "next": "/"}).status_code == 303
-    return re.search(r'name="csrf_token" value="([^"]+)"', http.get("/humans").text).group(1)  # type: ignore[union-attr]
 
 
 def test_a_handoff_reaches_wechats_human_service_until_staff_hand_the_citizen_back(running: Running) -> None:

@@ -14,14 +14,9 @@ import yaml
 from services.settings import ROOT
 from stack.processes import RASA_ENV
 from stack.train import TRAIN_ARGS
+from tests.rasa.cli import rasa
 
 pytestmark = pytest.mark.rasa
-RASA = str(ROOT / ".venv-rasa" / "bin" / "rasa")
-
-
-def rasa(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([RASA, *args], cwd=ROOT, env={**os.environ, **RASA_ENV}, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def _responses_used_outside_stories() -> set[str]:

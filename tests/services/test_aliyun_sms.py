@@ -20,10 +20,9 @@ from services.db import make_engine
 from services.migrate import upgrade
 from services.models import SmsOutbox
 from services.sms import SmsMessage
-from tests.conftest import make_settings
+from tests.sandbox import free_port, make_settings
 from tests.fakes.aliyun_sms import FakeAliyunSms
 from tests.fakes.wechat_api import serve_app
-from tests.sandbox import free_port
 
 KEY_ID, SECRET = "LTAI5tFakeKeyId", "fake-secret-0123456789abcdef"
 TEMPLATE_CODES = ("payment_link:SMS_470001,ticket_receipt:SMS_470002,guide_link:SMS_470003,proxy_code:SMS_470004,"

@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 from services.api import MAX_NOTIFY_BYTES, create_app
 from services.container import Services
 from services.payments import SandboxProvider
-from tests.conftest import make_settings
+from tests.sandbox import make_settings
 
 
 @pytest.fixture

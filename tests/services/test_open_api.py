@@ -37,7 +37,7 @@ from services.open_api_models import ApiAudit, ApiClient, ApiIdempotency
 from services.open_api_schema import TicketStatus
 from services.settings import ROOT
 from services.tickets import STATUS_NAMES, TRANSITIONS
-from tests.conftest import make_settings
+from tests.sandbox import make_settings
 
 DEPT = "城市管理局"  # its tickets are 城管's, as the seeded ticket 10000001
 APP = "20261101000001"  # seeded, applicant 13800000001

@@ -4,8 +4,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from services.payments import InvalidNotification, SandboxProvider
-from tests.conftest import make_settings
-from tests.sandbox import TEST_DATA_KEYS
+from tests.sandbox import TEST_DATA_KEYS, make_settings
 
 SECRET = b"k" * 32
 

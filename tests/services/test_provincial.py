@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 from services.container import build_services
 from services.provincial import Platform, PlatformDown, PlatformRefused, ProvincialApplications, Seams
 from services.resilience import CLOSED, HALF_OPEN, OPEN, Backoff, CircuitBreaker, TtlCache
-from tests.conftest import make_settings
+from tests.sandbox import make_settings
 from tests.fakes.clock import Clock
 from tests.fakes.provincial import APP_ID, APP_KEY, FakeProvincialPlatform, down_url, serve
 

@@ -14,9 +14,9 @@ from services.__main__ import main
 from services.models import Bill, ReconciliationMismatch, ReconciliationRun
 from services.payments import request_refund
 from services.reconcile import CHINA, KINDS, MalformedBill, due_day, read_bill, reconcile_day
-from tests.conftest import make_settings
+from tests.sandbox import make_settings
 from tests.fakes.wechatpay import BILL_HEADER, BILL_SUMMARY, bill_csv, bill_line
-from tests.services.test_wechatpay import MCHID, OA, OPENID, Pay, pay, wechatpay_settings  # noqa: F401 - the fixture
+from tests.services.paying import MCHID, OA, OPENID, Pay, wechatpay_settings
 
 UNKNOWN = "20260101" + "7" * 10
 

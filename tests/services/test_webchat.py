@@ -17,9 +17,8 @@ from pydantic import SecretStr
 from services.api import create_app
 from services.container import Services
 from services.webchat import COOKIE, HEADER, RATE_MAX, STATIC, RateLimit
-from tests.conftest import make_settings
+from tests.sandbox import free_port, make_settings
 from tests.fakes.wechat_api import FakeWeChat, serve
-from tests.sandbox import free_port
 from textnorm.webtoken import issue, session_key, verify
 
 API = {HEADER: "1"}

@@ -1,4 +1,5 @@
-"""A real Asterisk 20 for the tests: the build in shared/pbx, the project's own dialplan
+"""A real Asterisk for the tests: the build in shared/pbx (or, on a CPU it cannot run on, the portable
+build scripts/pbx.sh makes from Debian's source), the project's own dialplan
 (deploy/asterisk/extensions.conf, included unchanged) and test callers on Local channels.
 
 A test call is a call file: ``Local/s@test-caller`` is the telephone user, who follows a script
@@ -8,6 +9,7 @@ caller is quiet, and a caller's hang-up reaches the gateway as a bare TCP close,
 The human branch goes to ``[test-human]``, which logs ``HEZE-HUMAN <uuid>`` in the full log."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -67,11 +69,23 @@ exten => s,1,Verbose(1,HEZE-HUMAN ${{HEZE_UUID}})
 """
 
 
+@functools.cache
+def build() -> tuple[Path | None, str]:
+    """The Asterisk build to run and why not: ../shared/pbx's, or where it cannot run on this CPU, the
+    portable one ``scripts/pbx.sh ensure`` (run by ``make bootstrap``) built from Debian's source."""
+    if not (PBX_DIR / TARBALL).is_file():
+        return None, f"no Asterisk build at {PBX_DIR / TARBALL}"
+    found = subprocess.run(["bash", str(ROOT / "scripts" / "pbx.sh"), "path"], capture_output=True, text=True,
+                           env={**os.environ, "HEZE_PBX_DIR": str(PBX_DIR)})
+    if found.returncode != 0:
+        return None, found.stderr.strip()
+    return Path(found.stdout.strip()), ""
+
+
 def available() -> str | None:
     """Why the PBX cannot run here, or None."""
-    if not (PBX_DIR / TARBALL).is_file():
-        return f"no Asterisk build at {PBX_DIR / TARBALL}"
-    return None
+    tarball, why = build()
+    return None if tarball is not None else why
 
 
 @dataclass
@@ -86,9 +100,14 @@ class Pbx:
         """``outgoing``: a directory to serve as Asterisk's call-file spool (the stack's
         REMINDER_CALL_SPOOL, as a volume both share in production)."""
         self.work = Path(tempfile.mkdtemp(prefix="heze-pbx-", dir="/tmp"))  # short: socket paths < 100 chars
-        with tarfile.open(PBX_DIR / TARBALL) as tar:
+        tarball, why = build()
+        if tarball is None:
+            raise RuntimeError(why)
+        with tarfile.open(tarball) as tar:
+            top = {name.split("/", 1)[0] for name in tar.getnames()}
             tar.extractall(self.work, filter="fully_trusted")
-        self.ast = self.work / "asterisk-20-debian12-x86_64"
+        (folder,) = top
+        self.ast = self.work / folder
         self.conf = self.work / "conf"
         shutil.copytree(PBX_DIR / "conf", self.conf)
         (self.conf / "extensions.conf").write_text(

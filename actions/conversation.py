@@ -10,6 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import (CHOICES_QUESTION, HUMAN_OFFERS, OFFERS, ServiceAction, asked_last, said_last, channel_of,
                             hand_off, reset_flow)
+from actions.subscriptions import NOTICE_OFFER, offer_notices, take_notices
 from knowledge.answer import answer
 from textnorm.numerals import normalize_numbers
 
@@ -22,6 +23,9 @@ _RATING_WORDS: tuple[tuple[str, int], ...] = (
     ("满意", 4), ("不错", 4), ("好评", 4), ("挺好", 4), ("很好", 5),
 )
 _CHINESE_SCORE = {"一": 1, "幺": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
+
+
+RATED = "谢谢您的评价。"
 
 
 def parse_rating(text: str, entity: str | None = None) -> int | None:
@@ -194,13 +198,17 @@ class ActionStoreRating(ServiceAction):
             dispatcher.utter_message(text="请说1到5分，5分最满意。")
             return []
         self.services.ratings.record(sender_id=tracker.sender_id, channel=channel_of(tracker), flow=flow, score=score)
+        done = [SlotSet("awaiting_rating", None), SlotSet("rating", None)]
+        if flow == "progress" and tracker.get_slot("notice_subject"):  # an unfinished application: its news?
+            dispatcher.utter_message(text=RATED)
+            return done + offer_notices(self.services, dispatcher, tracker)
         dispatcher.utter_message(response="utter_thanks_for_rating")
-        return [SlotSet("awaiting_rating", None), SlotSet("rating", None)]
+        return done
 
 
-class ActionAcceptOffer(Action):
+class ActionAcceptOffer(ServiceAction):
     """"好" outside a form: starts the request the last answer offered ("还要交费吗？") or the hand-off it
-    offered ("给您转人工吧？"), else the menu."""
+    offered ("给您转人工吧？"), takes the progress notices it offered, else the menu."""
 
     def name(self) -> str:
         return "action_accept_offer"
@@ -209,6 +217,8 @@ class ActionAcceptOffer(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
         offered = tracker.get_slot("offered_request")
+        if offered == "progress_notice" and said_last(tracker, NOTICE_OFFER):
+            return take_notices(self.services, dispatcher, tracker)
         if offered in OFFERS and said_last(tracker, OFFERS[offered][0]):
             return [SlotSet("offered_request", None), FollowupAction(OFFERS[offered][1])]
         if any(asked_last(tracker, domain, response) for response in HUMAN_OFFERS):

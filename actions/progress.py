@@ -5,11 +5,12 @@ import re
 from typing import Any
 
 from rasa_sdk import Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import (PROXY_ENDED, FlowValidation, ServiceAction, acting_for, ask_rating, audit_proxy, caller_number,
                             grant_changed, reset_flow)
+from actions.subscriptions import notice_subject
 from services.applications import ApplicationsUnavailable, ApplicationView
 from textnorm.ids import is_valid_mobile
 from textnorm.numbers import APPLICATION, PHONE, kind_of, named
@@ -153,4 +154,6 @@ class ActionAnswerProgress(ServiceAction):
         said = describe(found[0]) if len(found) == 1 else describe_brief(found)
         dispatcher.utter_message(text=f"（为您{grant.relation}代查）{said}" if grant else said)
         audit_proxy(self.services, grant, "progress_checked", "、".join(f"{a.number} {a.service_name}" for a in found))
-        return reset_flow() + ask_rating(dispatcher, "progress", tracker)
+        # Offered once the answer is rated (action_store_rating): notices of this application's progress.
+        subject = notice_subject(self.services, tracker, found[0]) if len(found) == 1 else None
+        return reset_flow() + ask_rating(dispatcher, "progress", tracker) + [SlotSet("notice_subject", subject)]

@@ -29,9 +29,9 @@ _WITH_SERVICES = (
     ActionHandoff, ActionStoreRating, ActionAnswerGuide, ActionGuideOfferAccepted, ActionFallback,
     ActionOutOfScope, ValidateProxyConsentForm, ActionProxyConsent, ActionProxyRevoke,
     ValidateSubscriptionForm, ActionAskReminderConsent, ActionSubscribe, ActionListReminders, ActionCancelReminders,
-    ActionReminderCall,
+    ActionReminderCall, ActionAcceptOffer,
 )
-_PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow, ActionAcceptOffer)
+_PLAIN = (ActionRepeat, ActionSlowDown, ActionOfferHuman, ActionCancelFlow)
 
 
 def build_actions(services: Services) -> list[Action]:

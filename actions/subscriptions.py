@@ -25,7 +25,8 @@ from rasa_sdk.forms import REQUESTED_SLOT
 from actions.bills import previous_value
 from actions.common import FlowValidation, ServiceAction, caller_number, channel_of, metadata, reset_flow
 from services.container import Services
-from services.subscriptions import TOPICS, SubscriptionView, wechat_target
+from services.applications import ApplicationView
+from services.subscriptions import FINISHED_STATUSES, TOPICS, YEARLY_TOPICS, SubscriptionView, wechat_target
 from textnorm.keywords import first_match
 from textnorm.numerals import spell_digits
 
@@ -63,13 +64,13 @@ NO_CHANNEL = "这里暂时发不了提醒。请打政务热线订，会用短信
 def topic_from(value: Any) -> str | None:
     """A topic key from a slot value: a key already (entity synonyms, buttons) or words in free text."""
     text = str(value or "")
-    return text if text in TOPICS else first_match(text, _TOPIC_WORDS)
+    return text if text in YEARLY_TOPICS else first_match(text, _TOPIC_WORDS)
 
 
 def topic_named(tracker: Tracker) -> str | None:
     """The topic the latest message names, if any."""
     for value in tracker.get_latest_entity_values("reminder_topic"):
-        if value in TOPICS:
+        if value in YEARLY_TOPICS:
             return str(value)
     return topic_from((tracker.latest_message or {}).get("text"))
 
@@ -192,7 +193,7 @@ class ValidateSubscriptionForm(FlowValidation):
     def validate_reminder_consent(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
-        named = next((v for v in tracker.get_latest_entity_values("reminder_topic") if v in TOPICS), None)
+        named = next((v for v in tracker.get_latest_entity_values("reminder_topic") if v in YEARLY_TOPICS), None)
         if named is not None and named != previous_value(tracker, "reminder_topic"):
             return {"reminder_consent": None}  # another topic: asked again with its own words
         if not tracker.get_slot("reminder_wording"):
@@ -215,7 +216,7 @@ class ActionAskReminderConsent(ServiceAction):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
-        topic = TOPICS.get(str(tracker.get_slot("reminder_topic")))
+        topic = TOPICS.get(str(tracker.get_slot("reminder_topic"))) if tracker.get_slot("reminder_topic") in YEARLY_TOPICS else None
         reach = reach_of(self.services, tracker)
         if topic is None or reach is None:  # the validator stops the form first; nothing to agree to
             return [SlotSet("reminder_wording", None)]
@@ -330,3 +331,51 @@ class ActionReminderCall(ServiceAction):
                                           {"title": "转人工", "payload": "/request_human"}],
                                  json_message={"keys": {"1": topic.act, "0": "/request_human"}})
         return reset_flow()
+
+
+# -- progress notices: offered after a citizen checked an unfinished application ------------------
+# The offer is the consent question: what is sent (the application's news), how (reach_of) and how it
+# stops; "要" to it records the subscription with those words (action_accept_offer).
+NOTICE_OFFER = "这件办件办完以前，有了新进展，要不要"
+NOTICE_BUTTONS = [{"title": "要", "payload": "/affirm"}, {"title": "不用了", "payload": "/deny"}]
+NOTICE_TAKEN = "好的，这件办件有新进展就告诉您，办结后不再发。"
+
+
+def notice_subject(services: Services, tracker: Tracker, found: ApplicationView) -> str | None:
+    """The application whose progress notices to offer once the citizen has rated the answer: one not
+    finished, progress kept here (the open API's steps), a citizen a notice can reach who has not
+    asked for them yet; else None."""
+    subscriptions = services.subscriptions
+    if not subscriptions.progress_notices or found.status in FINISHED_STATUSES or reach_of(services, tracker) is None:
+        return None
+    if any(v.topic == "application_progress" and v.subject == found.number
+           for v in subscriptions.active(tracker.sender_id, line_caller(tracker))):
+        return None
+    return found.number
+
+
+def offer_notices(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
+    """The offer, its words kept for the consent record; nothing when the citizen cannot be reached now."""
+    reach = reach_of(services, tracker)
+    if reach is None or not tracker.get_slot("notice_subject"):
+        return [SlotSet("notice_subject", None)]
+    wording = f"{NOTICE_OFFER}{reach}{'' if reach.endswith('您') else '告诉您'}？办结后就不再发。{HOW_TO_STOP}"
+    dispatcher.utter_message(text=wording, buttons=NOTICE_BUTTONS)
+    return [SlotSet("offered_request", "progress_notice"), SlotSet("reminder_wording", wording)]
+
+
+def take_notices(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
+    """"要" to the offer: the subscription, with the offer's words as the consent."""
+    channel = channel_of(tracker)
+    outcome, _ = services.subscriptions.subscribe(
+        sender_id=tracker.sender_id, channel=channel, topic="application_progress",
+        caller=caller_number(tracker) if channel == "phone" else None,
+        wording=str(tracker.get_slot("reminder_wording") or ""), subject=str(tracker.get_slot("notice_subject")))
+    if outcome == "subscribed":
+        dispatcher.utter_message(text=f"{NOTICE_TAKEN}{HOW_TO_STOP}")
+    elif outcome == "already":
+        dispatcher.utter_message(text="这件办件的进展通知已经订过了，不用再订。")
+    else:
+        dispatcher.utter_message(text=unreachable(tracker))
+    return [SlotSet("notice_subject", None), SlotSet("offered_request", None), SlotSet("reminder_wording", None)]
+

@@ -45,7 +45,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from services.models import Base
 from services.sealed import Sealed
 from services.sms import MAX_PARAM, SmsMessage, SmsSender
-from services.subscriptions import TOPICS, Reminder, Subscription, SubscriptionConsent
+from services.subscriptions import TOPICS, YEARLY_TOPICS, Reminder, Subscription, SubscriptionConsent
 from textnorm.ids import is_valid_mobile
 from textnorm.masking import mask
 
@@ -310,7 +310,7 @@ class Campaigns:
                audit: Audit | None = None) -> int:
         """A draft; CampaignRefused with the reason when something is wrong. ``audit(session, id)``
         runs in the same transaction. Nothing is sent until ``schedule``."""
-        if topic not in TOPICS:
+        if topic not in YEARLY_TOPICS:
             raise CampaignRefused("没有这个推送主题。")
         if channel not in CHANNELS:
             raise CampaignRefused("没有这个发送渠道。")

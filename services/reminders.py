@@ -25,7 +25,8 @@ from services.models import Bill, PaymentOrder
 from services.calls import CallOriginator
 from services.campaigns import KEY_PREFIX, CampaignView, Campaigns, for_reminder, sms_message
 from services.sms import SmsMessage, SmsSender
-from services.subscriptions import TOPICS, Reminder, SqlSubscriptions, Subscription, wechat_target
+from services.subscriptions import (PROGRESS_KEY, TOPICS, Reminder, SqlSubscriptions, Subscription, topic_name,
+                                    wechat_target)
 from textnorm.ids import is_valid_mobile
 
 if TYPE_CHECKING:
@@ -125,14 +126,16 @@ class WeChatSubscribeSender:
         self._tokens[account] = (str(got["access_token"]), loop.time() + int(got.get("expires_in", 7200)) - 300)
         return self._tokens[account][0]
 
-    async def send(self, account: str, openid: str, topic: str, deadline: str, what: str) -> tuple[Outcome, str]:
-        """One subscribe message: the topic's name (thing1), the deadline (time2) and what to do (thing3)."""
+    async def send(self, account: str, openid: str, topic: str, deadline: str, what: str,
+                   subject: str | None = None) -> tuple[Outcome, str]:
+        """One subscribe message: the topic's name (thing1; with its subject: 办件…进度通知), the deadline
+        or date (time2) and what to do or what happened (thing3)."""
         if account not in self.accounts:
             return "refused", f"no subscribe-message template for {account}"
         base, _, _, template = self.accounts[account]
         body = {"touser": openid, "template_id": template,
                 "page": f"{self.base_url}{TOPICS[topic].page}" if account == "oa" else "pages/chat/index",
-                "data": {"thing1": {"value": TOPICS[topic].name[:20]}, "time2": {"value": deadline},
+                "data": {"thing1": {"value": topic_name(topic, subject)[:20]}, "time2": {"value": deadline},
                          "thing3": {"value": what[:20]}}}
         try:
             for force in (False, True):
@@ -264,9 +267,10 @@ class Reminders:
             if reminder.status == "calling":  # (not answered just now)
                 self._missed(reminder, now, counts)
             return False
-        if sub.status != "active" or self._acted_on(s, sub, reminder.due_key):
+        # (an ended subscription, an application finished, still gets the notices queued before it ended)
+        if sub.status == "cancelled" or self._acted_on(s, sub, reminder.due_key):
             reminder.status = "skipped"
-            reminder.result = "已取消订阅" if sub.status != "active" else "已经办了"
+            reminder.result = "已取消订阅" if sub.status == "cancelled" else "已经办了"
             counts["skipped"] += 1
             return False
         china_day = now.astimezone(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -331,7 +335,14 @@ class Reminders:
             counts["retry"] += 1
 
     async def _send(self, sub: Subscription, reminder: Reminder) -> tuple[Outcome, str]:
-        """Deliver one reminder: a yearly occasion's, or a staff campaign's (its own words, its channel)."""
+        """Deliver one reminder: a yearly occasion's, a staff campaign's (its own words, its channel), or
+        an application's progress notice (its news, dated today; never a call)."""
+        if reminder.due_key.startswith(PROGRESS_KEY):
+            number = reminder.due_key[len(PROGRESS_KEY):].split(":", 1)[0]
+            progress = reminder.text.split("：", 1)[-1].rstrip("。")
+            today = self._now().astimezone(CHINA)
+            return await self._deliver(sub, reminder, SmsMessage("progress_update", {"number": number, "progress": progress}),
+                                       f"{today.month}月{today.day}日", progress, by_call=False)
         if reminder.due_key.startswith(KEY_PREFIX):
             campaign = await asyncio.to_thread(self._campaign, reminder.due_key)
             if campaign is None:
@@ -374,7 +385,7 @@ class Reminders:
         target = wechat_target(sub.channel, sub.sender_id)
         if target is None or self.wechat is None:
             return "refused", "no way to reach this citizen"
-        return await self.wechat.send(target[0], target[1], sub.topic, deadline, what)
+        return await self.wechat.send(target[0], target[1], sub.topic, deadline, what, sub.subject)
 
 
 def reminders_of(settings: "Settings", services: "Services") -> Reminders:

@@ -72,6 +72,10 @@ TEMPLATES: dict[str, Template] = {
     # a department moved a ticket on (services/updates.py): to the number its filer left for the answer
     "ticket_update": Template("您反映的问题（工单${ticket}）有新进展：${status}。查看详情请拨打热线或在微信里说“查工单”。",
                               ("ticket", "status")),
+    # a department added a step to an application whose progress the citizen asked to be told of
+    # (services/updates.py; progress: the step and its result, services/updates.py progress_text)
+    "progress_update": Template("您的办件${number}有新进展：${progress}。查看详情请拨打热线或在微信里说“查办件进度”。"
+                                "回复TD退订短信。", ("number", "progress")),
     # a reminder citizens subscribed to (services/subscriptions.py TOPICS, services/reminders.py)
     "reminder": Template("您订阅的${topic}：${what}，请在${deadline}前办理。回复TD退订短信。", ("topic", "what", "deadline")),
     "proxy_granted": Template("您的${relation}现在可以代您办理政务服务，${until}前有效。不是您同意的，或不想让家人代办了，"

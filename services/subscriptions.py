@@ -42,6 +42,9 @@ class Topic:
     text: str  # the reminder; {year} and {deadline} filled by services/reminders.py
     page: str  # where a WeChat reminder opens (the mini-program page or web chat path)
     act: str  # what "按1办理" on a reminder call sends to the assistant: the request, as a citizen says it
+    # About one thing (the subscription's ``subject``): subscribed where that thing is answered, never
+    # chosen by name nor campaigned for; ``name`` takes the subject ({subject}).
+    per_subject: bool = False
 
 
 TOPICS: dict[str, Topic] = {
@@ -53,7 +56,16 @@ TOPICS: dict[str, Topic] = {
         "养老金资格认证提醒", "每年养老金领取资格认证开始时提醒您一次",
         "今年的养老金领取资格认证开始了，请在{deadline}前完成，逾期会暂停发放。说“养老金认证”看怎么办。", "/chat",
         "养老金资格认证怎么办"),
+    # Offered after a citizen checked an application that is not finished (actions/progress.py); sent
+    # when the department adds a step (services/updates.py), until the application is finished.
+    "application_progress": Topic(
+        "办件{subject}进度通知", "办件有新进展时告诉您，办结后自动停止",
+        "办件{subject}有新进展：{progress}。", "/chat", "/check_progress", per_subject=True),
 }
+# The topics citizens subscribe to by name and staff write campaigns for.
+YEARLY_TOPICS = tuple(name for name, topic in TOPICS.items() if not topic.per_subject)
+FINISHED_STATUSES = ("已办结", "不予受理", "已撤回", "已退件")  # an application past any news
+PROGRESS_KEY = "progress:"  # a progress notice's due key: progress:<application number>:<step id>
 
 
 class Subscription(Base):
@@ -68,7 +80,9 @@ class Subscription(Base):
     phone: Mapped[str | None] = mapped_column(Sealed("subscriptions.phone"))  # SMS reminders (phone channel)
     phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     by_call: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # a call, not an SMS
-    status: Mapped[str] = mapped_column(String(12), default="active", index=True)  # active | cancelled
+    subject: Mapped[str | None] = mapped_column(String(40), index=True)  # per-subject topics: the application number
+    # active | cancelled (withdrawn) | ended (a per-subject topic whose subject is over: the application finished)
+    status: Mapped[str] = mapped_column(String(12), default="active", index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -116,14 +130,20 @@ class SubscriptionView:
     phone: str | None
     created_at: dt.datetime
     by_call: bool = False
+    subject: str | None = None
 
     @property
     def name(self) -> str:
-        return TOPICS[self.topic].name if self.topic in TOPICS else self.topic
+        return topic_name(self.topic, self.subject)
+
+
+def topic_name(topic: str, subject: str | None = None) -> str:
+    """A topic as the citizen hears it (a per-subject one with its subject: 办件20261101000001进度通知)."""
+    return TOPICS[topic].name.replace("{subject}", subject or "") if topic in TOPICS else topic
 
 
 def _view(s: Subscription) -> SubscriptionView:
-    return SubscriptionView(s.id, s.sender_id, s.channel, s.topic, s.phone, s.created_at, bool(s.by_call))
+    return SubscriptionView(s.id, s.sender_id, s.channel, s.topic, s.phone, s.created_at, bool(s.by_call), s.subject)
 
 
 def wechat_target(channel: str, sender_id: str) -> tuple[str, str] | None:
@@ -142,15 +162,18 @@ def wechat_target(channel: str, sender_id: str) -> tuple[str, str] | None:
 class SqlSubscriptions:
     def __init__(self, sessions: sessionmaker, index: NumberIndex, wechat_accounts: frozenset[str] = frozenset(),
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc), *,
-                 calls: bool = False) -> None:
+                 calls: bool = False, progress_notices: bool = False) -> None:
         """``wechat_accounts``: the WeChat accounts ("oa", "mp") with a subscribe-message template set up
         (WECHAT_REMINDER_TEMPLATE_ID, MINIPROGRAM_REMINDER_TEMPLATE_ID): only they can carry reminders.
-        ``calls``: reminders can be calls from the assistant (REMINDER_CALL_SPOOL is set)."""
+        ``calls``: reminders can be calls from the assistant (REMINDER_CALL_SPOOL is set).
+        ``progress_notices``: applications' steps are written here (the open API), so notices of them
+        can be offered (not when the provincial platform keeps the progress)."""
         self._sessions = sessions
         self._index = index
         self._wechat = wechat_accounts
         self._now = now
         self.calls = calls
+        self.progress_notices = progress_notices
 
     def reach(self, channel: str, sender_id: str, caller: str | None, by_call: bool = False) -> str | None:
         """How a reminder would reach this citizen, in words, or None when it cannot."""
@@ -171,25 +194,27 @@ class SqlSubscriptions:
         return Subscription.sender_id == sender_id
 
     def subscribe(self, *, sender_id: str, channel: str, topic: str, caller: str | None,
-                  wording: str, by_call: bool = False) -> tuple[SubscribeOutcome, SubscriptionView | None]:
+                  wording: str, by_call: bool = False,
+                  subject: str | None = None) -> tuple[SubscribeOutcome, SubscriptionView | None]:
         """Record the subscription and the consent to ``wording`` (exactly what the citizen was asked).
-        ``by_call``: a caller asked to be called rather than texted (when calls are set up)."""
-        if topic not in TOPICS:
+        ``by_call``: a caller asked to be called rather than texted (when calls are set up). ``subject``:
+        what a per-subject topic is about (needed for those, refused for the others)."""
+        if topic not in TOPICS or bool(subject) != TOPICS[topic].per_subject:
             return "unknown_topic", None
-        by_call = by_call and channel == "phone" and self.calls
+        by_call = by_call and channel == "phone" and self.calls and not subject  # news is texted, not rung
         if self.reach(channel, sender_id, caller, by_call) is None:
             return "unreachable", None
         now = self._now()
         phone = caller if channel == "phone" else None
         with self._sessions() as s:
             existing = s.scalars(select(Subscription).where(
-                self._whose(sender_id, phone), Subscription.topic == topic,
-                Subscription.status == "active")).first()
+                self._whose(sender_id, phone), Subscription.topic == topic, Subscription.subject == subject
+                if subject else Subscription.subject.is_(None), Subscription.status == "active")).first()
             if existing is not None:
                 return "already", _view(existing)
             sub = Subscription(sender_id=sender_id, channel=channel, topic=topic, phone=phone,
                                phone_hash=self._index(phone) if phone else None, by_call=by_call,
-                               status="active", created_at=now)
+                               subject=subject, status="active", created_at=now)
             s.add(sub)
             s.flush()
             s.add(SubscriptionConsent(subscription_id=sub.id, sender_id=sender_id, channel=channel, topic=topic,

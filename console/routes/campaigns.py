@@ -15,7 +15,7 @@ from console.auth import Staff, audited
 from console.web import BEIJING, RowId, bad_input, form_checked, not_found, page, role, sessions_of
 from services.campaigns import (CHANNELS, STATUSES, TEST_RESULTS, TEXT_LIMITS, CampaignRefused, Campaigns,
                                 CampaignView, sms_preview)
-from services.subscriptions import TOPICS
+from services.subscriptions import TOPICS, YEARLY_TOPICS
 from textnorm.masking import mask
 
 router = APIRouter()
@@ -71,7 +71,7 @@ async def campaigns(request: Request, who: Staff = Depends(supervisor)) -> HTMLR
     service = campaigns_of(request)
     rows = await asyncio.to_thread(service.listing, SHOWN)
     figures = await asyncio.to_thread(service.figures, [c.id for c in rows])
-    return page(request, "campaigns.html", who, rows=rows, figures=figures, topics=TOPICS, channels=CHANNELS,
+    return page(request, "campaigns.html", who, rows=rows, figures=figures, topics={k: TOPICS[k] for k in YEARLY_TOPICS}, channels=CHANNELS,
                 statuses=STATUSES, limits=TEXT_LIMITS, now=local_input(dt.datetime.now(BEIJING)), limit=SHOWN)
 
 

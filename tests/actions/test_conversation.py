@@ -59,12 +59,12 @@ def test_the_number_said_for_a_rating_is_the_score(seeded: Services, said: str, 
     assert r.score == score
 
 
-def test_yes_to_an_offered_second_request_starts_its_form() -> None:
-    _, events = run(ActionAcceptOffer(), tracker(text="好", intent="affirm", slots={"offered_request": "pay_bill"},
+def test_yes_to_an_offered_second_request_starts_its_form(seeded: Services) -> None:
+    _, events = run(ActionAcceptOffer(seeded), tracker(text="好", intent="affirm", slots={"offered_request": "pay_bill"},
                                                  extra_events=bot_said("还要交费吗？")))
     assert {"event": "followup", "name": "bill_form", "timestamp": None} in events
     # The same "好" when the offer was not the last question: the menu, nothing started.
-    msgs, events = run(ActionAcceptOffer(), tracker(text="好", intent="affirm", slots={"offered_request": "pay_bill"},
+    msgs, events = run(ActionAcceptOffer(seeded), tracker(text="好", intent="affirm", slots={"offered_request": "pay_bill"},
                                                     extra_events=bot_said("请问您要办什么事？")))
     assert not [e for e in events if e.get("event") == "followup"]
     assert any(m.get("response") == "utter_menu" for m in msgs)

@@ -76,7 +76,7 @@ def test_platform_down_while_checking_by_phone_ends_the_form_with_the_offer(down
 
 
 def test_yes_to_the_offer_hands_off_and_the_handoff_is_recorded(down: Services) -> None:
-    _, events = run(ActionAcceptOffer(), tracker(text="好", intent="affirm", extra_events=bot_said(APOLOGY)))
+    _, events = run(ActionAcceptOffer(down), tracker(text="好", intent="affirm", extra_events=bot_said(APOLOGY)))
     assert {"event": "followup", "name": "action_handoff"} in [
         {"event": e["event"], "name": e.get("name")} for e in events]
     msgs, events = run(ActionHandoff(down), tracker(text="好", intent="affirm", channel="rest",
@@ -85,6 +85,6 @@ def test_yes_to_the_offer_hands_off_and_the_handoff_is_recorded(down: Services) 
     assert slot_events(events)["handoff_id"]
 
 
-def test_yes_to_anything_else_still_shows_the_menu() -> None:
-    msgs, _ = run(ActionAcceptOffer(), tracker(text="好", intent="affirm", extra_events=bot_said("没有查到您的办件。")))
+def test_yes_to_anything_else_still_shows_the_menu(down: Services) -> None:
+    msgs, _ = run(ActionAcceptOffer(down), tracker(text="好", intent="affirm", extra_events=bot_said("没有查到您的办件。")))
     assert [m.get("response") for m in msgs] == ["utter_menu"]

@@ -26,7 +26,8 @@ from tests.fakes.wechat_api import serve_app
 
 KEY_ID, SECRET = "LTAI5tFakeKeyId", "fake-secret-0123456789abcdef"
 TEMPLATE_CODES = ("payment_link:SMS_470001,ticket_receipt:SMS_470002,guide_link:SMS_470003,proxy_code:SMS_470004,"
-                  "proxy_granted:SMS_470005,ticket_update:SMS_470006,reminder:SMS_470007")
+                  "proxy_granted:SMS_470005,ticket_update:SMS_470006,reminder:SMS_470007,"
+                  "progress_update:SMS_470008")
 PHONE = "13800000031"
 RECEIPT = SmsMessage("ticket_receipt", {"ticket": "12345678", "due": "12月20日"})
 

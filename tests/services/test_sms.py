@@ -78,8 +78,11 @@ def test_each_kind_renders_its_registered_wording() -> None:
         "【菏泽政务】您的缴费订单2026120400001，金额56.30元。点此缴费：https://zw.example.gov.cn/pay/2026120400001"
     guide = SmsMessage("guide_link", {"title": "普通护照申请", "section": "收费标准", "slug": "passport"})
     assert guide.render("菏泽政务", "https://h") == "【菏泽政务】普通护照申请（收费标准）办事指南：https://h/guide/passport"
+    progress = SmsMessage("progress_update", {"number": "20261101000001", "progress": "现场核查，通过"})
+    assert progress.render("菏泽政务", "https://h") == ("【菏泽政务】您的办件20261101000001有新进展：现场核查，通过。"
+                                                       "查看详情请拨打热线或在微信里说“查办件进度”。回复TD退订短信。")
     assert set(TEMPLATES) == {"payment_link", "ticket_receipt", "guide_link", "proxy_code", "proxy_granted",
-                              "ticket_update", "reminder"}
+                              "ticket_update", "reminder", "progress_update"}
 
 
 def test_a_message_is_a_template_and_its_parameters_not_free_text() -> None:

@@ -1,0 +1,80 @@
+"""Progress notices in conversation: after a citizen checked an application that is not finished and
+rated the answer, the assistant offers to tell them of its next steps, in words that are the consent
+record; "要" subscribes, "不用了" or anything else does not."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from actions.conversation import RATED, ActionAcceptOffer, ActionStoreRating
+from actions.progress import ActionAnswerProgress
+from actions.subscriptions import NOTICE_BUTTONS, NOTICE_OFFER, NOTICE_TAKEN
+from services.container import Services
+from services.subscriptions import SqlSubscriptions, Subscription, SubscriptionConsent
+from tests.actions.helpers import RATING_QUESTION, bot_said, run, slot_events, texts, tracker
+
+APP, DONE = "20261101000001", "20261101000002"  # seeded: 审核中; 已办结
+LINE = {"metadata": {"channel": "phone", "caller": "13800000001"}, "sender": "call-n1"}
+
+
+@pytest.fixture
+def notices(seeded: Services) -> Services:
+    """Services whose progress is kept here (the open API writes the steps) and whose official account
+    carries subscribe messages."""
+    return dataclasses.replace(seeded, subscriptions=SqlSubscriptions(
+        seeded.sessions, seeded.sms.index, wechat_accounts=frozenset({"oa"}), progress_notices=True))
+
+
+def offered_for(services: Services, number: str, **where: Any) -> Any:
+    _, events = run(ActionAnswerProgress(services), tracker(slots={"application_number": number}, **where))
+    return slot_events(events).get("notice_subject")
+
+
+def test_offered_only_for_an_unfinished_application_a_notice_can_reach(notices: Services, seeded: Services) -> None:
+    assert offered_for(notices, APP, **LINE) == APP
+    assert offered_for(notices, APP, channel="wechat", sender="oNotice1") == APP
+    assert offered_for(notices, DONE, **LINE) is None  # finished: no news will come
+    assert offered_for(notices, APP, metadata={"channel": "phone"}, sender="call-n2") is None  # number withheld
+    assert offered_for(notices, APP, channel="rest", sender="r1") is None  # nowhere to send it
+    elsewhere = dataclasses.replace(seeded, subscriptions=SqlSubscriptions(seeded.sessions, seeded.sms.index))
+    assert offered_for(elsewhere, APP, **LINE) is None  # the provincial platform keeps the progress: no steps here
+
+
+def test_the_offer_after_the_rating_then_yes_subscribes_with_its_words(notices: Services) -> None:
+    rated = {"awaiting_rating": "progress", "notice_subject": APP}
+    msgs, events = run(ActionStoreRating(notices), tracker(text="5", intent="rate", slots=rated,
+                                                           extra_events=bot_said(RATING_QUESTION), **LINE))
+    assert msgs[0]["text"] == RATED and msgs[1]["buttons"] == NOTICE_BUTTONS
+    wording = msgs[1]["text"]
+    assert wording.startswith(NOTICE_OFFER) and "短信发到138****0001" in wording and "取消提醒" in wording
+    slots = slot_events(events)
+    assert slots["offered_request"] == "progress_notice" and slots["reminder_wording"] == wording
+
+    offered = {"offered_request": "progress_notice", "notice_subject": APP, "reminder_wording": wording}
+    msgs, events = run(ActionAcceptOffer(notices), tracker(text="要", intent="affirm", slots=offered,
+                                                           extra_events=bot_said(RATED, wording), **LINE))
+    assert texts(msgs).startswith(NOTICE_TAKEN) and slot_events(events)["notice_subject"] is None
+    with notices.sessions() as s:
+        sub = s.scalars(select(Subscription)).one()
+        consent = s.scalars(select(SubscriptionConsent)).one()
+    assert (sub.topic, sub.subject, sub.channel, sub.by_call) == ("application_progress", APP, "phone", False)
+    assert consent.wording == wording and consent.action == "given"
+    again, _ = run(ActionAcceptOffer(notices), tracker(text="要", intent="affirm", slots=offered,
+                                                       extra_events=bot_said(RATED, wording), sender="call-n3",
+                                                       metadata=LINE["metadata"]))
+    assert "已经订过" in texts(again)  # the same caller on another call
+
+
+def test_no_offer_after_another_flows_rating_and_no_subscription_without_the_offer(notices: Services) -> None:
+    msgs, _ = run(ActionStoreRating(notices), tracker(text="5", intent="rate", slots={
+        "awaiting_rating": "ticket", "notice_subject": APP}, extra_events=bot_said(RATING_QUESTION), **LINE))
+    assert [m.get("response") for m in msgs] == ["utter_thanks_for_rating"]
+    stale = {"offered_request": "progress_notice", "notice_subject": APP, "reminder_wording": NOTICE_OFFER + "…"}
+    msgs, _ = run(ActionAcceptOffer(notices), tracker(text="好", intent="affirm", slots=stale,
+                                                      extra_events=bot_said("请问还有什么事？"), **LINE))
+    assert [m.get("response") for m in msgs] == ["utter_menu"]
+    with notices.sessions() as s:
+        assert s.scalars(select(Subscription)).all() == []

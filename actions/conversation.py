@@ -10,7 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import (CHOICES_QUESTION, HUMAN_OFFERS, OFFERS, ServiceAction, asked_last, said_last, channel_of,
                             hand_off, reset_flow)
-from actions.subscriptions import NOTICE_OFFER, offer_notices, take_notices
+from actions.subscriptions import DECLINED, NOTICE_OFFER, offer_notices, take_notices, wants_notices
 from knowledge.answer import answer
 from textnorm.numerals import normalize_numbers
 
@@ -119,6 +119,13 @@ class ActionFallback(ServiceAction):
     ) -> list[EventType]:
         kb = self.services.knowledge
         text = (tracker.latest_message or {}).get("text") or ""
+        if tracker.get_slot("offered_request") == "progress_notice" and said_last(tracker, NOTICE_OFFER):
+            wants = wants_notices(text)  # "要" to "要不要……告诉您？"
+            if wants is True:
+                return take_notices(self.services, dispatcher, tracker)
+            if wants is False:
+                dispatcher.utter_message(text=DECLINED)
+                return [SlotSet(name, None) for name in ("offered_request", "notice_subject", "reminder_wording")]
         if kb is not None and text.strip():
             reply = answer(kb, text, context_slug=tracker.get_slot("guide_topic"))
             if reply.kind != "none":

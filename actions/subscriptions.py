@@ -216,7 +216,8 @@ class ActionAskReminderConsent(ServiceAction):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
-        topic = TOPICS.get(str(tracker.get_slot("reminder_topic"))) if tracker.get_slot("reminder_topic") in YEARLY_TOPICS else None
+        named = tracker.get_slot("reminder_topic")
+        topic = TOPICS[named] if named in YEARLY_TOPICS else None
         reach = reach_of(self.services, tracker)
         if topic is None or reach is None:  # the validator stops the form first; nothing to agree to
             return [SlotSet("reminder_wording", None)]
@@ -362,6 +363,14 @@ def offer_notices(services: Services, dispatcher: CollectingDispatcher, tracker:
     wording = f"{NOTICE_OFFER}{reach}{'' if reach.endswith('您') else '告诉您'}？办结后就不再发。{HOW_TO_STOP}"
     dispatcher.utter_message(text=wording, buttons=NOTICE_BUTTONS)
     return [SlotSet("offered_request", "progress_notice"), SlotSet("reminder_wording", wording)]
+
+
+def wants_notices(text: str) -> bool | None:
+    """A bare "要" to the offer (the classifier reads it as nothing: it is no request), or a no in
+    words it missed; None for anything else."""
+    if any(w in text for w in _NO_WORDS):
+        return False
+    return True if re.sub(r"[\s，。！？,.!?嗯啊呀吧的]", "", text) in ("要", "需要", "要要") else None
 
 
 def take_notices(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:

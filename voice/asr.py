@@ -40,7 +40,9 @@ WHISPER_RATE = 16000
 WHISPER_PROMPT = "菏泽市民政务热线。办件进度，缴费，转人工，身份证，社保，医保，工单，投诉。"
 
 # Phrase lists for answers that can only be a few words (Vosk grammar mode).
-YES_NO_PHRASES = ("是", "是的", "对", "对的", "好", "好的", "可以", "行", "确认", "没错", "不", "不是", "不对",
+# "要" / "要的": the answer to a "要不要……" question (the progress-notice offer); without them the
+# grammar would hear a "要" as its nearest phrase, "不要".
+YES_NO_PHRASES = ("是", "是的", "对", "对的", "好", "好的", "要", "要的", "可以", "行", "确认", "没错", "不", "不是", "不对",
                   "不要", "不用", "取消", "人工", "转人工", "重复", "再说一遍")
 DIGIT_PHRASES = ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "幺", "两", "洞", "拐",
                  "没有", "匿名", "人工", "转人工", "取消", "重复", "再说一遍")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from actions.conversation import RATED, ActionAcceptOffer, ActionStoreRating
+from actions.conversation import RATED, ActionAcceptOffer, ActionFallback, ActionStoreRating
 from actions.progress import ActionAnswerProgress
-from actions.subscriptions import NOTICE_BUTTONS, NOTICE_OFFER, NOTICE_TAKEN
+from actions.subscriptions import DECLINED, NOTICE_BUTTONS, NOTICE_OFFER, NOTICE_TAKEN
 from services.container import Services
 from services.subscriptions import SqlSubscriptions, Subscription, SubscriptionConsent
 from tests.actions.helpers import RATING_QUESTION, bot_said, run, slot_events, texts, tracker
@@ -78,3 +78,21 @@ def test_no_offer_after_another_flows_rating_and_no_subscription_without_the_off
     assert [m.get("response") for m in msgs] == ["utter_menu"]
     with notices.sessions() as s:
         assert s.scalars(select(Subscription)).all() == []
+
+
+def test_a_bare_yes_the_classifier_misses_still_answers_the_offer(notices: Services) -> None:
+    """"要" alone is no request to the NLU (nlu_fallback); to "要不要……告诉您？" it is the yes."""
+    wording = NOTICE_OFFER + "用短信发到138****0001告诉您？"
+    offered = {"offered_request": "progress_notice", "notice_subject": APP, "reminder_wording": wording}
+    msgs, _ = run(ActionFallback(notices), tracker(text="要。", intent="nlu_fallback", slots=offered,
+                                                   extra_events=bot_said(RATED, wording), **LINE))
+    assert texts(msgs).startswith(NOTICE_TAKEN)
+    msgs, _ = run(ActionFallback(notices), tracker(text="不用不用", intent="nlu_fallback", slots=offered,
+                                                   extra_events=bot_said(RATED, wording), sender="call-n4",
+                                                   metadata={"channel": "phone", "caller": "13800000004"}))
+    assert texts(msgs) == DECLINED
+    msgs, _ = run(ActionFallback(notices), tracker(text="要", intent="nlu_fallback", slots=offered,
+                                                   extra_events=bot_said("请问还有什么事？"), **LINE))
+    assert not texts(msgs).startswith(NOTICE_TAKEN)  # "要" to anything else is no yes to the offer
+    with notices.sessions() as s:
+        assert len(s.scalars(select(Subscription)).all()) == 1

@@ -25,7 +25,7 @@ _RATING_WORDS: tuple[tuple[str, int], ...] = (
 _CHINESE_SCORE = {"一": 1, "幺": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
 
 
-RATED = "谢谢您的评价。"
+RATED = "谢谢。"  # before an offer: short, so that the offer fits one part on the phone
 
 
 def parse_rating(text: str, entity: str | None = None) -> int | None:

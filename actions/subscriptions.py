@@ -23,7 +23,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import REQUESTED_SLOT
 
 from actions.bills import previous_value
-from actions.common import FlowValidation, ServiceAction, caller_number, channel_of, metadata, reset_flow
+from actions.common import FlowValidation, ServiceAction, acting_for, caller_number, channel_of, metadata, reset_flow
 from services.container import Services
 from services.applications import ApplicationView
 from services.subscriptions import FINISHED_STATUSES, TOPICS, YEARLY_TOPICS, SubscriptionView, wechat_target
@@ -335,19 +335,31 @@ class ActionReminderCall(ServiceAction):
 
 
 # -- progress notices: offered after a citizen checked an unfinished application ------------------
-# The offer is the consent question: what is sent (the application's news), how (reach_of) and how it
-# stops; "要" to it records the subscription with those words (action_accept_offer).
-NOTICE_OFFER = "这件办件办完以前，有了新进展，要不要"
+# The offer is the consent question: what is sent (the application's news), how (by SMS or WeChat,
+# never a call) and how it stops, the question last, so that on the phone a yes comes after all of it;
+# "要" to it records the subscription with those words (action_accept_offer, or action_fallback for a
+# bare "要"). On the phone a masked number is said as its last four digits, as in the yearly consent.
+NOTICE_OFFER = "这件事有新进展就"
 NOTICE_BUTTONS = [{"title": "要", "payload": "/affirm"}, {"title": "不用了", "payload": "/deny"}]
-NOTICE_TAKEN = "好的，这件办件有新进展就告诉您，办结后不再发。"
+NOTICE_TAKEN = "好的，这件事有新进展就告诉您，办完就不再发。"
+
+
+def notice_reach(services: Services, tracker: Tracker) -> str | None:
+    """How a progress notice would reach this citizen, in words (an SMS or a WeChat service notice:
+    notices are never calls, so a landline caller is not offered them); None when it cannot."""
+    channel = channel_of(tracker)
+    return services.subscriptions.reach(channel, tracker.sender_id,
+                                        caller_number(tracker) if channel == "phone" else None)
 
 
 def notice_subject(services: Services, tracker: Tracker, found: ApplicationView) -> str | None:
     """The application whose progress notices to offer once the citizen has rated the answer: one not
     finished, progress kept here (the open API's steps), a citizen a notice can reach who has not
-    asked for them yet; else None."""
+    asked for them yet, acting for themselves; else None."""
     subscriptions = services.subscriptions
-    if not subscriptions.progress_notices or found.status in FINISHED_STATUSES or reach_of(services, tracker) is None:
+    if not subscriptions.progress_notices or found.status in FINISHED_STATUSES or notice_reach(services, tracker) is None:
+        return None
+    if acting_for(services, tracker) is not None:  # under a family grant: the elder's news is not the proxy's feed
         return None
     if any(v.topic == "application_progress" and v.subject == found.number
            for v in subscriptions.active(tracker.sender_id, line_caller(tracker))):
@@ -355,12 +367,22 @@ def notice_subject(services: Services, tracker: Tracker, found: ApplicationView)
     return found.number
 
 
+def notice_offer(reach: str, phone: bool) -> str:
+    """The offer, which is the consent wording. On the phone it fits one part of an answer (15 s with
+    the thanks and the keys): how to stop is said with the confirmation (NOTICE_TAKEN, HOW_TO_STOP)."""
+    if phone:
+        how = _MASKED_MOBILE.sub(lambda m: f"您尾号{spell_digits(m.group(1))}的手机", reach.replace("用短信发到", "发短信到"))
+        return f"{NOTICE_OFFER}{how}，办完就停。要不要？"
+    how = reach if reach.endswith("您") else f"{reach}告诉您"
+    return f"{NOTICE_OFFER}{how}，办完就不再发，说“取消提醒”就停。要不要？"
+
+
 def offer_notices(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
     """The offer, its words kept for the consent record; nothing when the citizen cannot be reached now."""
-    reach = reach_of(services, tracker)
+    reach = notice_reach(services, tracker)
     if reach is None or not tracker.get_slot("notice_subject"):
         return [SlotSet("notice_subject", None)]
-    wording = f"{NOTICE_OFFER}{reach}{'' if reach.endswith('您') else '告诉您'}？办结后就不再发。{HOW_TO_STOP}"
+    wording = notice_offer(reach, channel_of(tracker) == "phone")
     dispatcher.utter_message(text=wording, buttons=NOTICE_BUTTONS)
     return [SlotSet("offered_request", "progress_notice"), SlotSet("reminder_wording", wording)]
 
@@ -376,6 +398,10 @@ def wants_notices(text: str) -> bool | None:
 def take_notices(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
     """"要" to the offer: the subscription, with the offer's words as the consent."""
     channel = channel_of(tracker)
+    done: list[EventType] = [SlotSet(name, None) for name in ("notice_subject", "offered_request", "reminder_wording")]
+    if not tracker.get_slot("notice_subject") or not tracker.get_slot("reminder_wording"):
+        dispatcher.utter_message(response="utter_menu")  # nothing was offered that a yes could take
+        return done
     outcome, _ = services.subscriptions.subscribe(
         sender_id=tracker.sender_id, channel=channel, topic="application_progress",
         caller=caller_number(tracker) if channel == "phone" else None,
@@ -383,8 +409,8 @@ def take_notices(services: Services, dispatcher: CollectingDispatcher, tracker: 
     if outcome == "subscribed":
         dispatcher.utter_message(text=f"{NOTICE_TAKEN}{HOW_TO_STOP}")
     elif outcome == "already":
-        dispatcher.utter_message(text="这件办件的进展通知已经订过了，不用再订。")
+        dispatcher.utter_message(text="这件事的进展通知已经订过了，不用再订。")
     else:
         dispatcher.utter_message(text=unreachable(tracker))
-    return [SlotSet("notice_subject", None), SlotSet("offered_request", None), SlotSet("reminder_wording", None)]
+    return done
 

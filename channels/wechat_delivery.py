@@ -271,6 +271,11 @@ class Delivery:
         """The reply to a message; never raises (an error in the turn or the store is the apology,
         and the message is kept when it can be: a citizen is never left with nothing)."""
         await self._in_order(key, openid)
+        if (human := await self._with_human(openid)) is not None:
+            # An earlier message, answered while this one waited, handed the citizen to a person: the bot
+            # does not answer over them; this message goes to the human service too.
+            await self._hand_over(openid, human)
+            return Reply([], transfer=human.kf_account)
         self.pace.started()
         try:
             outcome = await turn()
@@ -308,6 +313,14 @@ class Delivery:
                                pseudonym(openid))
                 return
             await self.sleep(POLL_S)
+
+    async def _with_human(self, openid: str) -> Optional[Human]:
+        try:
+            human: Optional[Human] = await self.call(self.store.with_human, self.account, openid)
+            return human
+        except Exception:  # noqa: BLE001 - the store is away: the turn runs (as it would have)
+            logger.warning("a %s citizen's hand-off could not be read", self.channel)
+            return None
 
     async def _hand_over(self, openid: str, already: Optional[Human] = None) -> None:
         """The citizen is with a human from now (or still, ``already``) until ``human_s`` from now."""

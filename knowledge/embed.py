@@ -45,6 +45,9 @@ class SentenceTransformerEncoder:
         self.model_dir = model_dir
         self.query_instruction = query_instruction
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        # One caller at a time: the action threads' queries and the guide watcher's embedding
+        # (knowledge.index.GuideWatcher) share the model, and a fast tokenizer is not thread-safe.
+        self._lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -60,15 +63,22 @@ class SentenceTransformerEncoder:
         return str(self.model_dir)
 
     def documents(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        vectors = self._model.encode(
-            texts, batch_size=32, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        from tqdm import tqdm
+
+        out = []
+        for start in tqdm(range(0, len(texts), 32), desc="passages", disable=not progress):  # the lock per batch:
+            with self._lock:  # queries get in between
+                out.append(np.asarray(self._model.encode(
+                    texts[start:start + 32], batch_size=32, normalize_embeddings=True, show_progress_bar=False,
+                    convert_to_numpy=True), dtype=np.float32))
+        return np.concatenate(out) if out else np.zeros((0, self._model.get_sentence_embedding_dimension() or 0),
+                                                         dtype=np.float32)
 
     def query(self, text: str) -> np.ndarray:
-        vector = self._model.encode(
-            [self.query_instruction + text], normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
-        )
+        with self._lock:
+            vector = self._model.encode(
+                [self.query_instruction + text], normalize_embeddings=True, show_progress_bar=False,
+                convert_to_numpy=True)
         return np.asarray(vector[0], dtype=np.float32)
 
 

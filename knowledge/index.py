@@ -342,9 +342,11 @@ class GuideWatcher:
     --if-stale``, run at each start, saves it."""
 
     def __init__(self, settings: KnowledgeSettings, current: KnowledgeBase,
-                 swap: Callable[[KnowledgeBase], None]) -> None:
+                 swap: Callable[[KnowledgeBase], None], seen: str | None = None) -> None:
+        """``seen``: the published guides' fingerprint taken before ``current`` loaded them (a guide
+        published while it loaded is then indexed at the first look); default: now."""
         self.settings, self.current, self.swap = settings, current, swap
-        self.seen = published_fingerprint(settings)
+        self.seen = published_fingerprint(settings) if seen is None else seen
         self.refused = ""
 
     def check(self) -> bool:
@@ -368,7 +370,10 @@ class GuideWatcher:
 
     def run(self, every_s: float, stop: threading.Event) -> None:
         while not stop.wait(every_s):
-            self.check()
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the directory unreadable for a moment: look again later
+                log.exception("looking for published guides failed")
 
 
 def is_current(index_dir: Path, fingerprint_value: str) -> bool:

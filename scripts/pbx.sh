@@ -24,7 +24,7 @@ NAME=asterisk-portable-x86_64
 PORTABLE="$CACHE/$NAME.tar.xz"
 MIRROR="${HEZE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BUILD_DEPS=(build-essential pkg-config libjansson-dev libxml2-dev libxslt1-dev libsqlite3-dev libssl-dev
-  libedit-dev uuid-dev libcurl4-openssl-dev zlib1g-dev libncurses-dev patchelf xz-utils curl)
+  libedit-dev uuid-dev libcurl4-openssl-dev zlib1g-dev libncurses-dev patchelf xz-utils curl gpgv debian-archive-keyring)
 
 say() { printf '[pbx] %s\n' "$*" >&2; }
 die() { printf '[pbx] error: %s\n' "$*" >&2; exit 1; }
@@ -35,7 +35,8 @@ shared_runs() {
   [ -f "$SHARED_TARBALL" ] || return 1
   local probe status
   probe=$(mktemp -d)
-  tar -xJf "$SHARED_TARBALL" -C "$probe" asterisk-20-debian12-x86_64/sbin/asterisk asterisk-20-debian12-x86_64/lib
+  tar -xJf "$SHARED_TARBALL" -C "$probe" asterisk-20-debian12-x86_64/sbin/asterisk asterisk-20-debian12-x86_64/lib \
+    || { rm -rf "$probe"; return 1; }
   set +e
   LD_LIBRARY_PATH="$probe/asterisk-20-debian12-x86_64/lib" sh -c 'timeout 10 "$1" -f -n -C "$2" >/dev/null 2>&1' \
     probe "$probe/asterisk-20-debian12-x86_64/sbin/asterisk" "$probe/none.conf" >/dev/null 2>&1
@@ -53,14 +54,21 @@ build_portable() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${BUILD_DEPS[@]}" >>"$log" 2>&1 || {
     apt-get update -qq >>"$log" 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${BUILD_DEPS[@]}" >>"$log" 2>&1 || die "apt-get failed, see $log"; }
-  # The source package as Debian's index names it now: version, orig tarball and its SHA-256.
-  local index orig sha version
+  # The source package as Debian's signed index names it now: the Release file is checked against
+  # Debian's archive keys (debian-archive-keyring, as apt does), the source index against the Release
+  # file's SHA-256, and the tarball against the index's.
+  local index orig="" sha="" version sources_sha
   mkdir -p "$work"
+  curl -fsS -o "$work/InRelease" "$MIRROR/dists/sid/InRelease" || die "Debian's release file could not be read"
+  gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg "$work/InRelease" >>"$log" 2>&1 \
+    || die "Debian's release file is not signed by Debian's archive keys"
+  sources_sha=$(awk '/^SHA256:/{c=1;next} c&&/^ /{if ($3 == "main/source/Sources.xz") print $1; next} c{exit}' "$work/InRelease")
   curl -fsS -o "$work/Sources.xz" "$MIRROR/dists/sid/main/source/Sources.xz" || die "Debian's source index could not be read"
+  echo "$sources_sha  $work/Sources.xz" | sha256sum -c --quiet - || die "Debian's source index differs from the signed release file"
   index=$(xz -dc "$work/Sources.xz" | awk '/^Package: asterisk$/{p=1} p&&/^$/{p=0} p')
   version=$(printf '%s\n' "$index" | awk '/^Version:/{print $2}')
-  read -r sha orig < <(printf '%s\n' "$index" | awk '/^Checksums-Sha256:/{c=1;next} c&&/^ /{if ($3 ~ /\.orig\.tar\.xz$/) print $1, $3; next} c{exit}')
-  [ -n "$orig" ] || die "no Asterisk source in Debian's index"
+  read -r sha orig < <(printf '%s\n' "$index" | awk '/^Checksums-Sha256:/{c=1;next} c&&/^ /{if ($3 ~ /\.orig\.tar\.xz$/) print $1, $3; next} c{exit}') || true
+  [ -n "$orig" ] && [ -n "$sha" ] || die "no Asterisk source in Debian's index"
   say "Asterisk $version from Debian's source package ($orig)"
   if [ ! -f "$work/$orig" ]; then
     curl -fsS -o "$work/$orig.part" "$MIRROR/pool/main/a/asterisk/$orig" || die "could not fetch $orig"
@@ -75,13 +83,17 @@ build_portable() {
   [ -d "$src" ] || die "$orig did not unpack to $src"
   (
     cd "$src"
-    if [ ! -f main/asterisk ]; then
+    if [ ! -f main/asterisk ]; then  # (set -e does not hold in a subshell left of ||: each step says so)
       ./configure --prefix=/opt/asterisk --with-jansson --without-pjproject-bundled --without-pjproject \
-        --disable-xmldoc CFLAGS="-O2 -march=x86-64 -mtune=generic" >>"$log" 2>&1
-      make menuselect.makeopts >>"$log" 2>&1
+        --disable-xmldoc CFLAGS="-O2 -march=x86-64 -mtune=generic" >>"$log" 2>&1 || die "configure failed, see $log"
+      make menuselect.makeopts >>"$log" 2>&1 || die "menuselect failed, see $log"
       # For any x86-64 CPU; no sounds (nothing downloaded); codec_ilbc's source is not in Debian's tarball.
       menuselect/menuselect --disable BUILD_NATIVE --disable codec_ilbc --disable-category MENUSELECT_CORE_SOUNDS \
-        --disable-category MENUSELECT_MOH --disable-category MENUSELECT_EXTRA_SOUNDS menuselect.makeopts >>"$log" 2>&1
+        --disable-category MENUSELECT_MOH --disable-category MENUSELECT_EXTRA_SOUNDS menuselect.makeopts >>"$log" 2>&1 \
+        || die "menuselect failed, see $log"
+      if grep -q '^MENUSELECT_CFLAGS=.*BUILD_NATIVE' menuselect.makeopts; then
+        die "BUILD_NATIVE is still on (the build would run only on CPUs like this one)"
+      fi
     fi
     make -j"$(nproc)" NOISY_BUILD= >>"$log" 2>&1 || die "make failed, see $log"
     rm -rf "$work/install"
@@ -125,7 +137,10 @@ case "${1:-}" in
     elif [ -f "$PORTABLE" ]; then
       echo "$PORTABLE"
     elif [ "$1" = ensure ]; then
-      build_portable
+      mkdir -p "$CACHE"
+      exec 9>"$CACHE/.lock"
+      flock 9  # one build at a time on this machine (a bootstrap and a CI run, say)
+      [ -f "$PORTABLE" ] || build_portable
       echo "$PORTABLE"
     else
       die "the shared Asterisk build cannot run on this CPU and no portable build is cached: run scripts/pbx.sh ensure"

@@ -43,15 +43,20 @@ def office_names(department: str) -> set[str]:
     return {department, ticket_department(department), DEPARTMENT_NAMES.get(department, department)} - {""}
 
 
+def full_name(department: str) -> str:
+    """A department by its full name, whichever name it was given by (民政 -> 民政局)."""
+    return DEPARTMENT_NAMES.get(ticket_department(department), department)
+
+
 def belongs_to(app: Application, department: str) -> bool:
-    """Whether ``department`` handles the application: its recorded department, or, for a row that
-    records none, an office that names the department ("单县民政局社会救助股" is 民政局's; the KPIs
-    count such rows the same way, services/kpis.py)."""
+    """Whether ``department`` (full or short name) handles the application: its recorded department,
+    or, for a row that records none, an office that names the department in full ("单县民政局社会救助股"
+    is 民政局's). Short names are not enough for a write: "交通" is in "公安局交通警察支队"."""
     if not department:
         return False
     if app.department:
-        return app.department == department
-    return any(name in app.office for name in office_names(department))
+        return full_name(app.department) == full_name(department)
+    return full_name(department) in app.office
 
 
 def _view(app: Application) -> ApplicationView:

@@ -54,7 +54,7 @@ def kpis(sessions: sessionmaker, start: dt.date, end: dt.date, department: str |
         apps = select(Application.status).where(Application.submitted_at >= since, Application.submitted_at < until)
         if department:  # as services/applications.py belongs_to: the recorded department, else the office's
             by_office = or_(*(Application.office.like(_like(n), escape="\\") for n in sorted(office_names(department))))
-            apps = apps.where(or_(Application.department == department,
+            apps = apps.where(or_(Application.department.in_(sorted(office_names(department))),
                                   and_(Application.department.is_(None), by_office)))
         statuses = list(s.scalars(apps))
         tickets = s.execute(select(FeedbackTicket.status, FeedbackTicket.due_date, FeedbackTicket.updated_at)

@@ -267,6 +267,7 @@ class Reminders:
             if reminder.status == "calling":  # (not answered just now)
                 self._missed(reminder, now, counts)
             return False
+        s.refresh(sub, ["status"])  # withdrawn since the batch was read?
         # (an ended subscription, an application finished, still gets the notices queued before it ended)
         if sub.status == "cancelled" or self._acted_on(s, sub, reminder.due_key):
             reminder.status = "skipped"

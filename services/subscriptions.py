@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false, func, or_, select
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, and_, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
@@ -234,7 +234,10 @@ class SqlSubscriptions:
         """Cancel the citizen's subscriptions (one topic, or all); each withdrawal is recorded."""
         now = self._now()
         with self._sessions() as s:
-            query = select(Subscription).where(self._whose(sender_id, phone), Subscription.status == "active")
+            # An ended subscription (its application finished) whose last notice still waits is withdrawn too.
+            pending = select(Reminder.id).where(Reminder.subscription_id == Subscription.id, Reminder.status == "queued")
+            query = select(Subscription).where(self._whose(sender_id, phone), or_(
+                Subscription.status == "active", and_(Subscription.status == "ended", pending.exists())))
             if topic is not None:
                 query = query.where(Subscription.topic == topic)
             subs = list(s.scalars(query))

@@ -59,7 +59,7 @@ def queue_progress_notices(services: Services, number: str, now: dt.datetime) ->
         app = s.scalar(select(Application).options(selectinload(Application.steps)).where(Application.number == number))
         if app is None or not app.steps:
             return "no such application"
-        newest = max(app.steps, key=lambda st: (st.at if st.at.tzinfo else st.at.replace(tzinfo=dt.timezone.utc), st.id))
+        newest = max(app.steps, key=lambda st: st.id)  # the step just added (a back-dated one too)
         subs = list(s.scalars(select(Subscription).where(Subscription.topic == "application_progress",
                                                          Subscription.subject == number,
                                                          Subscription.status == "active")))

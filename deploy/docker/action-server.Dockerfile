@@ -16,7 +16,7 @@ COPY nlu nlu
 COPY var/models/bge-small-zh-v1.5 var/models/bge-small-zh-v1.5
 # The index depends on the model and KB_QUERY_INSTRUCTION: set another instruction at run time
 # and each replica rebuilds the index in var/kb when it starts.
-RUN python -m knowledge build --if-stale && chown -R heze:heze var/kb
+RUN python -m knowledge build --if-stale && chown -R heze:heze var/kb && install -d -o heze -g heze var/published-guides
 USER 10001:10001
 EXPOSE 5055
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

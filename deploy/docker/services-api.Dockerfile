@@ -9,6 +9,8 @@ COPY services services
 COPY knowledge knowledge
 COPY textnorm textnorm
 COPY nlu nlu
+# The published guides' volume (compose.yml) takes this directory's owner when first made.
+RUN install -d -o heze -g heze var/published-guides
 USER 10001:10001
 EXPOSE 8030
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

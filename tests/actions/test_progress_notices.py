@@ -49,7 +49,11 @@ def test_the_offer_after_the_rating_then_yes_subscribes_with_its_words(notices: 
                                                            extra_events=bot_said(RATING_QUESTION), **LINE))
     assert msgs[0]["text"] == RATED and msgs[1]["buttons"] == NOTICE_BUTTONS
     wording = msgs[1]["text"]
-    assert wording.startswith(NOTICE_OFFER) and "短信发到138****0001" in wording and "取消提醒" in wording
+    # On the phone: the number as its last four digits, the question last, in one part of the answer
+    assert wording.startswith(NOTICE_OFFER) and "发短信到您尾号零零零幺的手机" in wording and wording.endswith("要不要？")
+    assert "取消提醒" in texts(run(ActionStoreRating(notices), tracker(
+        text="5", intent="rate", slots=rated, extra_events=bot_said(RATING_QUESTION), channel="wechat",
+        sender="oNotice2"))[0])  # in writing, how to stop is in the offer too
     slots = slot_events(events)
     assert slots["offered_request"] == "progress_notice" and slots["reminder_wording"] == wording
 
@@ -82,7 +86,7 @@ def test_no_offer_after_another_flows_rating_and_no_subscription_without_the_off
 
 def test_a_bare_yes_the_classifier_misses_still_answers_the_offer(notices: Services) -> None:
     """"要" alone is no request to the NLU (nlu_fallback); to "要不要……告诉您？" it is the yes."""
-    wording = NOTICE_OFFER + "用短信发到138****0001告诉您？"
+    wording = NOTICE_OFFER + "发短信到您尾号零零零幺的手机，办完就停。要不要？"
     offered = {"offered_request": "progress_notice", "notice_subject": APP, "reminder_wording": wording}
     msgs, _ = run(ActionFallback(notices), tracker(text="要。", intent="nlu_fallback", slots=offered,
                                                    extra_events=bot_said(RATED, wording), **LINE))
@@ -96,3 +100,24 @@ def test_a_bare_yes_the_classifier_misses_still_answers_the_offer(notices: Servi
     assert not texts(msgs).startswith(NOTICE_TAKEN)  # "要" to anything else is no yes to the offer
     with notices.sessions() as s:
         assert len(s.scalars(select(Subscription)).all()) == 1
+
+
+def test_a_landline_caller_is_not_offered_notices_that_would_be_calls(seeded: Services) -> None:
+    """Notices are texts or WeChat messages, never calls: a landline (reachable by a reminder call) is
+    not offered them, rather than offered a call and then told their number was withheld."""
+    calls = dataclasses.replace(seeded, subscriptions=SqlSubscriptions(seeded.sessions, seeded.sms.index, calls=True,
+                                                                        progress_notices=True))
+    assert offered_for(calls, APP, metadata={"channel": "phone", "caller": "05302345678"}, sender="call-n5") is None
+    assert offered_for(calls, APP, **LINE) == APP
+
+
+def test_on_the_phone_the_thanks_the_offer_and_its_keys_are_one_part(notices: Services) -> None:
+    from voice.replies import read_reply
+    from voice.wording import split_turns
+
+    msgs, _ = run(ActionStoreRating(notices), tracker(text="5", intent="rate", extra_events=bot_said(RATING_QUESTION),
+                                                      slots={"awaiting_rating": "progress", "notice_subject": APP}, **LINE))
+    reply = read_reply({"messages": msgs})
+    assert reply is not None and reply.keys == {"1": "/affirm", "2": "/deny"}
+    assert len(split_turns(reply.lines, 150)) == 1, reply.lines  # no "接着听" before the question
+    assert reply.phrases is not None and "要" in reply.phrases  # the yes/no grammar hears a bare "要"

@@ -442,6 +442,31 @@ def test_a_citizens_next_message_waits_for_the_one_a_dead_worker_held(tmp_path: 
     assert other.store.failed(ACCOUNT) == [] and other.store.first_in_flight(f"{ACCOUNT}/o1") is None
 
 
+def test_a_message_that_waited_for_a_hand_off_goes_to_the_human_not_the_bot(tmp_path: Path) -> None:
+    """"转人工" is still being answered when the citizen writes again: the second message waits its
+    turn, and once the first handed the citizen to a person it is transferred, not answered by the bot."""
+    h = Harness(tmp_path, kf_account="kf2001@heze")
+
+    def kept(text: str, n: int) -> dict[str, Any]:
+        return {"sender": "o1", "text": text, "metadata": {"channel": "wechat"}, "message_id": f"wx-h{n}"}
+
+    async def scenario() -> list[Answer]:
+        first = asyncio.ensure_future(h.deliver("o1", "1", h.turn("转人工", 6, texts=["正在为您转人工。"], handoff=True),
+                                                keep=kept("转人工", 1)))
+        await h.time.sleep(1)
+        second = await h.deliver("o1", "2", h.turn("我的工单呢", 1), keep=kept("我的工单呢", 2))
+        answers = [await first, second]
+        await h.time.sleep(30)  # both replies go out as customer-service messages meanwhile
+        await h.delivery.settle()
+        return answers
+
+    first, second = h.play(scenario())
+    assert h.turns == ["转人工"]  # the second message never became a turn
+    assert first.kind == "success" and second.kind == "success"  # both past WeChat's deadline
+    assert [t for _, t, _ in h.sent] == [["正在为您转人工。"]]  # nothing from the bot after the hand-off
+    assert h.store.with_human(ACCOUNT, "o1") is not None and h.store.failed(ACCOUNT) == []
+
+
 def test_a_round_leaves_a_citizens_later_message_while_an_earlier_one_is_held(tmp_path: Path) -> None:
     """Two messages of one citizen kept by a worker that died; the first is still held by a live
     worker: the round runs neither out of turn, and both once the first is let go, in order."""

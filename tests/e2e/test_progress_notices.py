@@ -30,8 +30,8 @@ def test_a_citizen_told_of_the_next_step_of_their_application_on_wechat(running:
     answer = citizen.say(f"查一下办件{APP}")
     assert "待补正" in answer and "打个分" in answer, answer
     offer = citizen.say("5")
-    assert "谢谢您的评价" in offer and "有了新进展，要不要用微信服务通知发给您" in offer, offer
-    assert "办结后不再发" in citizen.say("1")  # the offer's first choice: 要
+    assert offer.startswith("谢谢。") and "这件事有新进展就用微信服务通知发给您" in offer and "取消提醒" in offer, offer
+    assert "办完就不再发" in citizen.say("1")  # the offer's first choice: 要
     with running.services.sessions() as s:
         sub = s.scalars(select(Subscription).where(Subscription.sender_id == citizen.openid)).one()
         consent = s.scalars(select(SubscriptionConsent).where(SubscriptionConsent.subscription_id == sub.id)).one()

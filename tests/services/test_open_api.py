@@ -301,13 +301,20 @@ def test_only_the_department_handling_an_application_adds_its_steps(api: Api) ->
     assert api.write("POST", "/applications/20261130000777/steps", api.key(department="民政局"), step).status_code == 201
     assert api.write("POST", "/applications/20261130000777/steps", api.key(department="人力资源和社会保障局"),
                      step).status_code == 403
-    with api.services.sessions() as s:  # an office giving the short name: 人社 is 人力资源和社会保障局
+    with api.services.sessions() as s:  # an office naming a department only by a short name names none for a write
         s.add(Application(number="20261130000778", service_name="失业保险金申领", applicant_phone="13800000009",
                           applicant_id_last4="0000", status="审批中", current_step="受理", office="曹县人社服务大厅",
                           submitted_at=dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)))
+        s.add(Application(number="20261130000779", service_name="驾驶证换证", applicant_phone="13800000009",
+                          applicant_id_last4="0000", status="审批中", current_step="受理",
+                          office="菏泽市公安局交通警察支队车辆管理所", submitted_at=dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)))
         s.commit()
     assert api.write("POST", "/applications/20261130000778/steps", api.key(department="人力资源和社会保障局"),
-                     step).status_code == 201
+                     step).status_code == 403
+    assert api.write("POST", "/applications/20261130000779/steps", api.key(department="交通运输局"),
+                     step).status_code == 403  # "交通" is in its office; it is 公安's
+    # A key named by the short name (as tickets name departments) is the same department.
+    assert api.write("POST", "/applications/20261028000115/steps", api.key(department="民政"), step).status_code == 201
     assert api.write("POST", f"/applications/{APP}/steps", api.key(department=APP_DEPT), step).status_code == 201
 
 

@@ -107,11 +107,15 @@ def test_each_step_a_department_adds_is_told_once_on_the_citizens_channel_until_
     add_step(seeded, "发证", "已领取", status="已办结")  # the last news: the subscriptions end with it
     clock.advance(hours=1)
     assert tell_citizen(seeded, "application", APP, clock()) == "2 notice(s) queued"
+    # The caller says "取消提醒" before the last notice went: it is withdrawn, and the notice never goes.
+    assert [v.subject for v in subs.active("call-7", CALLER)] == [] and subs.cancel("call-7", phone=CALLER) == 1
     second = loop.run_until_complete(reminders.deliver())
     loop.close()
-    assert second["sent"] == 1, second  # one SMS a number a day ... is two: the SMS waits
+    assert (second["sent"], second["skipped"]) == (1, 1), second
     with seeded.sessions() as s:
-        assert {sub.status for sub in s.scalars(select(Subscription).where(Subscription.subject == APP))} == {"ended"}
+        assert sorted(sub.status for sub in s.scalars(select(Subscription).where(Subscription.subject == APP))) == [
+            "cancelled", "ended"]
+        assert s.scalars(select(SmsOutbox).where(SmsOutbox.kind == "progress_update")).all()[-1].id == sms.id
         assert s.scalars(select(Subscription.status).where(Subscription.topic == "medical_insurance")).one() == "active"
     assert fake.subscribe_sent[-1]["data"]["thing3"]["value"] == "发证，已领取"
     add_step(seeded, "归档", "完成")

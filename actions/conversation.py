@@ -10,7 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import (CHOICES_QUESTION, HUMAN_OFFERS, OFFERS, ServiceAction, asked_last, said_last, channel_of,
                             hand_off, reset_flow)
-from actions.subscriptions import DECLINED, NOTICE_OFFER, offer_notices, take_notices, wants_notices
+from actions.subscriptions import DECLINED, NOTICE_OFFER, NOTICE_SLOTS, offer_notices, take_notices, wants_notices
 from knowledge.answer import answer
 from textnorm.numerals import normalize_numbers
 
@@ -125,7 +125,7 @@ class ActionFallback(ServiceAction):
                 return take_notices(self.services, dispatcher, tracker)
             if wants is False:
                 dispatcher.utter_message(text=DECLINED)
-                return [SlotSet(name, None) for name in ("offered_request", "notice_subject", "reminder_wording")]
+                return [SlotSet(name, None) for name in NOTICE_SLOTS]
         if kb is not None and text.strip():
             reply = answer(kb, text, context_slug=tracker.get_slot("guide_topic"))
             if reply.kind != "none":

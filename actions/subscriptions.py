@@ -75,14 +75,15 @@ def topic_named(tracker: Tracker) -> str | None:
     return topic_from((tracker.latest_message or {}).get("text"))
 
 
-def reach_of(services: Services, tracker: Tracker, by_call: bool = False) -> str | None:
+def reach_of(services: Services, tracker: Tracker, by_call: bool = False, calls: bool = True) -> str | None:
     """How a reminder would reach the citizen of this conversation, in words; None when it cannot.
-    On the phone line: an SMS to a mobile, else (a landline) a call when reminder calls are set up."""
+    On the phone line: an SMS to a mobile, else (a landline) a call when reminder calls are set up
+    and ``calls`` allows them (progress notices are never calls)."""
     channel = channel_of(tracker)
     caller = caller_number(tracker) if channel == "phone" else None
     subscriptions = services.subscriptions
     return (subscriptions.reach(channel, tracker.sender_id, caller, by_call)
-            or subscriptions.reach(channel, tracker.sender_id, caller, by_call=True))
+            or (subscriptions.reach(channel, tracker.sender_id, caller, by_call=True) if calls else None))
 
 
 def only_by_call(services: Services, tracker: Tracker) -> bool:
@@ -342,14 +343,8 @@ class ActionReminderCall(ServiceAction):
 NOTICE_OFFER = "这件事有新进展就"
 NOTICE_BUTTONS = [{"title": "要", "payload": "/affirm"}, {"title": "不用了", "payload": "/deny"}]
 NOTICE_TAKEN = "好的，这件事有新进展就告诉您，办完就不再发。"
-
-
-def notice_reach(services: Services, tracker: Tracker) -> str | None:
-    """How a progress notice would reach this citizen, in words (an SMS or a WeChat service notice:
-    notices are never calls, so a landline caller is not offered them); None when it cannot."""
-    channel = channel_of(tracker)
-    return services.subscriptions.reach(channel, tracker.sender_id,
-                                        caller_number(tracker) if channel == "phone" else None)
+# What the offer leaves in the conversation: cleared once it is answered.
+NOTICE_SLOTS = ("notice_subject", "offered_request", "reminder_wording")
 
 
 def notice_subject(services: Services, tracker: Tracker, found: ApplicationView) -> str | None:
@@ -357,7 +352,7 @@ def notice_subject(services: Services, tracker: Tracker, found: ApplicationView)
     finished, progress kept here (the open API's steps), a citizen a notice can reach who has not
     asked for them yet, acting for themselves; else None."""
     subscriptions = services.subscriptions
-    if not subscriptions.progress_notices or found.status in FINISHED_STATUSES or notice_reach(services, tracker) is None:
+    if not subscriptions.progress_notices or found.status in FINISHED_STATUSES or reach_of(services, tracker, calls=False) is None:
         return None
     if acting_for(services, tracker) is not None:  # under a family grant: the elder's news is not the proxy's feed
         return None
@@ -379,7 +374,7 @@ def notice_offer(reach: str, phone: bool) -> str:
 
 def offer_notices(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
     """The offer, its words kept for the consent record; nothing when the citizen cannot be reached now."""
-    reach = notice_reach(services, tracker)
+    reach = reach_of(services, tracker, calls=False)
     if reach is None or not tracker.get_slot("notice_subject"):
         return [SlotSet("notice_subject", None)]
     wording = notice_offer(reach, channel_of(tracker) == "phone")
@@ -398,7 +393,7 @@ def wants_notices(text: str) -> bool | None:
 def take_notices(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
     """"要" to the offer: the subscription, with the offer's words as the consent."""
     channel = channel_of(tracker)
-    done: list[EventType] = [SlotSet(name, None) for name in ("notice_subject", "offered_request", "reminder_wording")]
+    done: list[EventType] = [SlotSet(name, None) for name in NOTICE_SLOTS]
     if not tracker.get_slot("notice_subject") or not tracker.get_slot("reminder_wording"):
         dispatcher.utter_message(response="utter_menu")  # nothing was offered that a yes could take
         return done

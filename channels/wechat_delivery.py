@@ -270,8 +270,7 @@ class Delivery:
     async def _run(self, key: str, openid: str, turn: Turn) -> Reply:
         """The reply to a message; never raises (an error in the turn or the store is the apology,
         and the message is kept when it can be: a citizen is never left with nothing)."""
-        await self._in_order(key, openid)
-        if (human := await self._with_human(openid)) is not None:
+        if await self._in_order(key, openid) and (human := await self._with_human(openid)) is not None:
             # An earlier message, answered while this one waited, handed the citizen to a person: the bot
             # does not answer over them; this message goes to the human service too.
             await self._hand_over(openid, human)
@@ -295,23 +294,26 @@ class Delivery:
         finally:
             self.pace.finished()
 
-    async def _in_order(self, key: str, openid: str) -> None:
+    async def _in_order(self, key: str, openid: str) -> bool:
         """Wait until no earlier message of this citizen is still being answered (at most
-        ``ORDER_WAIT_S``; a store error ends the wait: the message is answered, perhaps out of turn)."""
+        ``ORDER_WAIT_S``; a store error ends the wait: the message is answered, perhaps out of turn).
+        True when it waited: what the earlier messages did (a hand-off) may bear on this one."""
         until = self.clock() + ORDER_WAIT_S
         citizen = citizen_key(self.account, openid)
+        waited = False
         while True:
             try:
                 first = await self.call(self.store.first_in_flight, citizen)
             except Exception:  # noqa: BLE001 - answered now rather than never
                 logger.warning("a %s message's place among its citizen's could not be read", self.channel)
-                return
+                return waited
             if first is None or first == key:
-                return
+                return waited
             if self.clock() >= until:
                 logger.warning("a %s message ran before an earlier one of %s was answered", self.channel,
                                pseudonym(openid))
-                return
+                return waited
+            waited = True
             await self.sleep(POLL_S)
 
     async def _with_human(self, openid: str) -> Optional[Human]:

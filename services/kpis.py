@@ -52,7 +52,8 @@ def kpis(sessions: sessionmaker, start: dt.date, end: dt.date, department: str |
     until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), CHINA).astimezone(dt.timezone.utc)
     with sessions() as s:
         apps = select(Application.status).where(Application.submitted_at >= since, Application.submitted_at < until)
-        if department:  # as services/applications.py belongs_to: the recorded department, else the office's
+        if department:  # the recorded department, else an office naming it (by its short name too: an
+            # aggregate read, looser than belongs_to, which lets a key write only where the full name stands)
             by_office = or_(*(Application.office.like(_like(n), escape="\\") for n in sorted(office_names(department))))
             apps = apps.where(or_(Application.department.in_(sorted(office_names(department))),
                                   and_(Application.department.is_(None), by_office)))

@@ -32,7 +32,7 @@ from voice.clock import LoopClock
 from voice.listening import Heard, Listener
 from voice.settings import VoiceSettings
 from voice.tts import Speaker, choose_voice
-from voice.vad import Endpointer, SileroModel
+from voice.vad import ENDPOINT_S, Endpointer, SileroModel
 
 SENTENCES = ["您好，菏泽政务热线。", "请说受理编号，是回执上的14位数字。", "工单幺零零零，零零零幺：正在处理。",
              "好的，正在为您转人工。", "请给这次服务打个分。"]
@@ -56,7 +56,7 @@ async def hear(listener_parts: tuple[Endpointer, Any], pcm: bytes) -> tuple[Fina
     """One utterance through the endpointer and the recogniser, as a call's Listener runs them."""
     endpointer, stream = listener_parts
     heard: list[Heard] = []
-    listener = Listener(endpointer, stream, LoopClock(), 0.5, lambda e: heard.append(e) if isinstance(e, Heard) else None)
+    listener = Listener(endpointer, stream, LoopClock(), ENDPOINT_S, lambda e: heard.append(e) if isinstance(e, Heard) else None)
     task = asyncio.create_task(listener.run())
     for i in range(0, len(pcm), 320):
         listener.audio(pcm[i:i + 320])
@@ -70,7 +70,7 @@ async def hear(listener_parts: tuple[Endpointer, Any], pcm: bytes) -> tuple[Fina
 
 
 def recognition(engine: str, vs: VoiceSettings, rasa_url: str, token: str) -> dict[str, Any]:
-    rec = open_recogniser(engine, vs.model_dir(), vs.voice_asr_workers)
+    rec = open_recogniser(engine, vs.model_dir(), vs.voice_asr_workers, vs.voice_whisper_beam)
     vad = SileroModel()
     rows = transcripts()
 
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=45)
     parser.add_argument("--single", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--endpoint", type=float, default=0.5, help="VOICE_ENDPOINT_S for the stack")
+    parser.add_argument("--endpoint", type=float, default=ENDPOINT_S, help="VOICE_ENDPOINT_S for the stack")
     parser.add_argument("--skip-recognition", action="store_true")
     parser.add_argument("--out", default="bench/voice-last-run.json")
     args = parser.parse_args()

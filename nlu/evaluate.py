@@ -4,6 +4,8 @@
 (in the Rasa environment). FILE.tsv has a header with ``intent`` and a text column. Unlike
 ``rasa test nlu``, which undoes the FallbackClassifier before it compares, ``nlu_fallback`` here is
 what the conversation gets ("请换个说法"), so it counts as a miss unless the label is ``nlu_fallback``.
+A miss keeps the row's ``reference`` text (what the caller said) when the file has that column, for
+``python -m nlu.acts`` (what the caller gets from the whole assistant).
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ async def predict(model: Path, texts: List[str]) -> List[Dict[str, Any]]:
 
 
 def report(rows: List[Dict[str, str]], column: str, predictions: List[Dict[str, Any]]) -> Dict[str, Any]:
-    misses = [{"text": r.get(column) or "", "label": r["intent"], "predicted": p["intent"], "confidence": p["confidence"]}
+    misses = [{"text": r.get(column) or "", "label": r["intent"], "predicted": p["intent"], "confidence": p["confidence"],
+               **({"reference": r["reference"]} if "reference" in r else {})}
               for r, p in zip(rows, predictions) if p["intent"] != r["intent"]]
     per_intent: Dict[str, Dict[str, int]] = {}
     for row, pred in zip(rows, predictions):

@@ -11,7 +11,7 @@ transcribes them the same way, and writes tests/fixtures/asr_nlu/train.tsv (ever
 nlu_augment/asr_noised.yml (the transcripts that differ from their source, as NLU examples).
 
 Recognition is the gateway's own path, as bench/voice.py runs it: 20 ms frames of 8 kHz telephone
-audio -> silero-vad endpointer -> WhisperStream -> WhisperRecogniser.decode (greedy, language zh,
+audio -> silero-vad endpointer -> WhisperStream -> WhisperRecogniser.decode (beam 5, language zh,
 domain prompt, OpenCC to Simplified, numeral normalisation, repetition cut), on the multilingual
 Whisper base the PyPI packages ship (voice.models.packaged_whisper).
 
@@ -53,6 +53,11 @@ CALLER_INTENTS = (
     "affirm", "deny", "repeat", "slow_down", "rate", "goodbye", "thank", "cancel", "greet",
     "bot_challenge", "inform", "out_of_scope", "choose",
 )
+# The held-out caller utterances: the fixtures written before any NLU example had seen them. The later
+# groups (proxy_, reminder_, id_) were written with their features' NLU data, and several of them are
+# training examples word for word, so they are not a test of understanding.
+HELD_OUT_GROUPS = ("progress", "bill", "feedback", "ticket", "guide", "human", "affirm", "deny", "greet",
+                   "goodbye", "thank", "repeat", "slow")
 MAX_CHARS = 25
 SEED = 12
 
@@ -255,7 +260,7 @@ def run_test(threads: int, whole: bool) -> int:
     sys.path.insert(0, str(ROOT))
     from tests.voice.speech import transcripts, utterance
 
-    rows = transcripts()
+    rows = [r for r in transcripts() if r["id"].rsplit("_", 1)[0] in HELD_OUT_GROUPS]
     tr = Transcriber(threads)
     t0 = time.monotonic()
 

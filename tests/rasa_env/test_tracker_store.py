@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import sqlalchemy as sa
@@ -267,6 +268,46 @@ def test_new_events_are_streamed_once_each_after_the_commit_with_their_row_ids(d
     with sa.create_engine(f"sqlite:///{db}").connect() as conn:
         ids = conn.execute(sa.text("select id from events where sender_id = 'g' order by id")).scalars().all()
     assert [e["event_id"] for e in broker.published] == ids
+
+
+@pytest.fixture
+def pg() -> Iterator[Dict[str, Any]]:
+    """A database of its own on the local PostgreSQL, the production tracker store's (HEZE_TEST_PG_URL)."""
+    url = sa.engine.make_url(os.environ.get("HEZE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    url = url.set(drivername="postgresql")  # psycopg2, as Rasa's environment has it
+    name = f"heze_test_tracker_{os.getpid()}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield {"dialect": "postgresql", "host": url.host, "port": url.port, "username": url.username,
+           "password": url.password, "db": name}
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_on_postgresql_a_turns_rows_go_in_one_statement_in_order(domain: Any, pg: Dict[str, Any]) -> None:
+    """The production dialect writes a turn's events in one INSERT … RETURNING: the rows are in the
+    events' order, each published event carries its own row id, and a new store reads the same state back."""
+    talk = Talk()
+    broker = Collecting()
+    ours = HezeTrackerStore(domain=domain, keys=KEYS, event_broker=broker, **pg)
+    statements: List[str] = []
+    sa.event.listen(ours.engine, "before_cursor_execute",
+                    lambda conn, cursor, sql, *rest: statements.append(sql) if sql.startswith("INSERT") else None)
+    turns = [talk.start() + talk.greeting(1), talk.bill(), talk.greeting(2)]
+    tracker = play(ours, "p", turns)
+    assert len(statements) == len(turns)  # one statement per save, however many events
+    events = [e.as_dict() for t in turns for e in t]
+    assert [{k: v for k, v in e.items() if k not in ("sender_id", "event_id")} for e in broker.published] == events
+    with ours.engine.connect() as conn:
+        rows = conn.execute(sa.text("select id, data from events where sender_id = 'p' order by id")).all()
+    assert [e["event_id"] for e in broker.published] == [r.id for r in rows]
+    assert [ours._load("p", r.data) for r in rows] == events
+    back = run(HezeTrackerStore(domain=domain, keys=KEYS, **pg).retrieve("p"))
+    assert back.current_state(EventVerbosity.NONE) == tracker.current_state(EventVerbosity.NONE)
+    ours.engine.dispose()
 
 
 def test_nothing_is_published_when_the_write_fails(domain: Any, db: str) -> None:

@@ -352,7 +352,10 @@ def run_train(per_intent: int, threads: int, limit: int | None, dry_run: bool) -
 def write_train(rows: list[dict[str, str]], asr: dict[str, str], test_texts: set[str]) -> int:
     """train.tsv with every pair and why it was kept or not; asr_noised.yml with the kept ones."""
     from textnorm.numerals import normalize_numbers
+    from voice.asr import without_prompt_echo
 
+    # The recogniser's own last step (idempotent), also for transcripts kept from before it had it.
+    asr = {key: without_prompt_echo(text) for key, text in asr.items()}
     known = {compact(ex): intent for intent, exs in nlu_examples().items() for ex in exs}
     heard_as: dict[str, set[str]] = defaultdict(set)
     for r in rows:

@@ -44,6 +44,11 @@ WHISPER_BEAM = 5
 # Domain words in Simplified characters: Whisper follows the prompt's script and vocabulary.
 WHISPER_PROMPT = "菏泽市民政务热线。办件进度，缴费，转人工，身份证，社保，医保，工单，投诉。"
 
+# The prompt's phrases. On audio it cannot make out, Whisper may write the prompt back ("慢点说，俺耳朵背"
+# came out as "办件进度，转人工", a hand-over nobody asked for): see without_prompt_echo.
+_PROMPT_PHRASES = frozenset(p for p in re.split(r"[。，]", WHISPER_PROMPT) if p)
+_CLAUSE = re.compile(r"[^，。,.!?！？、\s]+")
+
 # Phrase lists for answers that can only be a few words (Vosk grammar mode).
 # "要" / "要的": the answer to a "要不要……" question (the progress-notice offer); without them the
 # grammar would hear a "要" as its nearest phrase, "不要".
@@ -81,6 +86,16 @@ _LONE_ZERO = re.compile(r"(?<![0-9０-９])０(?![0-9０-９])")
 _FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 _REPEATS = re.compile(r"([^\d])\1{4,}")  # five or more of one character: a decoding loop, not speech (digits repeat)
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff0-9])|(?<=[0-9])\s+(?=[\u3400-\u9fff0-9])")
+
+
+def without_prompt_echo(text: str) -> str:
+    """The transcript without the prompt written back: when two or more of its clauses are phrases of
+    the prompt alone ("办件进度，转人工", "身份证丢了，医保，医保"), those clauses are Whisper's
+    and are dropped (all of them: nothing was heard). One such clause is a caller's ("转人工")."""
+    clauses = _CLAUSE.findall(text)
+    if sum(c in _PROMPT_PHRASES for c in clauses) < 2:
+        return text
+    return "，".join(c for c in clauses if c not in _PROMPT_PHRASES)
 
 
 def clean_transcript(text: str) -> str:
@@ -258,7 +273,7 @@ class WhisperRecogniser:
         raw = _LONE_ZERO.sub("。", raw).translate(_FULL_WIDTH_DIGITS).replace("\ufffd", "")  # and broken bytes
         text = clean_transcript(raw)
         text = _REPEATS.sub(r"\1", text)
-        text = text.strip(" ，。,.!?！？")
+        text = without_prompt_echo(text).strip(" ，。,.!?！？")
         if not text:
             return None
         conf = float(np.exp(np.mean([s.avg_logprob for s in kept])))

@@ -7,7 +7,7 @@ import pytest
 
 from services.settings import ROOT
 from tests.voice.speech import utterance
-from voice.asr import DIGIT_PHRASES, VoskRecogniser, WhisperRecogniser, clean_transcript
+from voice.asr import DIGIT_PHRASES, VoskRecogniser, WhisperRecogniser, clean_transcript, without_prompt_echo
 from voice.models import packaged_whisper
 from voice.settings import PACKAGED_WHISPER_MODEL, VoiceSettings
 
@@ -52,6 +52,14 @@ async def test_vosk_streams_and_limits_itself_to_a_phrase_list() -> None:
 def test_transcripts_become_chinese_text_with_digits() -> None:
     assert clean_transcript("幺 三 八 零 零 零 零 幺 二 三 四") == "13800001234"
     assert clean_transcript("[unk] 转 人工 [unk]") == "转人工"
+
+
+def test_the_prompt_written_back_is_not_taken_for_the_caller() -> None:
+    """Whisper wrote "办件进度，转人工" for "慢点说，俺耳朵背": the caller is asked again, not handed over."""
+    assert without_prompt_echo("办件进度，转人工") == ""
+    assert without_prompt_echo("身份证丢门，医保，医保，医保") == "身份证丢门"
+    assert without_prompt_echo("转人工") == "转人工"  # one prompt phrase alone is what a caller says
+    assert without_prompt_echo("我要查办件进度，转人工") == "我要查办件进度，转人工"
 
 
 def test_the_packaged_whisper_is_assembled_once(tmp_path: Path) -> None:

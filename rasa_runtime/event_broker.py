@@ -13,7 +13,7 @@ What differs from stock ``PikaEventBroker``:
   plus ``event_id``, the event's row id in the tracker store.
 - **Published after the commit, in order, awaited.** ``HezeTrackerStore.save`` calls ``publish_all``
   for each new event once the rows are committed, and waits for RabbitMQ's confirm (at most
-  ``publish_timeout_s`` each) before the turn ends and the conversation's lock is released. So the
+  ``publish_timeout_s``; the events waiting in this process go out together) before the turn ends and the conversation's lock is released. So the
   queue never announces an event that is not on disk, and a conversation's events enter the queue in
   the order they were written, whichever replica wrote them. Stock publishes before writing, from
   background tasks that may finish in any order.
@@ -79,20 +79,30 @@ class SealedPikaEventBroker(PikaEventBroker):
         return await self.flush()
 
     async def flush(self) -> bool:
-        """Send the unpublished events in order, each confirmed by RabbitMQ; stop at the first failure."""
+        """Send the unpublished events in order, confirmed by RabbitMQ; stop at the first failure.
+
+        Everything waiting goes out at once and the confirms are awaited together: RabbitMQ confirms
+        a persistent message once it is on disk, so waiting for each before sending the next made every
+        turn of every conversation in this process queue behind one disk write per event (measured in
+        production: 10 conversations reached 10 turns/s). One channel keeps the order of what is sent
+        on it; an event confirmed after one that failed is sent again with it (the console skips an
+        event_id it has)."""
         async with self._flushing:
             while self._unpublished_events:
                 if self._exchange is None or self._connection is None or self._connection.is_closed:
                     return False
-                event = self._unpublished_events[0]
-                try:
-                    await asyncio.wait_for(self._exchange.publish(self._message(event, None), ""),
-                                           self.publish_timeout_s)
-                except Exception as e:  # noqa: BLE001 - any failure: keep it, try again on reconnect
+                batch = list(self._unpublished_events)
+                results = await asyncio.gather(
+                    *(asyncio.wait_for(self._exchange.publish(self._message(event, None), ""), self.publish_timeout_s)
+                      for event in batch), return_exceptions=True)
+                failed = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), None)
+                for event in batch[:len(batch) if failed is None else failed]:
+                    if self._unpublished_events and self._unpublished_events[0] is event:
+                        self._unpublished_events.popleft()
+                if failed is not None:
                     logger.warning("event not published to RabbitMQ (%s); %d kept for later",
-                                   type(e).__name__, len(self._unpublished_events))
+                                   type(results[failed]).__name__, len(self._unpublished_events))
                     return False
-                self._unpublished_events.popleft()
             return True
 
     def _publish_unpublished_messages(self, *_: Any, **__: Any) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import secrets
-from typing import Any, List
+from typing import Any, Dict, List
 
 import aio_pika
 import pytest
@@ -87,6 +87,31 @@ def test_events_kept_while_rabbitmq_is_away_go_out_first_and_in_order() -> None:
     bodies = asyncio.run(scenario())
     keyring = Keyring.parse(KEYS)
     assert [json.loads(keyring.open(b.decode(), BROKER_CONTEXT))["event_id"] for b in bodies] == [1, 2, 3, 4]
+
+
+def test_many_conversations_publishing_at_once_keep_each_ones_order_and_lose_nothing() -> None:
+    """Ten conversations' turns published at once go out together (one wait for RabbitMQ's confirms,
+    not one per event), each conversation's events still in their order."""
+    name = f"heze_test_{secrets.token_hex(4)}"
+
+    def turn(conversation: int, n: int) -> List[Dict[str, Any]]:
+        return [{**event(conversation * 1000 + n * 10 + i), "sender_id": f"c{conversation}"} for i in range(6)]
+
+    async def scenario() -> List[bytes]:
+        broker = await broker_for(name)
+        for n in range(5):
+            assert all(await asyncio.gather(*(broker.publish_all(turn(c, n)) for c in range(10))))
+        assert not broker._unpublished_events
+        await broker.close()
+        return await drain(name, 300)
+
+    bodies = asyncio.run(scenario())
+    keyring = Keyring.parse(KEYS)
+    got = [json.loads(keyring.open(b.decode(), BROKER_CONTEXT)) for b in bodies]
+    assert len(got) == 300
+    for c in range(10):
+        ids = [e["event_id"] for e in got if e["sender_id"] == f"c{c}"]
+        assert ids == sorted(ids) and len(ids) == 30
 
 
 def test_without_keys_the_broker_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:

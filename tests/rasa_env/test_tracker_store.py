@@ -299,6 +299,7 @@ def test_on_postgresql_a_turns_rows_go_in_one_statement_in_order(domain: Any, pg
     turns = [talk.start() + talk.greeting(1), talk.bill(), talk.greeting(2)]
     tracker = play(ours, "p", turns)
     assert len(statements) == len(turns)  # one statement per save, however many events
+    assert ours.counts == {"kept": len(turns) - 1, "caught_up": 0, "read": 0}  # and the tracker kept between turns
     events = [e.as_dict() for t in turns for e in t]
     assert [{k: v for k, v in e.items() if k not in ("sender_id", "event_id")} for e in broker.published] == events
     with ours.engine.connect() as conn:

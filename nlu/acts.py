@@ -7,7 +7,9 @@ first, and one it calls ``out_of_scope`` too when a guide answers it with confid
 message is counted right here when the guides answer it (or, after a fallback, offer choices) with
 the guide they find for the reference text, the words the caller really said. Every other miss stays
 a miss. The knowledge base is the one without an embedding model (BM25 and pinyin), as the tests
-build it. The NLU's own accuracy (``accuracy``) is unchanged; this adds ``acts_accuracy``.
+build it. The NLU's own accuracy (``accuracy``) is unchanged; this adds ``acts_accuracy``. It only
+looks at misses: a message rightly called ``out_of_scope`` that the guides would still take over
+(and so answer wrongly) is not charged here (the phone test set has no ``out_of_scope`` label).
 """
 from __future__ import annotations
 

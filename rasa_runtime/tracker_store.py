@@ -167,8 +167,10 @@ class HezeTrackerStore(SQLTrackerStore):
         # The per-turn statements, in SQLAlchemy Core (the ORM query costs more than the database).
         events = self.SQLEvent.__table__
         self._insert = events.insert()
+        # One INSERT … RETURNING for a turn's rows where the driver returns every row's id from an
+        # executemany (psycopg2's execute_values); elsewhere a statement per row.
         self._insert_returning = (events.insert().returning(events.c.id)
-                                  if self.engine.dialect.name == "postgresql" else None)
+                                  if getattr(self.engine.dialect, "insert_executemany_returning", False) else None)
         self._head_query = (sa.select(sa.func.max(events.c.id))
                             .where(events.c.sender_id == sa.bindparam("sender_id")))
         self._since_query = (sa.select(sa.func.count(), sa.func.max(events.c.id))
@@ -332,14 +334,17 @@ class HezeTrackerStore(SQLTrackerStore):
     def _write(self, conn: Any, sender_id: Text, events: List[Event]) -> List[int]:
         """Insert the events' rows in order; their ids, in the same order.
 
-        On PostgreSQL the rows go in one statement (psycopg2's ``execute_values`` with ``RETURNING``):
-        a turn writes 4-8 events, and one round trip each cost about 1.5 ms more per turn than one for
-        all (measured on this machine). The ids a sequence gives one statement's rows rise in the
-        order of the rows, so sorted they are the events' ids. SQLite (SQLAlchemy 1.4 has no RETURNING
-        there) is in the process: a statement per row costs little."""
+        On PostgreSQL the rows go in one statement (psycopg2's ``execute_values`` with ``RETURNING``): a
+        turn writes 4-8 events, and a round trip each made retrieve + save cost 8.1-8.8 ms a turn against
+        4.1-5.0 ms (bench/RESULTS.md). The ids a sequence gives one statement's rows rise in the order of
+        the rows, so sorted they are the events' ids. SQLite (SQLAlchemy 1.4 has no RETURNING there) is
+        in the process: a statement per row costs little."""
         rows = [self._row(sender_id, e) for e in events]
         if self._insert_returning is not None and len(rows) > 1:
-            return sorted(row[0] for row in conn.execute(self._insert_returning, rows).all())
+            ids = sorted(row[0] for row in conn.execute(self._insert_returning, rows).all())
+            if len(ids) != len(rows):
+                raise RuntimeError(f"{len(rows)} events written but {len(ids)} ids returned")
+            return ids
         return [conn.execute(self._insert, row).inserted_primary_key[0] for row in rows]
 
     def _row(self, sender_id: Text, event: Event) -> Dict[Text, Any]:

@@ -32,21 +32,18 @@ import numpy as np
 
 from textnorm.numerals import normalize_numbers
 from voice.audio import StreamResampler, resample
+from voice.tuning import WHISPER_BEAM
 
 logger = logging.getLogger(__name__)
 
 KALDI_DEFAULT_RATE = 16000
 WHISPER_RATE = 16000
-# Whisper's beam width: on the speech fixtures beam 5 wrote 0.36 of the characters wrong where greedy
-# decoding wrote 0.40, and found no utterance empty (greedy: 1 of 134), for about 1.5x the decoding
-# time (bench/RESULTS.md).
-WHISPER_BEAM = 5
 # Domain words in Simplified characters: Whisper follows the prompt's script and vocabulary.
 WHISPER_PROMPT = "菏泽市民政务热线。办件进度，缴费，转人工，身份证，社保，医保，工单，投诉。"
 
-# The prompt's phrases. On audio it cannot make out, Whisper may write the prompt back ("慢点说，俺耳朵背"
-# came out as "办件进度，转人工", a hand-over nobody asked for): see without_prompt_echo.
-_PROMPT_PHRASES = frozenset(p for p in re.split(r"[。，]", WHISPER_PROMPT) if p)
+# The prompt's phrases in order. On audio it cannot make out, Whisper may write the prompt back
+# ("慢点说，俺耳朵背" came out as "办件进度，转人工", a hand-over nobody asked for): without_prompt_echo.
+_PROMPT_ORDER = {p: i for i, p in enumerate(p for p in re.split(r"[。，]", WHISPER_PROMPT) if p)}
 _CLAUSE = re.compile(r"[^，。,.!?！？、\s]+")
 
 # Phrase lists for answers that can only be a few words (Vosk grammar mode).
@@ -89,13 +86,20 @@ _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff0-9])|(?<=[0-9
 
 
 def without_prompt_echo(text: str) -> str:
-    """The transcript without the prompt written back: when two or more of its clauses are phrases of
-    the prompt alone ("办件进度，转人工", "身份证丢了，医保，医保"), those clauses are Whisper's
-    and are dropped (all of them: nothing was heard). One such clause is a caller's ("转人工")."""
+    """The transcript without the prompt written back. A clause said twice in a row is kept once
+    ("转人工，转人工"; Whisper base also loops: "身份证丢门，医保，医保，医保"). Two or more prompt
+    phrases running in the prompt's own order ("办件进度，转人工", "身份证，医保") are the prompt, not the
+    caller, and go; phrases in another order ("投诉，转人工") or a single one ("转人工") stay."""
     clauses = _CLAUSE.findall(text)
-    if sum(c in _PROMPT_PHRASES for c in clauses) < 2:
+    once = [c for i, c in enumerate(clauses) if i == 0 or c != clauses[i - 1]]
+    echo: set[int] = set()
+    for i in range(len(once) - 1):
+        a, b = _PROMPT_ORDER.get(once[i]), _PROMPT_ORDER.get(once[i + 1])
+        if a is not None and b is not None and a < b:
+            echo |= {i, i + 1}
+    if not echo and len(once) == len(clauses):
         return text
-    return "，".join(c for c in clauses if c not in _PROMPT_PHRASES)
+    return "，".join(c for i, c in enumerate(once) if i not in echo)
 
 
 def clean_transcript(text: str) -> str:

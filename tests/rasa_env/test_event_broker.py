@@ -114,6 +114,24 @@ def test_many_conversations_publishing_at_once_keep_each_ones_order_and_lose_not
         assert ids == sorted(ids) and len(ids) == 30
 
 
+def test_a_backlog_larger_than_a_round_goes_out_whole_and_in_order() -> None:
+    name = f"heze_test_{secrets.token_hex(4)}"
+
+    async def scenario() -> List[bytes]:
+        broker = await broker_for(name)
+        await broker._connection.close()  # type: ignore[union-attr]
+        assert not await broker.publish_all([event(n) for n in range(1, 1201)])
+        await broker.connect()
+        assert await broker.publish_all([event(1201)])
+        assert not broker._unpublished_events
+        await broker.close()
+        return await drain(name, 1201)
+
+    bodies = asyncio.run(scenario())
+    keyring = Keyring.parse(KEYS)
+    assert [json.loads(keyring.open(b.decode(), BROKER_CONTEXT))["event_id"] for b in bodies] == list(range(1, 1202))
+
+
 def test_without_keys_the_broker_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATA_KEYS", raising=False)
 

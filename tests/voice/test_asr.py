@@ -55,11 +55,16 @@ def test_transcripts_become_chinese_text_with_digits() -> None:
 
 
 def test_the_prompt_written_back_is_not_taken_for_the_caller() -> None:
-    """Whisper wrote "办件进度，转人工" for "慢点说，俺耳朵背": the caller is asked again, not handed over."""
-    assert without_prompt_echo("办件进度，转人工") == ""
-    assert without_prompt_echo("身份证丢门，医保，医保，医保") == "身份证丢门"
-    assert without_prompt_echo("转人工") == "转人工"  # one prompt phrase alone is what a caller says
+    """Whisper wrote "办件进度，转人工" for "慢点说，俺耳朵背": the caller is asked again, not handed over.
+    What a caller says with the prompt's words stays theirs."""
+    assert without_prompt_echo("办件进度，转人工") == ""  # the prompt's phrases in the prompt's order
+    assert without_prompt_echo("身份证丢门，医保，医保，医保") == "身份证丢门，医保"  # a loop, kept once
+    assert without_prompt_echo("转人工") == "转人工"
+    assert without_prompt_echo("转人工，转人工") == "转人工"
+    assert without_prompt_echo("转人工。转人工！") == "转人工"
+    assert without_prompt_echo("投诉，转人工") == "投诉，转人工"  # not the prompt's order
     assert without_prompt_echo("我要查办件进度，转人工") == "我要查办件进度，转人工"
+    assert without_prompt_echo("不对，是20261101000002") == "不对，是20261101000002"
 
 
 def test_the_packaged_whisper_is_assembled_once(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ class SealedPikaEventBroker(PikaEventBroker):
         return await self.flush()
 
     async def flush(self) -> bool:
-        """Send the unpublished events in order, confirmed by RabbitMQ; stop at the first failure.
+        """Send the unpublished events in order, confirmed by RabbitMQ; stop after a round with a failure.
 
         What is waiting goes out in rounds of up to ``FLUSH_ROUND`` events, each round's confirms
         awaited together: RabbitMQ confirms a persistent message once it is on disk, and waiting for each

@@ -121,6 +121,78 @@ def test_valid_responses_pass_and_invalid_ones_are_still_refused() -> None:
         assert not valid and "Failed to validate Action server response" in message
 
 
+def _schema_words(schema: Any, consts: set, names: set) -> None:
+    """Every ``const`` (event type) and property name in the action response schema."""
+    if isinstance(schema, dict):
+        if isinstance(schema.get("const"), str):
+            consts.add(schema["const"])
+        names.update((schema.get("properties") or {}).keys())
+        for value in schema.values():
+            _schema_words(value, consts, names)
+    elif isinstance(schema, list):
+        for value in schema:
+            _schema_words(value, consts, names)
+
+
+def generated_responses(n: int, seed: int = 0) -> list[Any]:
+    """Action server responses built at random from the schema's own words: event types (and some that
+    are not), its field names with values of every JSON type, fields left out, wrong containers."""
+    import random
+    consts: set = set()
+    names: set = set()
+    _schema_words(RemoteAction.action_response_format_spec(), consts, names)
+    rng = random.Random(seed)
+    types, fields = sorted(consts) + ["no_such_event", ""], sorted(names)
+
+    def value(depth: int = 0) -> Any:
+        kinds = [lambda: None, lambda: True, lambda: rng.randint(-3, 10**6), lambda: rng.random() * 100,
+                 lambda: rng.choice(["", "好的", "5", "/rate"]), lambda: rng.choice(fields),
+                 lambda: [value(depth + 1) for _ in range(rng.randrange(3))],
+                 lambda: {rng.choice(fields): value(depth + 1) for _ in range(rng.randrange(3))}, lambda: {}]
+        return kinds[rng.randrange(len(kinds) if depth < 2 else 6)]()
+
+    def event() -> Any:
+        e = {rng.choice(fields): value() for _ in range(rng.randrange(4))}
+        if rng.random() < 0.9:
+            e["event"] = rng.choice(types)
+        if rng.random() < 0.5:
+            e["name"] = rng.choice(["rating", "progress_form", None, 5])
+        if rng.random() < 0.3:
+            e["timestamp"] = rng.choice([None, 1_700_000_000.5, "now"])
+        return e if rng.random() < 0.97 else rng.choice(["slot", [], None])
+
+    def response() -> Any:
+        r: dict = {}
+        if rng.random() < 0.9:
+            r["events"] = [event() for _ in range(rng.randrange(5))] if rng.random() < 0.95 else value()
+        if rng.random() < 0.7:
+            r["responses"] = [{rng.choice(fields): value() for _ in range(rng.randrange(4))}
+                              for _ in range(rng.randrange(3))] if rng.random() < 0.95 else value()
+        return r if rng.random() < 0.98 else rng.choice([[], "events", None])
+
+    return [response() for _ in range(n)]
+
+
+def test_the_rust_check_is_in_use_and_agrees_with_jsonschema_on_generated_responses() -> None:
+    """The quick check may only ever say "valid" where jsonschema does (otherwise an invalid response
+    would pass); held on 2,000 responses generated from the schema's words, both kinds well represented."""
+    from jsonschema.validators import validator_for
+    schema = RemoteAction.action_response_format_spec()
+    draft = validator_for(schema)
+    quick = patches._rust_validator(draft.__name__, schema)
+    assert quick is not None
+    slow = draft(schema)
+    responses = generated_responses(2000)
+    verdicts = [(quick(r), slow.is_valid(r)) for r in responses]
+    disagree = [r for r, (q, s) in zip(responses, verdicts) if q != s]
+    assert not disagree, disagree[:3]
+    valid = sum(s for _, s in verdicts)
+    assert 200 < valid < 1800, valid  # neither kind is rare: the agreement means something
+    for response in responses[:100]:  # and the replacement answers as stock on them, message included
+        assert outcome(RemoteAction._validate_action_result, response) == \
+            outcome(patches.stock(RemoteAction, "_validate_action_result"), response)
+
+
 # --- event classes by name -----------------------------------------------------------------------
 
 def test_every_event_type_resolves_to_the_class_stock_finds() -> None:

@@ -1,14 +1,14 @@
 """The conversation index fed in real time from the event broker (RabbitMQ; deploy/endpoints.yml).
 
-Rasa publishes each committed event of every conversation, sealed, with its tracker-store row id
-(rasa_runtime/event_broker.py). The console consumes the durable queue: a batch of messages is opened,
-applied to the index in one transaction (``ConversationIndex.apply_events``: an event the index has is
+Rasa publishes the committed events of every conversation, sealed, each with its tracker-store row id,
+a turn's events in one message (rasa_runtime/event_broker.py). The console consumes the durable queue:
+a batch of messages is opened, applied to the index in one transaction (``ConversationIndex.apply_events``: an event the index has is
 not counted again) and only then acknowledged, so a console that stops or crashes mid-batch gets the
 messages again and loses none; while it is down RabbitMQ keeps them (durable queue, persistent
 messages). The tracker store is still read, slowly, to backfill: conversations from before the broker,
 and events a replica could not publish before it died.
 
-A message that does not open with ``DATA_KEYS`` or is not an event is not dropped: it is moved to the
+A message that does not open with ``DATA_KEYS`` or is not events is not dropped: it is moved to the
 queue ``<queue>.unreadable`` (for an administrator: a wrong key, another publisher) and acknowledged.
 """
 from __future__ import annotations
@@ -27,19 +27,22 @@ from textnorm.sealing import BROKER_CONTEXT, PREFIX, Keyring, SealedValueError
 logger = logging.getLogger(__name__)
 
 
-def open_event(body: bytes, keyring: Keyring) -> dict[str, Any]:
-    """A message body as the event it seals; ValueError when it is not a sealed event of ours."""
+def open_events(body: bytes, keyring: Keyring) -> list[dict[str, Any]]:
+    """The events a message body seals: one (stock's shape, a JSON object) or a turn's (a JSON list,
+    rasa_runtime/event_broker.py); ValueError when it is not sealed events of ours."""
     text = body.decode("ascii")
     if not text.startswith(PREFIX):
         raise ValueError("not sealed")
     try:
-        event = json.loads(keyring.open(text, BROKER_CONTEXT))
+        payload = json.loads(keyring.open(text, BROKER_CONTEXT))
     except SealedValueError as e:
         raise ValueError(f"does not open: {e}") from e
-    if not (isinstance(event, dict) and isinstance(event.get("sender_id"), str) and isinstance(event.get("event"), str)
-            and isinstance(event.get("event_id"), int)):
-        raise ValueError("not an event with sender_id, event and event_id")
-    return event
+    events = payload if isinstance(payload, list) else [payload]
+    if not events or not all(isinstance(event, dict) and isinstance(event.get("sender_id"), str)
+                             and isinstance(event.get("event"), str) and isinstance(event.get("event_id"), int)
+                             for event in events):
+        raise ValueError("not events with sender_id, event and event_id")
+    return events
 
 
 class EventFeed:
@@ -107,7 +110,7 @@ class EventFeed:
         events, unreadable = [], []
         for message in batch:
             try:
-                events.append(open_event(message.body, self.index.keyring))
+                events.extend(open_events(message.body, self.index.keyring))
             except (ValueError, UnicodeDecodeError) as e:
                 logger.error("event-broker message %s moved to %s.unreadable: %s",
                              message.delivery_tag, self.queue, e)

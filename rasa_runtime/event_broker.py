@@ -6,13 +6,18 @@ conversation index in step in real time (console/feed.py).
 
 What differs from stock ``PikaEventBroker``:
 
-- **Sealed bodies.** A message is an event of a conversation (the citizen's words, numbers, slot
+- **Sealed bodies.** A message holds events of a conversation (the citizen's words, numbers, slot
   values). RabbitMQ keeps persistent messages on disk, so each body is sealed with AES-256-GCM under
   ``DATA_KEYS`` (textnorm/sealing.py), as the tracker store's rows are. Without keys the broker
-  refuses to start. Inside the seal the body is stock's (``{"sender_id": ..., **event.as_dict()}``)
+  refuses to start. Inside the seal each event is stock's body (``{"sender_id": ..., **event.as_dict()}``)
   plus ``event_id``, the event's row id in the tracker store.
+- **One message per turn.** The events a turn wrote go out as one message, a JSON list of those
+  bodies (stock's entry point ``publish`` still sends one event, a JSON object). A flow turn writes
+  4-8 events, and each message cost the Rasa process about 0.3-0.4 ms of aio-pika's CPU and RabbitMQ a
+  disk write and a confirm: in the production profile the broker was 13 % of the project Rasa's
+  samples (bench/RESULTS.md). The console reads both shapes (console/feed.py ``open_events``).
 - **Published after the commit, in order, awaited.** ``HezeTrackerStore.save`` calls ``publish_all``
-  for each new event once the rows are committed, and waits for RabbitMQ's confirm (at most
+  for each new event once the rows are committed, and waits for RabbitMQ's confirm of those events (at most
   ``publish_timeout_s``; the events waiting in this process go out together) before the turn ends and
   the conversation's lock is released. So the queue never announces an event that is not on disk, and,
   unless a publish fails, a conversation's events enter the queue in the order they were written,
@@ -42,7 +47,7 @@ from textnorm.sealing import BROKER_CONTEXT, Keyring
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "heze_events"
-FLUSH_ROUND = 500  # events sent before their confirms are awaited (each with publish_timeout_s)
+FLUSH_ROUND = 500  # messages sent before their confirms are awaited (each with publish_timeout_s)
 
 
 class SealedPikaEventBroker(PikaEventBroker):
@@ -57,64 +62,101 @@ class SealedPikaEventBroker(PikaEventBroker):
         kwargs.setdefault("queues", [DEFAULT_QUEUE])
         super().__init__(host, username, password, **kwargs)
         self.publish_timeout_s = float(publish_timeout_s)
-        # Kept while RabbitMQ is away; past this many the oldest go (the console backfills them).
-        self._unpublished_events: Deque[Dict[Text, Any]] = deque(maxlen=int(max_unpublished))
-        self._flushing = asyncio.Lock()
+        # Messages (an event, or a turn's list of events) kept while RabbitMQ is away; past this many the
+        # oldest go (the console backfills them from the tracker store).
+        self._unpublished_events: Deque[Any] = deque(maxlen=int(max_unpublished))
+        self._waiting: Dict[int, "asyncio.Future[bool]"] = {}  # id of a caller's message -> its wake-up
+        self._sender: Optional["asyncio.Task[None]"] = None
 
-    def _message(self, event: Dict[Text, Any], headers: Optional[Dict[Text, Text]]) -> aio_pika.Message:
-        body = self.keyring.seal(json.dumps(event), BROKER_CONTEXT)
+    def _message(self, payload: Any, headers: Optional[Dict[Text, Text]]) -> aio_pika.Message:
+        """``payload``: one event (stock's shape) or the list of a turn's events."""
+        body = self.keyring.seal(json.dumps(payload), BROKER_CONTEXT)
         return aio_pika.Message(body.encode("ascii"), headers=cast(Any, headers), app_id=self.rasa_environment,
                                 content_type="text/plain", delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
     def publish(self, event: Dict[Text, Any], headers: Optional[Dict[Text, Text]] = None) -> None:
         """Stock's entry point (fire and forget), kept in order behind ``publish_all``."""
         self._unpublished_events.append(event)
-        task = self._loop.create_task(self.flush())
-        self._background_tasks.add(task)
-        task.add_done_callback(self._background_tasks.discard)
+        self._start_sending()
 
     async def publish_all(self, events: List[Dict[Text, Any]]) -> bool:
-        """Queue ``events`` behind any unsent ones and send them all, in order; True when all went out."""
-        if len(self._unpublished_events) + len(events) > (self._unpublished_events.maxlen or 0):
-            logger.warning("RabbitMQ unreachable and %d events kept: the oldest are dropped from memory "
-                           "(they are in the tracker store)", len(self._unpublished_events))
-        self._unpublished_events.extend(events)
-        return await self.flush()
+        """Queue ``events`` (a turn's, one message) behind any unsent ones and wait until RabbitMQ
+        confirmed them; True when they went out, False when RabbitMQ is away or a publish failed (they
+        are then kept and sent later, in order).
+
+        The caller waits for its own message only: one sender task sends whatever is waiting, in rounds,
+        and wakes each caller when the round holding its message is confirmed. (Before, each caller
+        flushed under a lock until the queue was empty, so while other conversations kept writing, a
+        turn also waited for the rounds of the turns that came after it, with no bound.)"""
+        if not events:
+            return True
+        if len(self._unpublished_events) >= (self._unpublished_events.maxlen or 0):
+            logger.warning("RabbitMQ unreachable and %d messages kept: the oldest are dropped from memory "
+                           "(their events are in the tracker store)", len(self._unpublished_events))
+        message: Any = list(events)
+        self._unpublished_events.append(message)
+        if not self._connected():
+            return False
+        done: asyncio.Future[bool] = self._loop.create_future()
+        self._waiting[id(message)] = done
+        self._start_sending()
+        return await done
 
     async def flush(self) -> bool:
-        """Send the unpublished events in order, confirmed by RabbitMQ; stop after a round with a failure.
+        """Send everything waiting; True when the queue was emptied (for stock's entry points and tests)."""
+        self._start_sending()
+        if self._sender is not None:
+            await asyncio.shield(self._sender)
+        return not self._unpublished_events
 
-        What is waiting goes out in rounds of up to ``FLUSH_ROUND`` events, each round's confirms
+    def _connected(self) -> bool:
+        return not (self._exchange is None or self._connection is None or self._connection.is_closed)
+
+    def _start_sending(self) -> None:
+        if self._sender is None or self._sender.done():
+            self._sender = self._loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Send the unpublished messages in order, confirmed by RabbitMQ; stop after a round with a failure.
+
+        What is waiting goes out in rounds of up to ``FLUSH_ROUND`` messages, each round's confirms
         awaited together: RabbitMQ confirms a persistent message once it is on disk, and waiting for each
         before sending the next made every turn of every conversation in this process queue behind one
         confirm per event (600 events of 10 conversations: 0.75 s, now 0.23 s). One channel keeps the
-        order of what is sent on it. When one fails, the events of its round that were confirmed are
-        done and the others are kept and sent later, after them: the console meets an event older
-        than one it has and reads that conversation again from the tracker store (console/conversations.py)."""
-        async with self._flushing:
+        order of what is sent on it, and one round is in flight at a time. When one fails, the events of
+        its round that were confirmed are done and the others are kept and sent later, after them: the
+        console meets an event older than one it has and reads that conversation again from the tracker
+        store (console/conversations.py). Every caller still waiting is then told False."""
+        try:
             while self._unpublished_events:
-                if self._exchange is None or self._connection is None or self._connection.is_closed:
-                    return False
+                if not self._connected():
+                    break
                 batch = list(itertools.islice(self._unpublished_events, FLUSH_ROUND))
                 results = await asyncio.gather(
-                    *(asyncio.wait_for(self._exchange.publish(self._message(event, None), ""), self.publish_timeout_s)
-                      for event in batch), return_exceptions=True)
+                    *(asyncio.wait_for(self._exchange.publish(self._message(event, None), ""),
+                                       self.publish_timeout_s) for event in batch), return_exceptions=True)
                 failures = [r for r in results if isinstance(r, BaseException)]
-                confirmed = {id(event) for event, r in zip(batch, results) if not isinstance(r, BaseException)}
                 if not failures:
-                    for _ in batch:  # the round is the head of the deque: appends go to its other end
+                    for event in batch:  # the round is the head of the deque: appends go to its other end
                         self._unpublished_events.popleft()
+                        self._wake(id(event), True)
                     continue
+                confirmed = {id(event) for event, r in zip(batch, results) if not isinstance(r, BaseException)}
                 kept = [event for event in self._unpublished_events if id(event) not in confirmed]
                 self._unpublished_events.clear()
                 self._unpublished_events.extend(kept)
-                logger.warning("event not published to RabbitMQ (%s); %d kept for later",
+                logger.warning("event message not published to RabbitMQ (%s); %d kept for later",
                                type(failures[0]).__name__, len(self._unpublished_events))
-                return False
-            return True
+                break
+        finally:
+            for key in list(self._waiting):  # what is left was not confirmed (or was dropped from memory)
+                self._wake(key, False)
+
+    def _wake(self, key: int, sent: bool) -> None:
+        done = self._waiting.pop(key, None)
+        if done is not None and not done.done():
+            done.set_result(sent)
 
     def _publish_unpublished_messages(self, *_: Any, **__: Any) -> None:
         """Called by aio-pika when the connection is back: send what was kept, in order."""
-        task = self._loop.create_task(self.flush())
-        self._background_tasks.add(task)
-        task.add_done_callback(self._background_tasks.discard)
+        self._start_sending()

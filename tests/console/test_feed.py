@@ -43,12 +43,23 @@ def summaries(index: ConversationIndex) -> dict[str, tuple[Any, ...]]:
                 for x in s.scalars(select(ConversationSummary))}
 
 
-def broker_bodies(tracker: Engine) -> list[bytes]:
-    """Each tracker-store row as Rasa's broker publishes it (rasa_runtime/event_broker.py)."""
+def broker_bodies(tracker: Engine, per_turn: int = 0) -> list[bytes]:
+    """The tracker-store rows as Rasa's broker publishes them (rasa_runtime/event_broker.py): one event
+    a message (stock's ``publish``), or with ``per_turn`` a list of up to that many consecutive events of
+    one conversation a message (``publish_all``, a turn's events)."""
     with tracker.connect() as conn:
         rows = conn.execute(select(EVENTS).order_by(EVENTS.c.id)).all()
-    return [KEYRING.seal(json.dumps({"sender_id": r.sender_id, **json.loads(KEYRING.open(r.data, r.sender_id)),
-                                     "event_id": r.id}), BROKER_CONTEXT).encode() for r in rows]
+    events = [{"sender_id": r.sender_id, **json.loads(KEYRING.open(r.data, r.sender_id)), "event_id": r.id}
+              for r in rows]
+    if not per_turn:
+        return [KEYRING.seal(json.dumps(e), BROKER_CONTEXT).encode() for e in events]
+    turns: list[list[dict[str, Any]]] = []
+    for e in events:
+        if turns and turns[-1][0]["sender_id"] == e["sender_id"] and len(turns[-1]) < per_turn:
+            turns[-1].append(e)
+        else:
+            turns.append([e])
+    return [KEYRING.seal(json.dumps(turn), BROKER_CONTEXT).encode() for turn in turns]
 
 
 @pytest.fixture
@@ -116,6 +127,23 @@ async def test_the_index_follows_the_broker_and_counts_each_event_once(tmp_path:
     assert summaries(index) == summaries(expected)
 
 
+async def test_a_turns_events_in_one_message_count_as_the_same_events(tmp_path: Path, tracker: Engine,
+                                                                   broker: dict[str, Any]) -> None:
+    expected = new_index(tmp_path, tracker, "expected")
+    expected.sync()
+    index = new_index(tmp_path, tracker, "fed")
+    bodies = broker_bodies(tracker, per_turn=6)
+    assert len(bodies) < len(broker_bodies(tracker)) / 3  # messages of several events each
+    feed = EventFeed(URL, broker["name"], broker["name"], index, asyncio.Lock(), batch=10)
+    task = start(feed)
+    await until(lambda: feed.connected)
+    await broker["publish"](bodies + bodies[:5])  # five of them delivered twice
+    await until(lambda: feed.counts["received"] == len(bodies) + 5)
+    await stop(task)
+    assert feed.counts["applied"] == len(broker_bodies(tracker)) and feed.counts["unreadable"] == 0
+    assert summaries(index) == summaries(expected) and len(summaries(index)) == 8
+
+
 async def test_events_the_backfill_counted_first_are_not_counted_again(tmp_path: Path, tracker: Engine,
                                                                       broker: dict[str, Any]) -> None:
     expected = new_index(tmp_path, tracker, "expected")
@@ -161,18 +189,19 @@ async def test_messages_that_do_not_open_are_set_aside_not_lost(tmp_path: Path, 
     clear = json.dumps({"sender_id": "x", "event": "user", "event_id": 999999, "text": "13800000001"}).encode()
     other_key = Keyring.parse(f"zz:{new_key()}").seal(json.dumps({"sender_id": "y"}), BROKER_CONTEXT).encode()
     wrong_shape = KEYRING.seal(json.dumps(["not", "an", "event"]), BROKER_CONTEXT).encode()
+    no_events = KEYRING.seal(json.dumps([]), BROKER_CONTEXT).encode()
     feed = EventFeed(URL, broker["name"], broker["name"], index, asyncio.Lock())
     task = start(feed)
     await until(lambda: feed.connected)
-    await broker["publish"]([clear, *good, other_key, wrong_shape])
-    await until(lambda: feed.counts["received"] == 8)
+    await broker["publish"]([clear, *good, other_key, wrong_shape, no_events])
+    await until(lambda: feed.counts["received"] == 9)
     await stop(task)
-    assert feed.counts == {"received": 8, "applied": 5, "unreadable": 3}
+    assert feed.counts == {"received": 9, "applied": 5, "unreadable": 4}
     aside = await broker["channel"].declare_queue(f"{broker['name']}.unreadable", durable=True)
     kept = []
     while (message := await aside.get(no_ack=True, fail=False)) is not None:
         kept.append(message.body)
-    assert kept == [clear, other_key, wrong_shape]
+    assert kept == [clear, other_key, wrong_shape, no_events]
     assert "x" not in summaries(index) and "y" not in summaries(index)
 
 

@@ -17,9 +17,10 @@ What differs from stock ``PikaEventBroker``:
   disk write and a confirm: in the production profile the broker was 13 % of the project Rasa's
   samples (bench/RESULTS.md). The console reads both shapes (console/feed.py ``open_events``).
 - **Published after the commit, in order, awaited.** ``HezeTrackerStore.save`` calls ``publish_all``
-  for each new event once the rows are committed, and waits for RabbitMQ's confirm of those events (at most
-  ``publish_timeout_s``; the events waiting in this process go out together) before the turn ends and
-  the conversation's lock is released. So the queue never announces an event that is not on disk, and,
+  with the turn's new events once the rows are committed, and waits for RabbitMQ's confirm of that
+  message before the turn ends and the conversation's lock is released. Each round of messages waits
+  at most ``publish_timeout_s`` for its confirms, but a turn waits for the rounds queued ahead of it
+  too: after RabbitMQ comes back, the backlog kept while it was away. So the queue never announces an event that is not on disk, and,
   unless a publish fails, a conversation's events enter the queue in the order they were written,
   whichever replica wrote them. Stock publishes before writing, from background tasks that may finish
   in any order.
@@ -67,6 +68,7 @@ class SealedPikaEventBroker(PikaEventBroker):
         self._unpublished_events: Deque[Any] = deque(maxlen=int(max_unpublished))
         self._waiting: Dict[int, "asyncio.Future[bool]"] = {}  # id of a caller's message -> its wake-up
         self._sender: Optional["asyncio.Task[None]"] = None
+        self._again = False  # asked to send while a sender was running
 
     def _message(self, payload: Any, headers: Optional[Dict[Text, Text]]) -> aio_pika.Message:
         """``payload``: one event (stock's shape) or the list of a turn's events."""
@@ -76,7 +78,7 @@ class SealedPikaEventBroker(PikaEventBroker):
 
     def publish(self, event: Dict[Text, Any], headers: Optional[Dict[Text, Text]] = None) -> None:
         """Stock's entry point (fire and forget), kept in order behind ``publish_all``."""
-        self._unpublished_events.append(event)
+        self._keep(event)
         self._start_sending()
 
     async def publish_all(self, events: List[Dict[Text, Any]]) -> bool:
@@ -90,11 +92,8 @@ class SealedPikaEventBroker(PikaEventBroker):
         turn also waited for the rounds of the turns that came after it, with no bound.)"""
         if not events:
             return True
-        if len(self._unpublished_events) >= (self._unpublished_events.maxlen or 0):
-            logger.warning("RabbitMQ unreachable and %d messages kept: the oldest are dropped from memory "
-                           "(their events are in the tracker store)", len(self._unpublished_events))
         message: Any = list(events)
-        self._unpublished_events.append(message)
+        self._keep(message)
         if not self._connected():
             return False
         done: asyncio.Future[bool] = self._loop.create_future()
@@ -109,12 +108,23 @@ class SealedPikaEventBroker(PikaEventBroker):
             await asyncio.shield(self._sender)
         return not self._unpublished_events
 
+    def _keep(self, message: Any) -> None:
+        """Queue ``message``; when the queue is full the oldest goes (its events are in the tracker store)
+        and whoever waits for it is told False at once."""
+        if len(self._unpublished_events) >= (self._unpublished_events.maxlen or 0):
+            logger.warning("RabbitMQ unreachable and %d messages kept: the oldest are dropped from memory "
+                           "(their events are in the tracker store)", len(self._unpublished_events))
+            self._wake(id(self._unpublished_events.popleft()), False)
+        self._unpublished_events.append(message)
+
     def _connected(self) -> bool:
         return not (self._exchange is None or self._connection is None or self._connection.is_closed)
 
     def _start_sending(self) -> None:
         if self._sender is None or self._sender.done():
             self._sender = self._loop.create_task(self._send())
+        else:  # e.g. the connection came back while a round was failing: go again when it ends
+            self._again = True
 
     async def _send(self) -> None:
         """Send the unpublished messages in order, confirmed by RabbitMQ; stop after a round with a failure.
@@ -136,12 +146,13 @@ class SealedPikaEventBroker(PikaEventBroker):
                     *(asyncio.wait_for(self._exchange.publish(self._message(event, None), ""),
                                        self.publish_timeout_s) for event in batch), return_exceptions=True)
                 failures = [r for r in results if isinstance(r, BaseException)]
-                if not failures:
-                    for event in batch:  # the round is the head of the deque: appends go to its other end
-                        self._unpublished_events.popleft()
-                        self._wake(id(event), True)
-                    continue
                 confirmed = {id(event) for event, r in zip(batch, results) if not isinstance(r, BaseException)}
+                for key in confirmed:
+                    self._wake(key, True)
+                if not failures:  # the round is at the head (unless the full queue dropped some of it)
+                    while self._unpublished_events and id(self._unpublished_events[0]) in confirmed:
+                        self._unpublished_events.popleft()
+                    continue
                 kept = [event for event in self._unpublished_events if id(event) not in confirmed]
                 self._unpublished_events.clear()
                 self._unpublished_events.extend(kept)
@@ -149,8 +160,13 @@ class SealedPikaEventBroker(PikaEventBroker):
                                type(failures[0]).__name__, len(self._unpublished_events))
                 break
         finally:
-            for key in list(self._waiting):  # what is left was not confirmed (or was dropped from memory)
-                self._wake(key, False)
+            if self._again and self._unpublished_events and self._connected():
+                self._again = False
+                self._sender = self._loop.create_task(self._send())  # the callers go on waiting for it
+            else:
+                self._again = False
+                for key in list(self._waiting):  # what is left was not confirmed
+                    self._wake(key, False)
 
     def _wake(self, key: int, sent: bool) -> None:
         done = self._waiting.pop(key, None)

@@ -92,6 +92,9 @@ INVALID = [
     {"events": [{"event": "slot", "value": "5"}]},
     {"events": [{"event": "slot", "name": 5, "value": "5"}]},
     {"responses": "不是列表"},
+    # jsonschema_rs reads the schema's \w as ASCII: it alone would accept this (a helper's review found it)
+    {"events": [{"event": "user", "text": "x",
+                 "parse_data": {"response_selector": {"all_retrieval_intents": {}, "好": 5}}}]},
     {"responses": ["不是对象"]},
     [],
     "events",

@@ -160,13 +160,11 @@ class SealedPikaEventBroker(PikaEventBroker):
                                type(failures[0]).__name__, len(self._unpublished_events))
                 break
         finally:
-            if self._again and self._unpublished_events and self._connected():
-                self._again = False
-                self._sender = self._loop.create_task(self._send())  # the callers go on waiting for it
-            else:
-                self._again = False
-                for key in list(self._waiting):  # what is left was not confirmed
-                    self._wake(key, False)
+            for key in list(self._waiting):  # what is left was not confirmed: those turns go on (kept)
+                self._wake(key, False)
+            again, self._again = self._again, False
+            if again and self._unpublished_events and self._connected():
+                self._sender = self._loop.create_task(self._send())  # asked for mid-round: the backlog again
 
     def _wake(self, key: int, sent: bool) -> None:
         done = self._waiting.pop(key, None)

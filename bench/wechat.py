@@ -4,7 +4,9 @@ The real stack (Rasa with the WeChat channel in safe mode, action server, servic
 WeChat API. 50 citizens send at once, each a conversation (greeting, ticket lookup, rating) with a
 1 s pause between messages, signed and encrypted as WeChat does. Measured per delivery: latency,
 whether the reply was passive or ``success`` (then a customer-service message), passive replies later
-than 4.5 s. The same conversations through the ``rest`` channel give the comparison; the channel's
+than 4.5 s, and that every ``success`` is followed by its customer-service message. WeChat's deliveries go
+through the WeChat front (``channels/front.py``), as in production; ``--direct`` posts to Rasa's channel
+itself. The same conversations through the ``rest`` channel give the comparison; the channel's
 own work (decrypt, parse, claim, render, encrypt) is also timed in the Rasa venv, without Rasa.
 """
 from __future__ import annotations
@@ -87,14 +89,16 @@ def summary(results: list[tuple[float, str]], deadline: float) -> dict[str, floa
     }
 
 
-async def measure(url: str, account: Account, users: int, rounds: int, pause: float) -> dict[str, object]:
+async def measure(url: str, wechat_url: str, account: Account, fake: FakeWeChat, users: int, rounds: int,
+                  pause: float) -> dict[str, object]:
+    """``wechat_url``: where WeChat posts (the front, or Rasa itself with ``--direct``); ``url``: Rasa."""
     limits = httpx.Limits(max_connections=users + 10)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         msg_ids = MSG_IDS
 
         async def wechat(sender: str, text: str) -> str:
             params, body = account.sealed(account.text_xml(sender, text, next(msg_ids)))
-            resp = await client.post(f"{url}/webhooks/wechat/webhook", params=params, content=body)
+            resp = await client.post(f"{wechat_url}/webhooks/wechat/webhook", params=params, content=body)
             if resp.status_code != 200:
                 return "error"
             return "success" if resp.text == "success" else "passive"
@@ -104,8 +108,18 @@ async def measure(url: str, account: Account, users: int, rounds: int, pause: fl
             return "passive" if resp.status_code == 200 and resp.json() else "error"
 
         await citizens(wechat, 5, 1, 0.2)  # warm-up
-        return {"wechat": summary(await citizens(wechat, users, rounds, pause), 4.5),
-                "rest": summary(await citizens(rest, users, rounds, pause), 4.5)}
+        await asyncio.sleep(2)
+        before = len(fake.sent)
+        over_wechat = summary(await citizens(wechat, users, rounds, pause), 4.5)
+        # Every `success` owes the citizen a customer-service message: wait for them (at most 60 s).
+        owed = int(over_wechat["success_then_customer_service"])
+        until = time.monotonic() + 60
+        while len(fake.sent) - before < owed and time.monotonic() < until:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)
+        over_wechat["customer_service_received"] = len(fake.sent) - before
+        over_wechat["unanswered"] = max(0, owed - (len(fake.sent) - before))
+        return {"wechat": over_wechat, "rest": summary(await citizens(rest, users, rounds, pause), 4.5)}
 
 
 def main() -> None:
@@ -115,6 +129,7 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="bench/wechat-last-run.json")
+    parser.add_argument("--direct", action="store_true", help="post to Rasa's channel, not through the WeChat front")
     add_production_args(parser)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heze-bench-wechat-"))
@@ -138,7 +153,10 @@ def main() -> None:
         stack, engine = start_stack(settings, tmp, extra_env=extra)
         try:
             url = f"http://127.0.0.1:{settings.rasa_port}"
-            runs = [asyncio.run(measure(url, account, args.users, args.rounds, args.pause)) for _ in range(args.runs)]
+            front = f"http://{settings.wechat_front_host}:{settings.wechat_front_port}"
+            runs = [asyncio.run(measure(url, url if args.direct else front, account, fake, args.users, args.rounds,
+                                        args.pause)) for _ in range(args.runs)]
+            results["front"] = None if args.direct else httpx.get(f"{front}/health").json()
         finally:
             stack.stop()
             engine.dispose()
@@ -150,6 +168,7 @@ def main() -> None:
         results[channel] = {k: statistics.median(run[k] for run in per_run) for k in per_run[0]}
         results[f"{channel}_runs"] = per_run
     results["customer_service_messages_sent"] = len(fake.sent)
+    results["through"] = "rasa (direct)" if args.direct else "wechat front"
     write_results(results, args)
 
 

@@ -12,8 +12,12 @@ customer-service chat (``miniprogram``), inside the Rasa server.
 - What happens to a message (claim, deadline, passive reply or customer-service message, hand-off to
   WeChat's human service, retry of failed turns) is ``wechat_delivery``; this module turns requests
   into messages and answers into responses. Once-only claims are per (account, openid, MsgId).
-- The reply deadline is 4.0 s after the request arrived: the handler's start less the event loop's
-  recent lag (``wechat_pace.LoopLag``); the goal is no passive reply later than 4.5 s.
+- The reply deadline is 4.0 s after the request arrived. Behind the WeChat front (``channels.front``,
+  a process whose loop is never busy with turns) the arrival is the front's clock (``X-Heze-Arrived``,
+  trusted with the shared ``front_token``), and the front answers ``success`` itself at 4.5 s; a
+  passive reply names its message (``X-Heze-Claim``) so that the front can have one that came too late
+  sent as a customer-service message (``POST .../undelivered``). Without the front: the handler's start
+  less the event loop's recent lag (``wechat_pace.LoopLag``).
 - Message types are a registry (``MESSAGE_TYPES``) with a fallback for unknown ones, as wechatpy does.
 - Buttons become numbered choices; a reply of the number sends the button's payload.
 - Voice: WeChat's own ``Recognition`` when the account has it; otherwise the AMR file is fetched
@@ -23,6 +27,7 @@ customer-service chat (``miniprogram``), inside the Rasa server.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -36,6 +41,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from channels.front import ARRIVED, CLAIM, FRONT
 from channels.wechat_api import WeChatApi
 from channels.wechat_delivery import Answer, Delivery, Failed, Outcome
 from channels.wechat_pace import LoopLag, TurnPace
@@ -165,14 +171,15 @@ class WeChatInput(InputChannel):
             deadline_s=float(c.get("deadline_s") or 4.0), menu=dict(c.get("menu") or {}),
             asr_url=str(c.get("asr_url") or ""), retry_s=float(c.get("retry_s") or 60),
             asr_token=str(c.get("asr_token") or ""), kf_account=str(c.get("kf_account") or ""),
-            human_s=float(c.get("human_s") or 1800),
+            human_s=float(c.get("human_s") or 1800), front_token=str(c.get("front_token") or ""),
         )
 
     def __init__(self, token: str, encoding_aes_key: str, appid: str, secret: str, mode: str = "safe",
                  api_base: str = "https://api.weixin.qq.com", claims: str = "var/wechat.db", deadline_s: float = 4.0,
                  menu: Optional[Dict[str, str]] = None, asr_url: str = "", retry_s: float = 60,
-                 asr_token: str = "", kf_account: str = "", human_s: float = 1800) -> None:
+                 asr_token: str = "", kf_account: str = "", human_s: float = 1800, front_token: str = "") -> None:
         self.enabled = bool(token and appid)
+        self.front_token = front_token  # the WeChat front's shared secret: its clock is trusted with it
         self.appid = appid
         self.asr_url = asr_url  # the voice gateway's POST /asr, for voice messages WeChat did not transcribe
         self.asr_token = asr_token  # its shared secret (VOICE_GATEWAY_TOKEN)
@@ -192,6 +199,7 @@ class WeChatInput(InputChannel):
         self.api = WeChatApi(appid, secret, api_base)
         self.store = open_store(claims, account=appid, channel=self.name())
         self._app: Any = None  # the Sanic app, once the server has started
+        self._resent: Dict[str, None] = {}  # messages the front had resent, oldest first (sent once)
         self.delivery = Delivery(self.store, appid, self.name(), self._send_all, passive=self.passive_replies,
                                  deadline_s=deadline_s, pace=self.pace, kf_account=kf_account, human_s=human_s,
                                  retry_s=retry_s)
@@ -205,9 +213,28 @@ class WeChatInput(InputChannel):
         return await MESSAGE_TYPES.get(msg.get("MsgType", ""), _unknown)(self, msg)
 
     # -- replies ------------------------------------------------------------------------
-    def _respond(self, msg: Dict[str, str], answer: Answer, encrypted: bool, request: Request) -> HTTPResponse:
+    def _from_front(self, request: Request) -> bool:
+        given = request.headers.get(FRONT, "")
+        return bool(self.front_token and given) and hmac.compare_digest(given.encode(), self.front_token.encode())
+
+    def _arrived(self, request: Request) -> float:
+        """When the request arrived (``time.monotonic``): the front's clock when it sent the request,
+        else the handler's start less the loop's recent lag."""
+        if self._from_front(request):
+            try:
+                waited = time.time() - float(request.headers.get(ARRIVED, ""))
+            except ValueError:
+                waited = None
+            if waited is not None and waited == waited:  # not NaN
+                return time.monotonic() - min(max(waited, 0.0), 60.0)
+        return time.monotonic() - self.lag.recent()
+
+    def _respond(self, msg: Dict[str, str], answer: Answer, encrypted: bool, request: Request,
+                 key: str = "") -> HTTPResponse:
         """The HTTP response for an answer: a passive reply or a transfer to the human service, in
-        the request's format (XML, or JSON for a mini-program JSON push) and encryption, or ``success``."""
+        the request's format (XML, or JSON for a mini-program JSON push) and encryption, or ``success``.
+        Behind the front a passive reply names its message (``CLAIM``): if it reaches the front too
+        late for WeChat, the front asks for it again as a customer-service message (``undelivered``)."""
         openid, account = msg.get("FromUserName", ""), msg.get("ToUserName", "")
         as_json = (request.body or b"").lstrip()[:1] == b"{"
         if answer.kind == "transfer":
@@ -223,7 +250,26 @@ class WeChatInput(InputChannel):
             nonce, now = request.args.get("nonce", ""), str(int(time.time()))
             content = (self.envelope.encrypt_json_reply(content, nonce, now) if as_json
                        else self.envelope.encrypt_reply(content, nonce, now))
-        return response.text(content, content_type="application/json" if as_json else "application/xml")
+        headers = {CLAIM: key} if key and answer.kind == "reply" and self._from_front(request) else None
+        return response.text(content, content_type="application/json" if as_json else "application/xml",
+                             headers=headers)
+
+    async def _undelivered(self, key: str) -> bool:
+        """Send the passive reply stored for ``key`` as a customer-service message (the front cut it);
+        False when there is none to send. Only the part the response carried: the rest of a long reply
+        went out beside it."""
+        parts = key.split("/")
+        if len(parts) < 3 or parts[0] != self.appid or key in self._resent:
+            return False
+        claim = await asyncio.to_thread(self.store.peek, key)
+        if claim is None or claim.reply is None or not claim.reply.texts or claim.reply.transfer is not None:
+            return False
+        self._resent[key] = None
+        while len(self._resent) > 10_000:
+            self._resent.pop(next(iter(self._resent)))
+        first = split_text("\n\n".join(claim.reply.texts), PASSIVE_LIMIT_BYTES)[0]
+        self.delivery.spawn(self._send_all(parts[1], [first]))
+        return True
 
     async def _send_all(self, openid: str, texts: List[str]) -> bool:
         for text in texts:
@@ -362,10 +408,28 @@ class WeChatInput(InputChannel):
                 return response.text(exc.reason, status=exc.status)
             return response.text(request.args.get("echostr", ""))
 
+        @bp.route("/undelivered", methods=["POST"])
+        async def undelivered(request: Request) -> HTTPResponse:
+            """The front cut a passive reply (Rasa answered after 4.5 s): send it as a customer-service message."""
+            if not self.enabled:
+                return response.text("not configured", status=503)
+            if not self._from_front(request):
+                return response.text("forbidden", status=403)
+            try:
+                body = request.json
+            except Exception:  # noqa: BLE001 - Sanic raises its own error for bad JSON
+                body = None
+            key = body.get("claim") if isinstance(body, dict) else None
+            if not isinstance(key, str) or not 0 < len(key) <= 512:
+                return response.text("claim missing", status=400)
+            if not await self._undelivered(key):
+                return response.json({"sent": False}, status=404)
+            return response.json({"sent": True})
+
         @bp.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
             self.lag.start()
-            started = time.monotonic() - self.lag.recent()  # about when the request arrived
+            started = self._arrived(request)
             if not self.enabled:
                 return response.text("not configured", status=503)
             try:
@@ -381,7 +445,7 @@ class WeChatInput(InputChannel):
                 if answer is None:
                     logger.warning("%s request refused: nonce replayed", self.name())
                     return response.text("nonce replayed", status=403)
-                return self._respond(msg, answer, encrypted, request)
+                return self._respond(msg, answer, encrypted, request, key)
             inbound = await self._read(msg)
             if inbound.text is None and inbound.media_id is None and not inbound.immediate:
                 return response.text("success")
@@ -394,7 +458,7 @@ class WeChatInput(InputChannel):
                     "metadata": {**metadata, **({"media_id": inbound.media_id} if inbound.media_id else {})}}
             answer = await self.delivery.deliver(key, openid, started, turn=turn, immediate=inbound.immediate,
                                                  transferable=inbound.citizen, keep=keep)
-            return self._respond(msg, answer, encrypted, request)
+            return self._respond(msg, answer, encrypted, request, key)
 
         return bp
 

@@ -43,6 +43,14 @@ class CommonSettings(BaseSettings):
     # WeChat's passive-reply deadline as the channels keep it (a later reply goes as a customer-service
     # message; the console flags it).
     wechat_deadline_s: float = 4.0
+    # The WeChat front (channels/front.py): WeChat's servers post here, and it relays to Rasa. Its loop is
+    # never busy with turns, so it keeps WeChat's 5 s rule when Rasa is saturated: `success` at cut_s
+    # after arrival, the reply then as a customer-service message. Its secret with the channel: empty,
+    # `python -m stack` makes one for each run.
+    wechat_front_host: str = "127.0.0.1"
+    wechat_front_port: int = 5006
+    wechat_front_cut_s: float = Field(default=4.5, ge=0.0, le=4.9)
+    wechat_front_token: SecretStr = SecretStr("")
     # The voice gateway's shared secret for POST /asr, POST /tts, the /media WebSocket and /calls/*: the
     # dialplan (CURLOPT httpheader), FreeSWITCH (?token= on the WebSocket URL), the WeChat channel and
     # the web chat (through the services API) send it. Empty: `make run` makes one for each run.

@@ -36,7 +36,9 @@ def main() -> int:
     for channel, token in (("wechat", settings.wechat_token), ("miniprogram", settings.miniprogram_token)):
         state = f"{settings.wechat_mode if channel == 'wechat' else settings.miniprogram_mode} mode" if token \
             else "not configured (.env, deploy/wechat.md)"
-        print(f"  {channel + ' channel':<14} POST http://{settings.rasa_host}:{settings.rasa_port}/webhooks/{channel}/webhook"
+        # WeChat posts to the front, which relays to Rasa and keeps the 5 s rule (channels/front.py).
+        print(f"  {channel + ' channel':<14} POST http://{settings.wechat_front_host}:{settings.wechat_front_port}"
+              f"/webhooks/{channel}/webhook"
               f"  [{state}]")
     voice = get_voice_settings()
     token = "VOICE_GATEWAY_TOKEN from .env" if voice.voice_gateway_token.get_secret_value() else \

@@ -140,6 +140,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["WECHAT_DEADLINE_S"] = str(settings.wechat_deadline_s)
     env["WECHAT_RETRY_S"] = str(settings.wechat_retry_s)
     env["WECHAT_HUMAN_S"] = str(settings.wechat_human_s)
+    # The WeChat front and the channels share this secret; the front relays to Rasa (or to the replicas'
+    # balancer, WECHAT_FRONT_UPSTREAM).
+    env["WECHAT_FRONT_TOKEN"] = settings.wechat_front_token.get_secret_value() or secrets.token_hex(24)
+    env["WECHAT_FRONT_HOST"] = settings.wechat_front_host
+    env["WECHAT_FRONT_PORT"] = str(settings.wechat_front_port)
+    env["WECHAT_FRONT_CUT_S"] = str(settings.wechat_front_cut_s)
     # Reminders (the services API's scheduler; the action server says how a reminder would arrive) and
     # the departments' open API.
     for prefix in ("reminder_", "open_api_", "proxy_", "sms_"):
@@ -194,6 +200,7 @@ def specs(settings: Settings, voice: VoiceSettings | None = None,
     cs = console or get_console_settings()
     console_url = f"http://{cs.console_host}:{cs.console_port}"
     env.update(prefixed_env(cs, "console_"))
+    front = f"http://{settings.wechat_front_host}:{settings.wechat_front_port}"
     return [
         ProcessSpec("services-api", [py, "-m", "services", "serve"], f"{api}/health", api, env),
         ProcessSpec("action-server", [py, "-m", "actions"], f"{actions}/health", actions, env),
@@ -209,4 +216,7 @@ def specs(settings: Settings, voice: VoiceSettings | None = None,
             ],
             f"{core}/", core, {**env, **RASA_ENV},
         ),
+        ProcessSpec("wechat-front", [str(ROOT / ".venv-rasa" / "bin" / "python"), "-m", "channels.front"],
+                    f"{front}/health", front,
+                    {"WECHAT_FRONT_UPSTREAM": core, **{k: v for k, v in env.items() if k.startswith("WECHAT_FRONT_")}}),
     ]

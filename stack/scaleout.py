@@ -134,4 +134,5 @@ def scaleout_specs(settings: Settings, voice: VoiceSettings, console: ConsoleSet
     config.write_text(haproxy_config(backends, health_port))
     monitor = f"http://127.0.0.1:{health_port}"
     out.append(ProcessSpec("load-balancer", [haproxy, "-db", "-f", str(config)], f"{monitor}/health", monitor, {}))
+    out.append(base["wechat-front"])  # relays to the balancer's Rasa address
     return out

@@ -38,6 +38,7 @@ def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "heze_env": "test",
         "rasa_api_token": SecretStr("test-token-" + uuid.uuid4().hex),
+        "wechat_front_port": free_port(),
         "payment_sandbox_secret": SecretStr("sandbox-" + uuid.uuid4().hex),
         "heze_db_url": "sqlite:///:memory:",
         "data_keys": SecretStr(TEST_DATA_KEYS),  # the stack's processes seal personal data with it

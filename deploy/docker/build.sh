@@ -39,7 +39,8 @@ build "$registry/base-rasa:$tag" deploy/docker/base.Dockerfile \
 build "$registry/base-app:$tag" deploy/docker/base.Dockerfile \
   --build-arg PYTHON_VERSION=3.11 --build-arg LOCK=requirements/app.lock
 build "$registry/rasa:$tag" deploy/docker/rasa.Dockerfile --build-arg "BASE_IMAGE=$registry/base-rasa:$tag"
+build "$registry/wechat-front:$tag" deploy/docker/wechat-front.Dockerfile --build-arg "BASE_IMAGE=$registry/base-rasa:$tag"
 for name in action-server services-api voice-gateway console; do
   build "$registry/$name:$tag" "deploy/docker/$name.Dockerfile" --build-arg "BASE_IMAGE=$registry/base-app:$tag"
 done
-echo "built $registry/{rasa,action-server,services-api,voice-gateway,console}:$tag"
+echo "built $registry/{rasa,wechat-front,action-server,services-api,voice-gateway,console}:$tag"

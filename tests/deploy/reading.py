@@ -53,7 +53,8 @@ def specs() -> dict[str, processes.ProcessSpec]:
         rasa_host="rasa.test", rasa_port=15005, rasa_model_dir="/models.test", rasa_endpoints="endpoints.test.yml",
         action_host="action.test", action_port=15055, services_api_host="services.test", services_api_port=18030,
         payment_sandbox_secret=SecretStr("sandbox.test"), data_keys=SecretStr(TEST_KEYS),
-        heze_db_url="sqlite:///heze.test.db", phone_channel_token=SecretStr("phone-token.test"))
+        heze_db_url="sqlite:///heze.test.db", phone_channel_token=SecretStr("phone-token.test"),
+        wechat_front_host="front.test", wechat_front_port=15006)
     voice = VoiceSettings(_env_file=None, heze_env="test", voice_host="voice.test",  # type: ignore[call-arg]
                           voice_http_port=18010, voice_audiosocket_port=19092,
                           voice_gateway_token=SecretStr("gateway-token.test"))
@@ -149,8 +150,16 @@ def rasa_yaml_files() -> list[Path]:
     return [ROOT / "bot" / "credentials.yml", ROOT / endpoints]
 
 
+def front_reads() -> set[str]:
+    """What the WeChat front reads (channels/front.py reads its environment by name)."""
+    return set(re.findall(r"""os\.(?:environ\.get\(|environ\[|getenv\()\s*["'](\w+)["']""",
+                          (ROOT / "channels" / "front.py").read_text()))
+
+
 def reads(process: str) -> set[str]:
     """Every environment variable the process reads."""
+    if process == "wechat-front":
+        return front_reads()
     if process == "rasa":
         names = set().union(*(yaml_variables(p) for p in rasa_yaml_files()))
         names |= {w[1:] for w in expected_command(specs()["rasa"]) if w.startswith("$")}
@@ -166,6 +175,8 @@ def must_set(process: str, key_file: Path) -> set[str]:
     if process == "rasa":
         names = set().union(*(yaml_variables(p) for p in rasa_yaml_files()))
         return names | {w[1:] for w in expected_command(specs()["rasa"]) if w.startswith("$")} | {"DATA_KEYS"}
+    if process == "wechat-front":
+        return {"WECHAT_FRONT_TOKEN", "WECHAT_FRONT_UPSTREAM"}  # it refuses to start without the first
     production = {
         "HEZE_ENV": "production", "RASA_API_TOKEN": "r" * 32, "DATA_KEYS": TEST_KEYS,
         "PUBLIC_BASE_URL": "https://assistant.test", "PAYMENT_PROVIDER": "wechatpay", "WECHAT_APPID": "wx.test",

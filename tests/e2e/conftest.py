@@ -51,6 +51,11 @@ class Running:
     def rasa_url(self) -> str:
         return f"http://{self.settings.rasa_host}:{self.settings.rasa_port}"
 
+    @property
+    def front_url(self) -> str:
+        """The WeChat front (channels/front.py): where WeChat's servers post, as in production."""
+        return f"http://{self.settings.wechat_front_host}:{self.settings.wechat_front_port}"
+
     def ref(self, sender: str) -> str:
         """A conversation's pseudonym in the console's URLs (the console's key lives in the service database)."""
         from console.conversations import conversation_ref, ref_key

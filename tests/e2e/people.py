@@ -24,7 +24,7 @@ from tests.voice.phone_client import PhoneClient
 # -- a citizen on the official account ------------------------------------------------------------
 
 def wechat_url(running: Running) -> str:
-    return f"{running.rasa_url}/webhooks/wechat/webhook"
+    return f"{running.front_url}/webhooks/wechat/webhook"
 
 
 def deliver(running: Running, inner_xml: str, **kw: object) -> httpx.Response:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 import signal
 import subprocess
 import threading
@@ -11,14 +13,29 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from channels.wechat_protocol import signature
+from services.settings import ROOT
 from tests.e2e.conftest import Running
 from tests.e2e.people import Citizen, console_sign_in, deliver, wechat_url
 from tests.fakes.wechat_api import Account
+from tests.sandbox import free_port
 
 pytestmark = pytest.mark.e2e
+
+
+@contextmanager
+def stopped(pid: int, seconds: float) -> Iterator[None]:
+    """The process group ``pid`` stopped (SIGSTOP) for ``seconds``, counted from entering."""
+    os.killpg(pid, signal.SIGSTOP)
+    resume = threading.Timer(seconds, lambda: os.killpg(pid, signal.SIGCONT))
+    resume.start()
+    try:
+        yield
+    finally:
+        resume.join()
 
 
 def test_url_verification_echoes_only_when_signed(running: Running) -> None:
@@ -69,19 +86,13 @@ def test_a_slow_turn_gets_success_then_one_customer_service_message(running: Run
     assert "受理编号" in citizen.say("查进度")
     citizen.msg_id += 1
     inner = running.account.text_xml(citizen.openid, "20261101000001", citizen.msg_id)
-    action_server = running.stack.procs["action-server"]
-    os.killpg(action_server.pid, signal.SIGSTOP)  # the action server stalls for 7 s
-    resume = threading.Timer(7, lambda: os.killpg(action_server.pid, signal.SIGCONT))
-    resume.start()
-    try:
+    with stopped(running.stack.procs["action-server"].pid, 7):  # the action server stalls for 7 s
         started = time.monotonic()
         first = deliver(running, inner)
         waited = time.monotonic() - started
         assert first.text == "success" and 3.9 <= waited < 4.5
         time.sleep(5 - waited)
         assert deliver(running, inner).text == "success"  # WeChat's retry: no second turn
-    finally:
-        resume.join()
     deadline = time.monotonic() + 30
     while not running.wechat.texts_to(citizen.openid) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -136,7 +147,7 @@ def test_many_citizens_at_once_all_get_passive_replies(running: Running) -> None
 def test_the_mini_program_answers_through_customer_service_messages(running: Running) -> None:
     openid = "m" + uuid.uuid4().hex[:20]
     base = {"ToUserName": "gh_mini", "FromUserName": openid, "CreateTime": int(time.time()), "MsgType": "text"}
-    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    mini_url = f"{running.front_url}/webhooks/miniprogram/webhook"
     for n, text in enumerate(("办护照要多少钱", "在哪办")):
         params, body = running.mini_account.sealed_json({**base, "Content": text, "MsgId": 900 + n})
         resp = running.http.post(mini_url, params=params, content=body)
@@ -267,7 +278,7 @@ def test_a_message_that_got_the_apology_is_answered_when_the_services_are_back(r
 
 def test_malformed_fields_get_a_4xx_before_and_after_the_signature_check(running: Running) -> None:
     account: Account = running.account
-    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    mini_url = f"{running.front_url}/webhooks/miniprogram/webhook"
     inner = account.text_xml("oMalformed", "你好", 1)
     params, body = account.sealed(inner)
     ts, nonce = str(int(time.time())), uuid.uuid4().hex
@@ -306,7 +317,7 @@ def test_the_same_msgid_from_two_citizens_and_two_accounts_gets_each_its_own_ans
     other = second.say("查工单")  # the same MsgId: once the first citizen's reply, and no turn
     assert "工单号" in other and "受理编号" not in other
     openid = "m" + uuid.uuid4().hex[:20]
-    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    mini_url = f"{running.front_url}/webhooks/miniprogram/webhook"
     params, body = running.mini_account.sealed_json({"ToUserName": "gh_mini", "FromUserName": openid,
                                                      "CreateTime": int(time.time()), "MsgType": "text",
                                                      "Content": "查工单", "MsgId": first.msg_id})
@@ -344,7 +355,7 @@ def test_a_signed_resend_gets_the_stored_reply_and_other_replays_stay_refused(ru
 
 def test_the_mini_program_answers_images_and_cards_with_a_message(running: Running) -> None:
     openid = "m" + uuid.uuid4().hex[:20]
-    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    mini_url = f"{running.front_url}/webhooks/miniprogram/webhook"
     base = {"ToUserName": "gh_mini", "FromUserName": openid, "CreateTime": int(time.time())}
     pushes = [{**base, "MsgType": "image", "PicUrl": "http://mmbiz/x.jpg", "MediaId": "img1", "MsgId": 71},
               {**base, "MsgType": "miniprogrampage", "Title": "办事", "AppId": "wx1", "PagePath": "pages/a",
@@ -393,7 +404,7 @@ def test_a_handoff_reaches_wechats_human_service_until_staff_hand_the_citizen_ba
 
 def test_a_handoff_in_the_mini_program_transfers_in_the_response(running: Running) -> None:
     openid = "m" + uuid.uuid4().hex[:20]
-    mini_url = f"{running.rasa_url}/webhooks/miniprogram/webhook"
+    mini_url = f"{running.front_url}/webhooks/miniprogram/webhook"
     base = {"ToUserName": "gh_mini", "FromUserName": openid, "CreateTime": int(time.time()), "MsgType": "text"}
     params, body = running.mini_account.sealed_json({**base, "Content": "转人工", "MsgId": 61})
     resp = running.http.post(mini_url, params=params, content=body)
@@ -422,3 +433,87 @@ def test_a_handoff_in_the_mini_program_transfers_in_the_response(running: Runnin
     while len(running.mini.texts_to(openid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "工单号" in running.mini.texts_to(openid)[-1]  # answered by the bot, not transferred
+
+
+# -- the WeChat front (channels/front.py): WeChat's 5-second rule kept outside Rasa's busy loop -----
+
+def _front_token(running: Running) -> str:
+    return next(s for s in running.stack.specs if s.name == "wechat-front").env["WECHAT_FRONT_TOKEN"]
+
+
+def _customer_service_texts(running: Running, openid: str, timeout: float = 30) -> list[str]:
+    """What reached the citizen as customer-service messages, once they stop coming."""
+    deadline = time.monotonic() + timeout
+    while not running.wechat.texts_to(openid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # a second one would come now
+    return running.wechat.texts_to(openid)
+
+
+def test_a_frozen_rasa_gets_success_at_the_cut_and_the_reply_once_later(running: Running) -> None:
+    citizen = Citizen(running)
+    citizen.msg_id += 1
+    inner = running.account.text_xml(citizen.openid, "你好", citizen.msg_id)
+    with stopped(running.stack.procs["rasa"].pid, 6):  # Rasa's loop does nothing for 6 s, as under a burst
+        started = time.monotonic()
+        first = deliver(running, inner)
+        waited = time.monotonic() - started
+    assert first.status_code == 200 and first.text == "success" and 4.4 <= waited < 4.9
+    (sent,) = _customer_service_texts(running, citizen.openid)
+    assert "菏泽市民政务助手" in sent
+    health = running.http.get(f"{running.front_url}/health").json()
+    assert health["cut"] >= 1 and health["lost"] == 0
+
+
+def test_a_passive_reply_the_front_cut_goes_out_as_one_customer_service_message(running: Running,
+                                                                                tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A second front that cuts at once: every passive reply Rasa gives reaches it too late.
+    port = free_port()
+    env = {**os.environ, "WECHAT_FRONT_UPSTREAM": running.rasa_url, "WECHAT_FRONT_TOKEN": _front_token(running),
+           "WECHAT_FRONT_PORT": str(port), "WECHAT_FRONT_CUT_S": "0"}
+    with open(tmp_path / "front.log", "wb") as log:
+        front = subprocess.Popen([str(ROOT / ".venv-rasa" / "bin" / "python"), "-m", "channels.front"], cwd=ROOT,
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if running.http.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        citizen = Citizen(running)
+        citizen.msg_id += 1
+        params, body = running.account.sealed(running.account.text_xml(citizen.openid, "查工单", citizen.msg_id))
+        assert running.http.post(f"{url}/webhooks/wechat/webhook", params=params, content=body).text == "success"
+        (sent,) = _customer_service_texts(running, citizen.openid)
+        assert "工单号" in sent
+        health = running.http.get(f"{url}/health").json()
+        assert health["cut"] == 1 and health["resent"] == 1 and health["lost"] == 0
+        # The channel sends a reply once, however often it is asked; and only the front may ask.
+        key = f"{running.account.appid}/{citizen.openid}/msg:{citizen.msg_id}"
+        undelivered = f"{running.rasa_url}/webhooks/wechat/undelivered"
+        with_secret = {"X-Heze-Front": _front_token(running)}
+        assert running.http.post(undelivered, json={"claim": key}, headers=with_secret).status_code == 404
+        assert running.http.post(undelivered, json={"claim": key}).status_code == 403
+        assert running.http.post(undelivered, json={"claim": key}, headers={"X-Heze-Front": "guess"}).status_code == 403
+        assert running.http.post(undelivered, json={"claim": 5}, headers=with_secret).status_code == 400
+        assert running.http.post(undelivered, content=b"{", headers=with_secret).status_code == 400
+        never = f"{running.account.appid}/{citizen.openid}/msg:1"
+        assert running.http.post(undelivered, json={"claim": never}, headers=with_secret).status_code == 404
+        assert running.wechat.texts_to(citizen.openid) == [sent]
+    finally:
+        front.terminate()
+        front.wait(10)
+
+
+def test_the_arrival_time_is_trusted_only_with_the_front_secret(running: Running) -> None:
+    # Straight to Rasa with a made-up arrival 10 s ago and no secret: the channel's own clock counts.
+    citizen = Citizen(running)
+    citizen.msg_id += 1
+    params, body = running.account.sealed(running.account.text_xml(citizen.openid, "你好", citizen.msg_id))
+    resp = running.http.post(f"{running.rasa_url}/webhooks/wechat/webhook", params=params, content=body,
+                             headers={"X-Heze-Arrived": str(time.time() - 10)})
+    assert resp.text != "success" and "菏泽市民政务助手" in running.account.open_reply(resp.text)["Content"]
+    assert "X-Heze-Claim" not in resp.headers

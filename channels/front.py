@@ -1,0 +1,199 @@
+"""The WeChat front: a small process between WeChat's servers and Rasa that keeps the 5-second rule.
+
+WeChat waits 5 s for the answer to a message, then retries. Inside Rasa the WeChat channel counts a
+4 s deadline, but a channel can keep a deadline only while its event loop is free: with 150 turns
+of NLU and policies on Rasa's loop, a request waits seconds before its handler starts, and a timer
+that is due fires late (``bench/RESULTS.md``, 150 simultaneous senders). This process does nothing
+but relay, so its loop is always free:
+
+- ``/webhooks/wechat/...`` and ``/webhooks/miniprogram/...`` are passed to Rasa unchanged, with the
+  time the request arrived here (``X-Heze-Arrived``, Unix seconds) and the shared secret
+  (``X-Heze-Front``). The channel counts its deadline from that arrival, not from its handler.
+- Rasa's answer is passed back if it comes within ``cut_s`` (4.5 s) of the arrival. Otherwise WeChat
+  gets ``success`` at 4.5 s, and the message's answer must reach the citizen another way: a passive
+  reply names its message (``X-Heze-Claim``), and when it comes after the cut this process asks the
+  channel to send it as a customer-service message (``POST /webhooks/<channel>/undelivered``). An
+  answer that was already ``success`` went out as a customer-service message from the channel itself.
+- When Rasa cannot be reached, WeChat gets 502 (and retries, as it would without this process);
+  when the connection breaks after WeChat was told ``success``, this process delivers the request
+  again, as WeChat would have, up to ``redeliveries`` times 5 s apart. The channel knows a message it
+  took (one turn, one answer) and answers a redelivery from what it stored.
+
+Nothing here reads a message: no decryption, no openid, no text in the logs. Runs in the Rasa
+environment (aiohttp): ``python -m channels.front``, started by ``python -m stack``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Set
+
+import aiohttp
+from aiohttp import web
+
+logger = logging.getLogger(__name__)
+
+ARRIVED = "X-Heze-Arrived"
+FRONT = "X-Heze-Front"
+CLAIM = "X-Heze-Claim"
+CHANNELS = ("wechat", "miniprogram")
+MAX_BODY = 1 << 20  # WeChat's messages are a few KB; the channel refuses large fields itself (413)
+TURN_TIMEOUT_S = 120.0  # a Rasa answer later than this is not waited for (the channel sends it itself)
+REDELIVER_S = 5.0  # WeChat's own retry interval
+# Headers of Rasa's response passed back to WeChat (no hop-by-hop ones, no X-Heze-*).
+PASSED_BACK = ("Content-Type",)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One answer from Rasa: status, body, content type and the claim of a passive reply."""
+    status: int
+    body: bytes
+    content_type: str
+    claim: Optional[str]
+
+
+class Front:
+    def __init__(self, upstream: str, token: str, cut_s: float = 4.5, redeliveries: int = 3,
+                 redeliver_s: float = REDELIVER_S) -> None:
+        if not token:
+            raise ValueError("the WeChat front needs WECHAT_FRONT_TOKEN (the channel trusts its clock only with it)")
+        self.upstream = upstream.rstrip("/")
+        self.token = token
+        self.cut_s = cut_s
+        self.redeliveries = redeliveries
+        self.redeliver_s = redeliver_s
+        self.counts: Dict[str, int] = {"relayed": 0, "cut": 0, "resent": 0, "unreachable": 0, "lost": 0}
+        self._session: Optional[aiohttp.ClientSession] = None
+        self._tasks: Set["asyncio.Task[Any]"] = set()
+
+    # -- app ----------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get("/health", self.health)
+        app.router.add_route("*", "/webhooks/{channel}/{rest:.*}", self.relay)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _open(self, _: web.Application) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=TURN_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(limit=512), auto_decompress=False)
+
+    async def _close(self, _: web.Application) -> None:
+        await self.settle()
+        if self._session is not None:
+            await self._session.close()
+
+    async def settle(self) -> None:
+        """Wait for the answers still owed after a cut (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def health(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **self.counts})
+
+    # -- relaying -----------------------------------------------------------------------------
+    async def relay(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()
+        channel = request.match_info["channel"]
+        if channel not in CHANNELS:
+            return web.Response(status=404, text="not found")
+        body = await request.read()
+        path = request.rel_url.path_qs
+        headers = {ARRIVED: f"{arrived:.6f}", FRONT: self.token}
+        if request.content_type:
+            headers["Content-Type"] = request.headers.get("Content-Type", "")
+        task = asyncio.ensure_future(self._forward(request.method, path, body, headers))
+        is_message = request.method == "POST" and request.match_info["rest"].rstrip("/") == "webhook"
+        if is_message:
+            await asyncio.wait({task}, timeout=max(0.0, self.cut_s - (time.time() - arrived)))
+        else:
+            await asyncio.wait({task})
+        if task.done():
+            try:
+                answer = task.result()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                self.counts["unreachable"] += 1
+                logger.warning("Rasa not reachable for a %s request: %s", channel, type(exc).__name__)
+                return web.Response(status=502, text="upstream unavailable")
+            self.counts["relayed"] += 1
+            return web.Response(status=answer.status, body=answer.body, content_type=None,
+                                headers={"Content-Type": answer.content_type} if answer.content_type else None)
+        # Past the cut: WeChat hears success now; the answer follows as a customer-service message.
+        self.counts["cut"] += 1
+        self._spawn(self._after_cut(channel, task, request.method, path, body, headers))
+        return web.Response(text="success")
+
+    async def _forward(self, method: str, path: str, body: bytes, headers: Dict[str, str]) -> Upstream:
+        assert self._session is not None
+        async with self._session.request(method, self.upstream + path, data=body, headers=headers,
+                                         allow_redirects=False) as resp:
+            content = await resp.read()
+            return Upstream(resp.status, content, resp.headers.get("Content-Type", ""), resp.headers.get(CLAIM))
+
+    async def _after_cut(self, channel: str, task: "asyncio.Future[Upstream]", method: str, path: str, body: bytes,
+                         headers: Dict[str, str]) -> None:
+        """Wait for the answer WeChat was not given and see that it reaches the citizen."""
+        answer: Optional[Upstream] = None
+        for attempt in range(self.redeliveries + 1):
+            try:
+                answer = await task
+                break
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if attempt == self.redeliveries:
+                    self.counts["lost"] += 1
+                    logger.error("a %s message cut at the deadline was not answered by Rasa after %d deliveries: %s",
+                                 channel, attempt + 1, type(exc).__name__)
+                    return
+                await asyncio.sleep(self.redeliver_s)
+                headers = {**headers, ARRIVED: f"{time.time():.6f}"}
+                task = asyncio.ensure_future(self._forward(method, path, body, headers))
+        assert answer is not None
+        if answer.status == 200 and answer.claim:
+            await self._resend(channel, answer.claim)
+
+    async def _resend(self, channel: str, claim: str) -> None:
+        """Ask the channel to send the passive reply WeChat did not take as a customer-service message."""
+        assert self._session is not None
+        for attempt in range(3):
+            try:
+                async with self._session.post(f"{self.upstream}/webhooks/{channel}/undelivered", json={"claim": claim},
+                                              headers={FRONT: self.token}) as resp:
+                    if resp.status == 200:
+                        self.counts["resent"] += 1
+                        return
+                    if resp.status < 500:  # refused (unknown claim, wrong secret): trying again will not help
+                        logger.error("the %s channel refused to resend a reply: HTTP %s", channel, resp.status)
+                        self.counts["lost"] += 1
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                logger.warning("asking the %s channel to resend a reply failed: %s", channel, type(exc).__name__)
+            await asyncio.sleep(1.0 + attempt)
+        self.counts["lost"] += 1
+        logger.error("a %s reply cut at the deadline could not be resent", channel)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    front = Front(
+        upstream=os.environ.get("WECHAT_FRONT_UPSTREAM") or
+        f"http://{os.environ.get('RASA_HOST', '127.0.0.1')}:{os.environ.get('RASA_PORT', '5005')}",
+        token=os.environ.get("WECHAT_FRONT_TOKEN", ""),
+        cut_s=float(os.environ.get("WECHAT_FRONT_CUT_S") or 4.5),
+    )
+    web.run_app(front.app(), host=os.environ.get("WECHAT_FRONT_HOST", "127.0.0.1"),
+                port=int(os.environ.get("WECHAT_FRONT_PORT") or 5006), access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

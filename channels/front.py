@@ -9,15 +9,23 @@ but relay, so its loop is always free:
 - ``/webhooks/wechat/...`` and ``/webhooks/miniprogram/...`` are passed to Rasa unchanged, with the
   time the request arrived here (``X-Heze-Arrived``, Unix seconds) and the shared secret
   (``X-Heze-Front``). The channel counts its deadline from that arrival, not from its handler.
+- Only the two webhooks (``/webhooks/<channel>/webhook``, GET and POST) and the channels' own health
+  (``GET /webhooks/<channel>/``) are relayed, to paths written here, never to a path taken from the
+  request: Rasa's API, the ``rest`` channel and ``/undelivered`` stay out of reach.
 - Rasa's answer is passed back if it comes within ``cut_s`` (4.5 s) of the arrival. Otherwise WeChat
   gets ``success`` at 4.5 s, and the message's answer must reach the citizen another way: a passive
-  reply names its message (``X-Heze-Claim``), and when it comes after the cut this process asks the
-  channel to send it as a customer-service message (``POST /webhooks/<channel>/undelivered``). An
-  answer that was already ``success`` went out as a customer-service message from the channel itself.
+  reply or a transfer names its message (``X-Heze-Claim``), and when it comes after the cut this
+  process asks the channel to send it as a customer-service message (``POST
+  /webhooks/<channel>/undelivered``; for a transfer, a request to send the message again, which then
+  reaches the agent). An answer that was already ``success`` went out as a customer-service message
+  from the channel itself.
 - When Rasa cannot be reached, WeChat gets 502 (and retries, as it would without this process);
-  when the connection breaks after WeChat was told ``success``, this process delivers the request
-  again, as WeChat would have, up to ``redeliveries`` times 5 s apart. The channel knows a message it
-  took (one turn, one answer) and answers a redelivery from what it stored.
+  when the connection breaks, or Rasa (or the balancer before it) answers 5xx, after WeChat was told
+  ``success``, this process delivers the request again, as WeChat would have, up to ``redeliveries``
+  times 5 s apart. The channel knows a message it took (one turn, one answer) and answers a
+  redelivery from what it stored. Any other answer after the cut is logged and counted as ``lost``.
+- ``GET /health`` counts what it did, and ``late``: answers to WeChat that left this process more
+  than ``LATE_S`` after the cut by its own clock (the host starved it of CPU).
 
 Nothing here reads a message: no decryption, no openid, no text in the logs. Runs in the Rasa
 environment (aiohttp): ``python -m channels.front``, started by ``python -m stack``.
@@ -32,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Set
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 logger = logging.getLogger(__name__)
@@ -45,6 +54,7 @@ TURN_TIMEOUT_S = 120.0  # a Rasa answer later than this is not waited for (the c
 REDELIVER_S = 5.0  # WeChat's own retry interval
 # Headers of Rasa's response passed back to WeChat (no hop-by-hop ones, no X-Heze-*).
 PASSED_BACK = ("Content-Type",)
+LATE_S = 0.25  # an answer to WeChat later than cut_s + this, by this process's clock, is counted late
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,8 @@ class Front:
         self.cut_s = cut_s
         self.redeliveries = redeliveries
         self.redeliver_s = redeliver_s
-        self.counts: Dict[str, int] = {"relayed": 0, "cut": 0, "resent": 0, "unreachable": 0, "lost": 0}
+        self.counts: Dict[str, int] = {"relayed": 0, "cut": 0, "resent": 0, "unreachable": 0, "lost": 0, "late": 0}
+        self.slowest_s = 0.0  # the longest a message's answer took here, arrival to response
         self._session: Optional[aiohttp.ClientSession] = None
         self._tasks: Set["asyncio.Task[Any]"] = set()
 
@@ -74,7 +85,9 @@ class Front:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/health", self.health)
-        app.router.add_route("*", "/webhooks/{channel}/{rest:.*}", self.relay)
+        app.router.add_route("GET", "/webhooks/{channel}/webhook", self.relay)
+        app.router.add_route("POST", "/webhooks/{channel}/webhook", self.relay)
+        app.router.add_route("GET", "/webhooks/{channel}/", self.relay)
         app.on_startup.append(self._open)
         app.on_cleanup.append(self._close)
         return app
@@ -95,7 +108,7 @@ class Front:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def health(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **self.counts})
+        return web.json_response({"status": "ok", **self.counts, "slowest_ms": round(self.slowest_s * 1000)})
 
     # -- relaying -----------------------------------------------------------------------------
     async def relay(self, request: web.Request) -> web.StreamResponse:
@@ -104,14 +117,21 @@ class Front:
         if channel not in CHANNELS:
             return web.Response(status=404, text="not found")
         body = await request.read()
-        path = request.rel_url.path_qs
+        webhook = request.path.endswith("/webhook")
+        path = f"/webhooks/{channel}/webhook" if webhook else f"/webhooks/{channel}/"
+        query = request.rel_url.raw_query_string
+        path += f"?{query}" if query else ""
         headers = {ARRIVED: f"{arrived:.6f}", FRONT: self.token}
-        if request.content_type:
-            headers["Content-Type"] = request.headers.get("Content-Type", "")
+        if "Content-Type" in request.headers:
+            headers["Content-Type"] = request.headers["Content-Type"]
         task = asyncio.ensure_future(self._forward(request.method, path, body, headers))
-        is_message = request.method == "POST" and request.match_info["rest"].rstrip("/") == "webhook"
+        is_message = request.method == "POST" and webhook
         if is_message:
             await asyncio.wait({task}, timeout=max(0.0, self.cut_s - (time.time() - arrived)))
+            took = time.time() - arrived
+            self.slowest_s = max(self.slowest_s, took)
+            if took > self.cut_s + LATE_S:
+                self.counts["late"] += 1
         else:
             await asyncio.wait({task})
         if task.done():
@@ -131,8 +151,8 @@ class Front:
 
     async def _forward(self, method: str, path: str, body: bytes, headers: Dict[str, str]) -> Upstream:
         assert self._session is not None
-        async with self._session.request(method, self.upstream + path, data=body, headers=headers,
-                                         allow_redirects=False) as resp:
+        url = yarl.URL(self.upstream + path, encoded=True)  # the query as WeChat signed it, not re-encoded
+        async with self._session.request(method, url, data=body, headers=headers, allow_redirects=False) as resp:
             content = await resp.read()
             return Upstream(resp.status, content, resp.headers.get("Content-Type", ""), resp.headers.get(CLAIM))
 
@@ -143,18 +163,25 @@ class Front:
         for attempt in range(self.redeliveries + 1):
             try:
                 answer = await task
-                break
+                failure = f"HTTP {answer.status}" if answer.status >= 500 else None  # a replica died behind the balancer
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if attempt == self.redeliveries:
-                    self.counts["lost"] += 1
-                    logger.error("a %s message cut at the deadline was not answered by Rasa after %d deliveries: %s",
-                                 channel, attempt + 1, type(exc).__name__)
-                    return
-                await asyncio.sleep(self.redeliver_s)
-                headers = {**headers, ARRIVED: f"{time.time():.6f}"}
-                task = asyncio.ensure_future(self._forward(method, path, body, headers))
+                failure = type(exc).__name__
+            if failure is None:
+                break
+            if attempt == self.redeliveries:
+                self.counts["lost"] += 1
+                logger.error("a %s message cut at the deadline was not answered by Rasa after %d deliveries: %s",
+                             channel, attempt + 1, failure)
+                return
+            await asyncio.sleep(self.redeliver_s)
+            headers = {**headers, ARRIVED: f"{time.time():.6f}"}
+            task = asyncio.ensure_future(self._forward(method, path, body, headers))
         assert answer is not None
-        if answer.status == 200 and answer.claim:
+        if answer.status != 200:
+            self.counts["lost"] += 1
+            logger.error("Rasa answered a %s message cut at the deadline with HTTP %s: nothing more can be sent",
+                         channel, answer.status)
+        elif answer.claim:
             await self._resend(channel, answer.claim)
 
     async def _resend(self, channel: str, claim: str) -> None:
@@ -167,7 +194,10 @@ class Front:
                     if resp.status == 200:
                         self.counts["resent"] += 1
                         return
-                    if resp.status < 500:  # refused (unknown claim, wrong secret): trying again will not help
+                    if resp.status == 404:  # nothing to send: sent already (by another front or worker)
+                        logger.info("the %s channel had no reply to resend", channel)
+                        return
+                    if resp.status < 500:  # refused (wrong secret, bad request): trying again will not help
                         logger.error("the %s channel refused to resend a reply: HTTP %s", channel, resp.status)
                         self.counts["lost"] += 1
                         return

@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 UNSUPPORTED = "目前我能看懂文字和语音消息。请用文字或语音告诉我您要办什么事。"
 VOICE_UNCLEAR = "这条语音我没听清。请打字告诉我，或者再说一遍。"
 MENU_UNKNOWN = "这个菜单暂时用不了。请直接告诉我您要办什么事。"
+TRANSFER_AGAIN = "正在为您转接人工客服。刚才那条消息客服可能没收到，请把您的问题再发一次。"
 PASSIVE_LIMIT_BYTES = 2000
 
 
@@ -199,7 +200,6 @@ class WeChatInput(InputChannel):
         self.api = WeChatApi(appid, secret, api_base)
         self.store = open_store(claims, account=appid, channel=self.name())
         self._app: Any = None  # the Sanic app, once the server has started
-        self._resent: Dict[str, None] = {}  # messages the front had resent, oldest first (sent once)
         self.delivery = Delivery(self.store, appid, self.name(), self._send_all, passive=self.passive_replies,
                                  deadline_s=deadline_s, pace=self.pace, kf_account=kf_account, human_s=human_s,
                                  retry_s=retry_s)
@@ -250,25 +250,29 @@ class WeChatInput(InputChannel):
             nonce, now = request.args.get("nonce", ""), str(int(time.time()))
             content = (self.envelope.encrypt_json_reply(content, nonce, now) if as_json
                        else self.envelope.encrypt_reply(content, nonce, now))
-        headers = {CLAIM: key} if key and answer.kind == "reply" and self._from_front(request) else None
+        headers = {CLAIM: key} if key and answer.kind in ("reply", "transfer") and self._from_front(request) else None
         return response.text(content, content_type="application/json" if as_json else "application/xml",
                              headers=headers)
 
     async def _undelivered(self, key: str) -> bool:
-        """Send the passive reply stored for ``key`` as a customer-service message (the front cut it);
-        False when there is none to send. Only the part the response carried: the rest of a long reply
-        went out beside it."""
+        """What the response to ``key`` carried, as a customer-service message (the front cut it): the
+        passive reply (only its first part: the rest of a long reply went out beside it), or for a
+        transfer, which cannot be redone, a request to send the message again (the citizen is with the
+        human service now, so it reaches the agent). Once per message, whichever worker is asked (a
+        mark in the shared store); False when there is nothing to send."""
         parts = key.split("/")
-        if len(parts) < 3 or parts[0] != self.appid or key in self._resent:
+        if len(parts) < 3 or parts[0] != self.appid:
             return False
         claim = await asyncio.to_thread(self.store.peek, key)
-        if claim is None or claim.reply is None or not claim.reply.texts or claim.reply.transfer is not None:
+        if claim is None or claim.reply is None or not (claim.reply.texts or claim.reply.transfer is not None):
             return False
-        self._resent[key] = None
-        while len(self._resent) > 10_000:
-            self._resent.pop(next(iter(self._resent)))
-        first = split_text("\n\n".join(claim.reply.texts), PASSIVE_LIMIT_BYTES)[0]
-        self.delivery.spawn(self._send_all(parts[1], [first]))
+        if (await asyncio.to_thread(self.store.claim, "resent/" + key)).state != "new":
+            return False
+        if claim.reply.transfer is not None:
+            text = TRANSFER_AGAIN
+        else:
+            text = split_text("\n\n".join(claim.reply.texts), PASSIVE_LIMIT_BYTES)[0]
+        self.delivery.spawn(self.delivery.send_texts(parts[1], [text]))
         return True
 
     async def _send_all(self, openid: str, texts: List[str]) -> bool:

@@ -240,13 +240,13 @@ class Delivery:
         customer-service messages (all of them on the mini-program; the official account's beside a transfer)."""
         if reply.transfer is not None:
             if reply.texts:
-                self.spawn(self._send_texts(openid, reply.texts))
+                self.spawn(self.send_texts(openid, reply.texts))
             return Answer("transfer", [], reply.transfer, first)
         if not reply.texts:
             return SUCCESS
         if self.passive:
             return Answer("reply", reply.texts, first=first)
-        self.spawn(self._send_texts(openid, reply.texts))
+        self.spawn(self.send_texts(openid, reply.texts))
         return SUCCESS
 
     async def wait_for_reply(self, key: str, claim: Claim, until: float) -> Reply:
@@ -335,11 +335,11 @@ class Delivery:
                           holding: Optional["asyncio.Future[Any]"] = None) -> None:
         reply = await task  # _run never raises
         if reply.texts:
-            await self._send_texts(openid, reply.texts)
+            await self.send_texts(openid, reply.texts)
         if key:
             await self._let_go(key, holding)
 
-    async def _send_texts(self, openid: str, texts: List[str]) -> bool:
+    async def send_texts(self, openid: str, texts: List[str]) -> bool:
         try:
             sent = await self.send(openid, ["\n\n".join(texts)])  # one message, as a passive reply would be
         except Exception:  # noqa: BLE001 - a background send must not die silently
@@ -424,7 +424,7 @@ class Delivery:
                 await self.call(self.store.drop_failed, key)
                 if outcome.handoff:  # taken up with the citizen's next message
                     await self._hand_over(openid)
-                await self._send_texts(openid, outcome.texts)
+                await self.send_texts(openid, outcome.texts)
             finally:
                 holding.cancel()
                 await self.call(self.store.unlease, key)

@@ -482,7 +482,8 @@ def test_a_passive_reply_the_front_cut_goes_out_as_one_customer_service_message(
                 if running.http.get(f"{url}/health").status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         citizen = Citizen(running)
         citizen.msg_id += 1
         params, body = running.account.sealed(running.account.text_xml(citizen.openid, "查工单", citizen.msg_id))
@@ -503,6 +504,21 @@ def test_a_passive_reply_the_front_cut_goes_out_as_one_customer_service_message(
         never = f"{running.account.appid}/{citizen.openid}/msg:1"
         assert running.http.post(undelivered, json={"claim": never}, headers=with_secret).status_code == 404
         assert running.wechat.texts_to(citizen.openid) == [sent]
+        # A transfer to the human service cannot be redone: the citizen is asked to send it again (the
+        # message then reaches the agent), beside the bot's own words.
+        handed = Citizen(running)
+        handed.msg_id += 1
+        params, body = running.account.sealed(running.account.text_xml(handed.openid, "转人工", handed.msg_id))
+        assert running.http.post(f"{url}/webhooks/wechat/webhook", params=params, content=body).text == "success"
+        deadline = time.monotonic() + 30
+        while len(running.wechat.texts_to(handed.openid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        texts = running.wechat.texts_to(handed.openid)
+        assert len(texts) == 2 and any("正在为您转人工" in t for t in texts) and any("再发一次" in t for t in texts)
+        handed.msg_id += 1
+        again = deliver(running, running.account.text_xml(handed.openid, "我想问社保", handed.msg_id))
+        assert running.account.open_reply(again.text)["MsgType"] == "transfer_customer_service"
     finally:
         front.terminate()
         front.wait(10)
@@ -517,3 +533,14 @@ def test_the_arrival_time_is_trusted_only_with_the_front_secret(running: Running
                              headers={"X-Heze-Arrived": str(time.time() - 10)})
     assert resp.text != "success" and "菏泽市民政务助手" in running.account.open_reply(resp.text)["Content"]
     assert "X-Heze-Claim" not in resp.headers
+    # With the secret the channel counts from that arrival: past its deadline, `success` at once and the
+    # reply as a customer-service message.
+    late = Citizen(running)
+    late.msg_id += 1
+    params, body = running.account.sealed(running.account.text_xml(late.openid, "你好", late.msg_id))
+    started = time.monotonic()
+    resp = running.http.post(f"{running.rasa_url}/webhooks/wechat/webhook", params=params, content=body,
+                             headers={"X-Heze-Arrived": str(time.time() - 10), "X-Heze-Front": _front_token(running)})
+    assert resp.text == "success" and time.monotonic() - started < 2.0
+    (sent,) = _customer_service_texts(running, late.openid)
+    assert "菏泽市民政务助手" in sent

@@ -16,14 +16,18 @@ What differs from stock ``PikaEventBroker``:
   4-8 events, and each message cost the Rasa process about 0.3-0.4 ms of aio-pika's CPU and RabbitMQ a
   disk write and a confirm: in the production profile the broker was 13 % of the project Rasa's
   samples (bench/RESULTS.md). The console reads both shapes (console/feed.py ``open_events``).
-- **Published after the commit, in order, awaited.** ``HezeTrackerStore.save`` calls ``publish_all``
-  with the turn's new events once the rows are committed, and waits for RabbitMQ's confirm of that
-  message before the turn ends and the conversation's lock is released. Each round of messages waits
-  at most ``publish_timeout_s`` for its confirms, but a turn waits for the rounds queued ahead of it
-  too: after RabbitMQ comes back, the backlog kept while it was away. So the queue never announces an event that is not on disk, and,
-  unless a publish fails, a conversation's events enter the queue in the order they were written,
-  whichever replica wrote them. Stock publishes before writing, from background tasks that may finish
-  in any order.
+- **Published after the commit, in order, not awaited by the turn.** ``HezeTrackerStore.save`` calls
+  ``announce`` with the turn's new events once the rows are committed: the message joins this
+  process's queue and the turn goes on. One sender task sends what is waiting in rounds, each round's
+  confirms awaited together (at most ``publish_timeout_s``). So the queue never announces an event
+  that is not on disk, and a process's messages enter the queue in the order they were written.
+  (Until 2026-12-08 the turn waited for its message's confirm, which kept a conversation's turns in
+  order across replicas too; under 50 paced conversations on the production endpoints that wait was
+  most of a turn's time: a round of one message took 8-33 ms on a Rasa loop busy with other turns, and
+  turns waited p50 180-340 ms for theirs, bench/RESULTS.md. The console already copes with a
+  conversation's events out of order: it reads that conversation again from the tracker store.)
+  ``publish_all`` queues a turn's events and waits for their confirm, for callers that need to know.
+  Stock publishes before writing, from background tasks that may finish in any order.
 - **Nothing dropped while RabbitMQ is away.** A publish that fails or times out keeps the event, and
   every later one not yet confirmed, in the unpublished queue (stock keeps only the failed one and
   sends later ones ahead of it); they are sent in order when the connection is back. An event kept in
@@ -80,6 +84,16 @@ class SealedPikaEventBroker(PikaEventBroker):
         """Stock's entry point (fire and forget), kept in order behind ``publish_all``."""
         self._keep(event)
         self._start_sending()
+
+    def announce(self, events: List[Dict[Text, Any]]) -> None:
+        """Queue ``events`` (a turn's, one message) behind any unsent ones; the sender task publishes them
+        in order. Returns at once: the events are in the tracker store already, and a turn that waited
+        for RabbitMQ's confirm waited for the Rasa loop's other turns too (the module's docstring)."""
+        if not events:
+            return
+        self._keep(list(events))
+        if self._connected():
+            self._start_sending()
 
     async def publish_all(self, events: List[Dict[Text, Any]]) -> bool:
         """Queue ``events`` (a turn's, one message) behind any unsent ones and wait until RabbitMQ

@@ -34,9 +34,9 @@ moves old rows to a new key. Every read of ``data`` here goes through ``_load``:
 read (HTTP API, ``rasa export``) too.
 
 With an event broker (deploy/endpoints.yml: ``rasa_runtime.event_broker.SealedPikaEventBroker``),
-``save`` publishes the new events after the commit, each with its row id (``event_id``), and waits
-for RabbitMQ's confirm before the turn ends: stock publishes before writing and re-reads the whole
-stored tracker to find the new events (``stream_events``), one more full read per turn.
+``save`` queues the new events for the broker after the commit, each with its row id (``event_id``);
+the broker publishes them in order without holding the turn: stock publishes before writing and
+re-reads the whole stored tracker to find the new events (``stream_events``), one more full read per turn.
 
 Creating this store installs ``rasa_runtime.patches`` (the documented way they get installed).
 """
@@ -294,7 +294,7 @@ class HezeTrackerStore(SQLTrackerStore):
                 with self.engine.begin() as conn:
                     written = self._write(conn, tracker.sender_id, new)
                 self._kept.pop(tracker.sender_id, None)
-                await self._announce(tracker.sender_id, new, written)
+                self._announce(tracker.sender_id, new, written)
                 return
             saved = _Saved(0, 0)  # a new conversation: every event is new
             self._mark(tracker, saved)
@@ -309,24 +309,25 @@ class HezeTrackerStore(SQLTrackerStore):
             if not ours_only:  # another writer got in (a lock that expired mid-turn): read it all next time
                 self._kept.pop(tracker.sender_id, None)
                 self._saved.pop(id(tracker), None)
-                await self._announce(tracker.sender_id, new, ids)
+                self._announce(tracker.sender_id, new, ids)
                 return
         kept = windowed(from_session_start(tracker), self.window)
         if kept is not tracker:
             self._mark(kept, _Saved(len(kept.events), saved.last_id))
         self._keep(kept)
-        await self._announce(tracker.sender_id, new, ids)
+        self._announce(tracker.sender_id, new, ids)
 
-    async def _announce(self, sender_id: Text, events: List[Event], ids: List[int]) -> None:
-        """Publish the committed events to the event broker, each with its row id (``event_id``), in
-        order and confirmed before the turn ends (rasa_runtime/event_broker.py). Stock publishes
-        before it writes; a broker that is not ours gets stock's fire-and-forget ``publish``."""
+    def _announce(self, sender_id: Text, events: List[Event], ids: List[int]) -> None:
+        """Hand the committed events to the event broker, each with its row id (``event_id``), as one
+        message queued in order (``announce``; rasa_runtime/event_broker.py), without waiting for
+        RabbitMQ. Stock publishes before it writes; a broker that is not ours gets stock's
+        fire-and-forget ``publish`` per event."""
         if self.event_broker is None or not events:
             return
         bodies = [{"sender_id": sender_id, **event.as_dict(), "event_id": row_id} for event, row_id in zip(events, ids)]
-        publish_all = getattr(self.event_broker, "publish_all", None)
-        if publish_all is not None:
-            await publish_all(bodies)
+        announce = getattr(self.event_broker, "announce", None)
+        if announce is not None:
+            announce(bodies)
             return
         for body in bodies:
             self.event_broker.publish(body)

@@ -84,6 +84,25 @@ def test_rasa_builds_it_from_the_endpoints_and_the_bodies_are_sealed() -> None:
     assert opened(bodies) == [event(1), event(2), event(3)]
 
 
+def test_announced_turns_go_out_in_order_without_anyone_waiting() -> None:
+    """What the tracker store does after each commit: ``announce`` returns at once; the sender task
+    publishes the turns in the order announced, one message each."""
+    name = f"heze_test_{secrets.token_hex(4)}"
+
+    async def scenario() -> List[bytes]:
+        broker = await broker_for(name)
+        for n in range(1, 31):
+            broker.announce([event(n * 10 + 1), event(n * 10 + 2)])
+        assert broker._unpublished_events  # queued, not yet confirmed: nobody waited
+        assert await broker.flush()
+        await broker.close()
+        return await drain(name, 30)
+
+    bodies = asyncio.run(scenario())
+    assert len(bodies) == 30
+    assert [e["event_id"] for e in opened(bodies)] == [n * 10 + i for n in range(1, 31) for i in (1, 2)]
+
+
 def test_events_kept_while_rabbitmq_is_away_go_out_first_and_in_order() -> None:
     name = f"heze_test_{secrets.token_hex(4)}"
 

@@ -4,6 +4,7 @@ only while the database agrees with it; the window keeps the conversation's stat
 from __future__ import annotations
 
 import asyncio
+import threading
 import json
 import os
 from pathlib import Path
@@ -268,6 +269,42 @@ def test_new_events_are_streamed_once_each_after_the_commit_with_their_row_ids(d
     with sa.create_engine(f"sqlite:///{db}").connect() as conn:
         ids = conn.execute(sa.text("select id from events where sender_id = 'g' order by id")).scalars().all()
     assert [e["event_id"] for e in broker.published] == ids
+
+
+class Announcing(EventBroker):
+    """A broker with ``announce`` (ours) whose RabbitMQ never confirms: awaiting it would hang the turn."""
+
+    def __init__(self) -> None:
+        self.messages: List[List[dict]] = []
+        self.confirmed: "asyncio.Future[bool] | None" = None
+
+    def publish(self, event: dict) -> None:
+        raise AssertionError("a broker with announce gets a turn's events as one message")
+
+    def announce(self, events: List[dict]) -> None:
+        self.messages.append(events)
+
+    async def publish_all(self, events: List[dict]) -> bool:
+        self.messages.append(events)
+        self.confirmed = asyncio.get_running_loop().create_future()
+        return await self.confirmed  # never set
+
+
+def test_a_turn_is_not_held_for_the_brokers_confirm(domain: Any, db: str) -> None:
+    """The events are committed before they are announced; the turn ends without waiting for RabbitMQ
+    (waiting made the confirm most of a turn's time under load, bench/RESULTS.md)."""
+    talk = Talk()
+    broker = Announcing()
+    ours = store(domain, db, event_broker=broker)
+    turns = [talk.start() + talk.greeting(1), talk.greeting(2)]
+    playing = threading.Thread(target=play, args=(ours, "h", turns), daemon=True)
+    playing.start()
+    playing.join(10)
+    assert not playing.is_alive(), "the turn waited for the broker"
+    assert [len(m) for m in broker.messages] == [len(t) for t in turns]
+    with sa.create_engine(f"sqlite:///{db}").connect() as conn:
+        ids = conn.execute(sa.text("select id from events where sender_id = 'h' order by id")).scalars().all()
+    assert [e["event_id"] for m in broker.messages for e in m] == ids
 
 
 @pytest.fixture

@@ -325,12 +325,15 @@ class HezeTrackerStore(SQLTrackerStore):
         if self.event_broker is None or not events:
             return
         bodies = [{"sender_id": sender_id, **event.as_dict(), "event_id": row_id} for event, row_id in zip(events, ids)]
-        announce = getattr(self.event_broker, "announce", None)
-        if announce is not None:
-            announce(bodies)
-            return
-        for body in bodies:
-            self.event_broker.publish(body)
+        try:
+            announce = getattr(self.event_broker, "announce", None)
+            if announce is not None:
+                announce(bodies)
+                return
+            for body in bodies:
+                self.event_broker.publish(body)
+        except Exception:  # noqa: BLE001 - the turn is committed: it must not be reported failed (and sent again)
+            logger.exception("events of a saved turn not handed to the event broker")
 
     def _write(self, conn: Any, sender_id: Text, events: List[Event]) -> List[int]:
         """Insert the events' rows in order; their ids, in the same order.

@@ -24,8 +24,9 @@ but relay, so its loop is always free:
   ``success``, this process delivers the request again, as WeChat would have, up to ``redeliveries``
   times 5 s apart. The channel knows a message it took (one turn, one answer) and answers a
   redelivery from what it stored. Any other answer after the cut is logged and counted as ``lost``.
-- ``GET /health`` counts what it did, and ``late``: answers to WeChat that left this process more
-  than ``LATE_S`` after the cut by its own clock (the host starved it of CPU).
+- ``GET /health`` counts what it did, ``late``: answers to WeChat that left this process more than
+  ``LATE_S`` after the cut by its own clock, and ``loop_lag_max_ms``: how late its loop ran at worst
+  (a request is timed from when the loop reads it; a host that starves this process of CPU delays both).
 
 Nothing here reads a message: no decryption, no openid, no text in the logs. Runs in the Rasa
 environment (aiohttp): ``python -m channels.front``, started by ``python -m stack``.
@@ -78,8 +79,10 @@ class Front:
         self.redeliver_s = redeliver_s
         self.counts: Dict[str, int] = {"relayed": 0, "cut": 0, "resent": 0, "unreachable": 0, "lost": 0, "late": 0}
         self.slowest_s = 0.0  # the longest a message's answer took here, arrival to response
+        self.loop_lag_s = 0.0  # the longest this process's loop ran late (CPU starved): arrivals are that late
         self._session: Optional[aiohttp.ClientSession] = None
-        self._tasks: Set["asyncio.Task[Any]"] = set()
+        self._tasks: Set["asyncio.Task[Any]"] = set()  # answers still owed after a cut
+        self._probe: Optional["asyncio.Future[None]"] = None
 
     # -- app ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -96,8 +99,18 @@ class Front:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=TURN_TIMEOUT_S),
             connector=aiohttp.TCPConnector(limit=512), auto_decompress=False)
+        self._probe = asyncio.ensure_future(self._probe_lag())
+
+    async def _probe_lag(self) -> None:
+        """How late this loop runs what is due (its clock starts a request's deadline when the loop reads it)."""
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(0.02)
+            self.loop_lag_s = max(self.loop_lag_s, time.monotonic() - asked - 0.02)
 
     async def _close(self, _: web.Application) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         await self.settle()
         if self._session is not None:
             await self._session.close()
@@ -108,7 +121,8 @@ class Front:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def health(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **self.counts, "slowest_ms": round(self.slowest_s * 1000)})
+        return web.json_response({"status": "ok", **self.counts, "slowest_ms": round(self.slowest_s * 1000),
+                                  "loop_lag_max_ms": round(self.loop_lag_s * 1000)})
 
     # -- relaying -----------------------------------------------------------------------------
     async def relay(self, request: web.Request) -> web.StreamResponse:

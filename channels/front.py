@@ -44,6 +44,8 @@ import aiohttp
 import yarl
 from aiohttp import web
 
+from channels.wechat_pace import LoopLag
+
 logger = logging.getLogger(__name__)
 
 ARRIVED = "X-Heze-Arrived"
@@ -53,8 +55,6 @@ CHANNELS = ("wechat", "miniprogram")
 MAX_BODY = 1 << 20  # WeChat's messages are a few KB; the channel refuses large fields itself (413)
 TURN_TIMEOUT_S = 120.0  # a Rasa answer later than this is not waited for (the channel sends it itself)
 REDELIVER_S = 5.0  # WeChat's own retry interval
-# Headers of Rasa's response passed back to WeChat (no hop-by-hop ones, no X-Heze-*).
-PASSED_BACK = ("Content-Type",)
 LATE_S = 0.25  # an answer to WeChat later than cut_s + this, by this process's clock, is counted late
 
 
@@ -79,10 +79,9 @@ class Front:
         self.redeliver_s = redeliver_s
         self.counts: Dict[str, int] = {"relayed": 0, "cut": 0, "resent": 0, "unreachable": 0, "lost": 0, "late": 0}
         self.slowest_s = 0.0  # the longest a message's answer took here, arrival to response
-        self.loop_lag_s = 0.0  # the longest this process's loop ran late (CPU starved): arrivals are that late
+        self.lag = LoopLag(interval_s=0.02)  # how late this loop runs (CPU starved): arrivals are read that late
         self._session: Optional[aiohttp.ClientSession] = None
         self._tasks: Set["asyncio.Task[Any]"] = set()  # answers still owed after a cut
-        self._probe: Optional["asyncio.Future[None]"] = None
 
     # -- app ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -99,18 +98,10 @@ class Front:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=TURN_TIMEOUT_S),
             connector=aiohttp.TCPConnector(limit=512), auto_decompress=False)
-        self._probe = asyncio.ensure_future(self._probe_lag())
-
-    async def _probe_lag(self) -> None:
-        """How late this loop runs what is due (its clock starts a request's deadline when the loop reads it)."""
-        while True:
-            asked = time.monotonic()
-            await asyncio.sleep(0.02)
-            self.loop_lag_s = max(self.loop_lag_s, time.monotonic() - asked - 0.02)
+        self.lag.start()
 
     async def _close(self, _: web.Application) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        self.lag.stop()
         await self.settle()
         if self._session is not None:
             await self._session.close()
@@ -122,7 +113,7 @@ class Front:
 
     async def health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self.counts, "slowest_ms": round(self.slowest_s * 1000),
-                                  "loop_lag_max_ms": round(self.loop_lag_s * 1000)})
+                                  "loop_lag_max_ms": round(self.lag.worst * 1000)})
 
     # -- relaying -----------------------------------------------------------------------------
     async def relay(self, request: web.Request) -> web.StreamResponse:

@@ -76,9 +76,11 @@ class LoopLag:
         self.clock = clock
         self._samples: Deque[tuple[float, float]] = deque()  # (when, lag)
         self._task: Optional["asyncio.Task[None]"] = None
+        self.worst = 0.0  # the largest lag since the probe started
 
     def record(self, lag: float) -> None:
         now = self.clock()
+        self.worst = max(self.worst, lag)
         self._samples.append((now, max(0.0, lag)))
         while self._samples and self._samples[0][0] < now - self.keep_s:
             self._samples.popleft()
@@ -91,6 +93,10 @@ class LoopLag:
         """Start probing on the running loop (once; the channel calls it on its first request)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._probe())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
     async def _probe(self) -> None:
         while True:

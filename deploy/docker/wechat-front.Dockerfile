@@ -9,6 +9,7 @@ WORKDIR /app
 ENV WECHAT_FRONT_HOST=0.0.0.0 WECHAT_FRONT_PORT=5006
 COPY channels/__init__.py channels/__init__.py
 COPY channels/front.py channels/front.py
+COPY channels/wechat_pace.py channels/wechat_pace.py
 USER 10001:10001
 EXPOSE 5006
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \

@@ -65,6 +65,13 @@ async def serve(app: web.Application, port: int) -> web.AppRunner:
 CUT_S = 1.0
 
 
+async def post_text(url: str, body: bytes) -> str:
+    """What WeChat's server reads back for one delivery."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body) as resp:
+            return await resp.text()
+
+
 def with_front(test: Callable[[Front, Upstream, str], Awaitable[None]], cut_s: float = CUT_S,
                upstream_up: bool = True) -> None:
     async def run() -> None:
@@ -124,9 +131,7 @@ def test_a_late_success_asks_for_nothing_more() -> None:
 
     async def test(front: Front, upstream: Upstream, url: str) -> None:
         upstream.behave = slow_success
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/webhooks/miniprogram/webhook", data=b"{}") as resp:
-                assert await resp.text() == "success"
+        assert await post_text(f"{url}/webhooks/miniprogram/webhook", b"{}") == "success"
         await front.settle()
         assert upstream.undelivered == [] and front.counts["cut"] == 1 and front.counts["resent"] == 0
     with_front(test)
@@ -144,9 +149,7 @@ def test_a_connection_broken_after_the_cut_is_delivered_again_as_wechat_would() 
 
     async def test(front: Front, upstream: Upstream, url: str) -> None:
         upstream.behave = drop_then_answer
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/webhooks/wechat/webhook?nonce=x", data=b"<xml>m</xml>") as resp:
-                assert await resp.text() == "success"
+        assert await post_text(f"{url}/webhooks/wechat/webhook?nonce=x", b"<xml>m</xml>") == "success"
         await front.settle()
         assert len(upstream.seen) == 2 and upstream.seen[1]["body"] == b"<xml>m</xml>"
         assert upstream.seen[1]["path_qs"] == "/webhooks/wechat/webhook?nonce=x"
@@ -200,13 +203,10 @@ def test_an_error_after_the_cut_is_delivered_again_and_a_refusal_is_counted_lost
 
     async def test(front: Front, upstream: Upstream, url: str) -> None:
         upstream.behave = error_then_answer
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/webhooks/wechat/webhook", data=b"<xml>m</xml>") as resp:
-                assert await resp.text() == "success"
-            await front.settle()
-            assert len(upstream.seen) == 2 and upstream.undelivered == [("wechat", {"claim": "acct/o3/msg:4"}, TOKEN)]
-            async with http.post(f"{url}/webhooks/wechat/webhook", data=b"<xml>other</xml>") as resp:
-                assert await resp.text() == "success"
+        assert await post_text(f"{url}/webhooks/wechat/webhook", b"<xml>m</xml>") == "success"
+        await front.settle()
+        assert len(upstream.seen) == 2 and upstream.undelivered == [("wechat", {"claim": "acct/o3/msg:4"}, TOKEN)]
+        assert await post_text(f"{url}/webhooks/wechat/webhook", b"<xml>other</xml>") == "success"
         await front.settle()
         assert len(upstream.seen) == 3 and len(upstream.undelivered) == 1
         assert front.counts["lost"] == 1 and front.counts["resent"] == 1 and front.counts["cut"] == 2
